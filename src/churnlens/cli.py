@@ -1,0 +1,86 @@
+"""`churnlens` command line: one command per DVC stage. Stage modules are imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import typer
+
+from churnlens.errors import ChurnlensError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
+
+
+def _run_stage(stage: str, *args, **kwargs) -> None:
+    """Run `churnlens.stages.<stage>.run`, turning user errors into one line on stderr + exit 1."""
+    from churnlens.logs import setup_logging
+
+    setup_logging(stage)
+    try:
+        module = importlib.import_module(f"churnlens.stages.{stage}")
+        module.run(*args, **kwargs)
+    except ChurnlensError as err:
+        print(f"churnlens {stage}: error: {err}", file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def generate(params: Path = PARAMS) -> None:
+    """Write the synthetic sample data set (params `generate`)."""
+    _run_stage("generate", params)
+
+
+@app.command()
+def validate(raw_dir: Path, out_dir: Path) -> None:
+    """Validate RAW_DIR; write accepted tables, quarantine and validation.json to OUT_DIR."""
+    _run_stage("validate", raw_dir, out_dir)
+
+
+@app.command()
+def features(params: Path = PARAMS) -> None:
+    """Point-in-time features and labels at every cutoff."""
+    _run_stage("features", params)
+
+
+@app.command()
+def train(params: Path = PARAMS) -> None:
+    """Train, calibrate and evaluate the model; log the run to MLflow."""
+    _run_stage("train", params)
+
+
+@app.command()
+def score(params: Path = PARAMS) -> None:
+    """Score every active customer at as_of."""
+    _run_stage("score", params)
+
+
+@app.command()
+def explain(params: Path = PARAMS) -> None:
+    """SHAP reasons for the at-risk customers and a sample of the rest."""
+    _run_stage("explain", params)
+
+
+@app.command()
+def export(params: Path = PARAMS) -> None:
+    """Write the ranked at-risk CSV for the customer-success team."""
+    _run_stage("export", params)
+
+
+@app.command()
+def kpis(params: Path = PARAMS) -> None:
+    """Retention KPIs for the last period and the one before."""
+    _run_stage("kpis", params)
+
+
+@app.command()
+def report(params: Path = PARAMS) -> None:
+    """Render the weekly HTML report."""
+    _run_stage("report", params)
+
+
+if __name__ == "__main__":
+    app()
