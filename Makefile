@@ -1,0 +1,56 @@
+# Two commands for a newcomer:  `make run`  (set up + whole pipeline on the sample)  and  `make test`.
+# Every target creates the virtual environment itself from uv.lock when it is missing or stale.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+VENV := .venv
+STAMP := $(VENV)/.synced
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+export MLFLOW_DISABLE_TELEMETRY := true
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup run test test-slow test-all lint bench bench-quick report-png mlflow-ui clean
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --locked --quiet
+	touch $@
+
+setup: $(STAMP)  ## create .venv from uv.lock (idempotent)
+
+run: setup  ## run the whole pipeline (dvc repro) on params.yaml's data
+	dvc repro
+
+test: setup  ## default test suite (fast; slow tests excluded)
+	pytest -q
+
+test-slow: setup  ## slow tests only
+	pytest -q -m slow
+
+test-all: setup
+	pytest -q -m ""
+
+lint: setup
+	ruff check src tests
+
+bench: setup  ## scale benchmark (1M customers); writes reports/bench.json
+	python scripts/bench.py
+
+bench-quick: setup  ## the same benchmark at a tiny size (CI)
+	python scripts/bench.py --quick
+
+report-png: setup  ## render the weekly report headless to reports/weekly_report.png
+	bash scripts/render_report_png.sh reports/weekly_report.html reports/weekly_report.png
+
+mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 (default local store)
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:  ## remove pipeline outputs (not the environment)
+	rm -rf data/sample data/interim data/features data/processed models reports
