@@ -1,0 +1,134 @@
+"""Plain-English sentences for the features that raise a customer's churn risk.
+
+One small template per feature (or per feature family `name_{W}d`). A template gets the
+customer's feature row and returns a sentence, or None when the value does not tell a story
+(e.g. "usage down" when usage actually went up); the next reason is used instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Row = Mapping[str, Any]
+Template = Callable[[float, Row], str | None]
+WINDOWED = re.compile(r"^(?P<name>[a-z_]+)_(?P<days>\d+)d$")
+
+
+def _num(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _plural(count: float, word: str) -> str:
+    return f"{count:.0f} {word}" + ("" if round(count) == 1 else "s")
+
+
+def _change(what: str, days: int) -> Template:
+    def sentence(value: float, row: Row) -> str | None:
+        if value >= -0.05:
+            return None
+        return f"{what} down {min(-value, 1.0) * 100:.0f}% vs previous {days} days"
+    return sentence
+
+
+def _days_since(what: str) -> Template:
+    def sentence(value: float, row: Row) -> str:
+        return f"no {what} for {value:.0f} days"
+    return sentence
+
+
+def _open_tickets(value: float, row: Row) -> str | None:
+    if value < 1:
+        return None
+    age = _num(row.get("oldest_open_ticket_days"))
+    tail = f" for {age:.0f}+ days" if age is not None and age >= 1 else ""
+    return f"{_plural(value, 'support ticket')} open{tail}"
+
+
+def _oldest_ticket(value: float, row: Row) -> str | None:
+    if value < 1:
+        return None
+    return f"support ticket open for {value:.0f} days"
+
+
+def _trial(value: float, row: Row) -> str | None:
+    if value < 1:
+        return None
+    if (_num(row.get("events_first_14d")) or 0) == 0:
+        return "trial user with no key action yet"
+    return "still on a trial plan"
+
+
+def _first_weeks(value: float, row: Row) -> str:
+    if value == 0:
+        return "no product use in the first 14 days (not onboarded)"
+    return f"only {_plural(value, 'action')} in the first 14 days"
+
+
+def _nps(value: float, row: Row) -> str | None:
+    if value > 8:
+        return None
+    kind = "detractor" if value <= 6 else "passive"
+    return f"last NPS answer {value:.0f}/10 ({kind})"
+
+
+def _tenure(value: float, row: Row) -> str:
+    return f"customer for only {value:.0f} days" if value < 180 else f"customer for {value:.0f} days"
+
+
+FIXED: dict[str, Template] = {
+    "days_since_last_activity": _days_since("activity"),
+    "days_since_last_event": _days_since("product usage"),
+    "days_since_last_purchase": _days_since("purchase"),
+    "events_change_30d": _change("usage", 30),
+    "revenue_change_90d": _change("revenue", 90),
+    "open_tickets": _open_tickets,
+    "oldest_open_ticket_days": _oldest_ticket,
+    "is_trial": _trial,
+    "events_first_14d": _first_weeks,
+    "last_nps": _nps,
+    "tenure_days": _tenure,
+    "inactive_flag": lambda v, row: "inactive for 30+ days" if v >= 1 else None,
+    "days_to_first_event": lambda v, row: f"took {v:.0f} days to first use the product",
+}
+
+WINDOWED_TEMPLATES: dict[str, Callable[[float, int], str]] = {
+    "events": lambda v, d: f"only {_plural(v, 'usage event')} in the last {d} days",
+    "active_days": lambda v, d: f"active on only {v:.0f} of the last {d} days",
+    "event_types": lambda v, d: f"used only {_plural(v, 'feature')} in the last {d} days",
+    "purchases": lambda v, d: f"only {_plural(v, 'purchase')} in the last {d} days",
+    "revenue": lambda v, d: f"revenue of {v:,.2f} in the last {d} days",
+    "refunds": lambda v, d: f"{_plural(v, 'refund')} in the last {d} days",
+    "tickets": lambda v, d: f"{_plural(v, 'support ticket')} in the last {d} days",
+}
+
+
+def describe(feature: str, row: Row) -> str | None:
+    """Sentence for `feature` of this customer's row, or None if it tells no risk story."""
+    raw = row.get(feature)
+    if feature == "segment":
+        return f"on the '{raw}' plan" if raw not in (None, "") else None
+    value = _num(raw)
+    if value is None:
+        return _missing(feature)
+    if feature in FIXED:
+        return FIXED[feature](value, row)
+    match = WINDOWED.match(feature)
+    if match and match["name"] in WINDOWED_TEMPLATES:
+        return WINDOWED_TEMPLATES[match["name"]](value, int(match["days"]))
+    return f"{feature.replace('_', ' ')} = {value:g}"
+
+
+def _missing(feature: str) -> str | None:
+    return {
+        "days_since_last_event": "has never used the product",
+        "days_since_last_purchase": "has never made a purchase",
+        "days_to_first_event": "has never used the product",
+        "last_nps": None,
+    }.get(feature)

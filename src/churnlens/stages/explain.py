@@ -1,0 +1,62 @@
+"""Stage `explain`: reasons for the at-risk list (and a sample), global importance plots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from churnlens import paths
+from churnlens.config import load_params
+from churnlens.explain import (REASON_COLUMNS, global_importance, select_for_explanation,
+                               shap_contributions, top_reasons)
+from churnlens.export import rank_at_risk
+from churnlens.io import atomic_path, write_parquet, write_text
+from churnlens.logs import get_logger
+
+log = get_logger("explain")
+SCORE_COLUMNS = ["customer_id", "churn_probability", "risk_tier", "expected_revenue_at_risk",
+                 *REASON_COLUMNS]
+
+
+def _beeswarm(contributions: pd.DataFrame, matrix: pd.DataFrame, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    shap.summary_plot(contributions.to_numpy(), matrix, show=False, max_display=15, plot_size=(8, 6))
+    plt.title("What drives the churn score (SHAP, log-odds)")
+    with atomic_path(target) as tmp:
+        plt.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close("all")
+
+
+def run(params_path: Path) -> None:
+    from churnlens.packaging import estimator_of
+
+    params = load_params(params_path)
+    predictions = pd.read_parquet(paths.PREDICTIONS)
+    features = pd.read_parquet(paths.SCORING_ROWS).set_index("customer_id", drop=False)
+    estimator = estimator_of(paths.MODEL_DIR)
+
+    at_risk = rank_at_risk(predictions, top_n=int(params["export"]["top_n"]), tiers=params["export"]["tiers"])
+    mask = select_for_explanation(at_risk["customer_id"], predictions["customer_id"],
+                                  int(params["explain"]["sample_size"]), int(params["explain"]["seed"]))
+    chosen = features.loc[predictions.loc[mask, "customer_id"]]
+    started = time.perf_counter()
+    contributions = shap_contributions(estimator, chosen)
+    reasons = top_reasons(contributions, chosen)
+    elapsed = time.perf_counter() - started
+    log.info("explained %d customers (%d at risk) in %.2f s = %.2f ms per customer", len(chosen),
+             len(at_risk), elapsed, 1000 * elapsed / max(len(chosen), 1))
+
+    scores = predictions.merge(reasons.reset_index(names="customer_id"), on="customer_id", how="left")
+    ordered = SCORE_COLUMNS + [c for c in scores.columns if c not in SCORE_COLUMNS]
+    write_parquet(scores[ordered], paths.SCORES)
+    importance = global_importance(contributions)
+    write_text(importance.to_csv(index=False, float_format="%.6f"), paths.PLOTS / "importance.csv")
+    _beeswarm(contributions, estimator.transform(chosen[estimator.feature_names]),
+              paths.PLOTS / "importance.png")
