@@ -94,11 +94,11 @@ def _champion_figures(mlflow, features, labels) -> tuple[dict | None, str | None
     except mlflow.exceptions.MlflowException:
         return None, None
     try:
-        return _evaluate(f"models:/{REGISTERED_MODEL}@champion", features, labels), version.version
+        return _evaluate(f"models:/{REGISTERED_MODEL}@champion", features, labels), str(version.version)
     except Exception as err:  # schema change etc.: the old champion cannot judge today's data
         log.warning("champion v%s cannot be evaluated on the current test slice (%s)", version.version,
                     type(err).__name__)
-        return None, version.version
+        return None, str(version.version)
 
 
 def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_paths: list[Path],

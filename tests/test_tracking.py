@@ -1,0 +1,52 @@
+
+from churnlens import tracking
+from churnlens.packaging import save_model
+from model_fixtures import FEATURES, churn_rows, fitted_model
+
+
+def test_promotion_needs_auc_and_brier_at_least_as_good():
+    champion = {"roc_auc": 0.80, "brier": 0.15}
+    assert tracking.decide_promotion({"roc_auc": 0.80, "brier": 0.15}, champion)[0]
+    assert not tracking.decide_promotion({"roc_auc": 0.81, "brier": 0.16}, champion)[0]
+    assert not tracking.decide_promotion({"roc_auc": 0.79, "brier": 0.10}, champion)[0]
+    assert tracking.decide_promotion({"roc_auc": 0.5, "brier": 0.3}, None) == (True, "no champion yet")
+
+
+def test_numeric_metrics_flatten_and_skip_non_numbers():
+    metrics = {"test_cutoff": "2026-01-01", "n_test": 10,
+               "model": {"roc_auc": 0.8, "ece": None}, "baselines": {"recency": {"brier": 0.2}}}
+    assert tracking.numeric_metrics(metrics) == {"n_test": 10.0, "model.roc_auc": 0.8,
+                                                 "baselines.recency.brier": 0.2}
+
+
+def test_fingerprint_changes_with_content(tmp_path):
+    (tmp_path / "a.parquet").write_bytes(b"1")
+    first = tracking.fingerprint_dir(tmp_path)
+    (tmp_path / "a.parquet").write_bytes(b"2")
+    assert tracking.fingerprint_dir(tmp_path) != first
+
+
+def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    test = churn_rows(300, seed=42)
+    params = {"train": {"register_model": True}, "label": {"horizon_days": 90}}
+    good, bad = fitted_model(0), fitted_model(1)
+    save_model(good, FEATURES, tmp_path / "good", test)
+    save_model(bad, FEATURES, tmp_path / "bad", test)
+    metrics = {"test_cutoff": "2026-01-01", "model": {"roc_auc": 0.9, "brier": 0.1}}
+    first = tracking.log_training_run(params, metrics, tmp_path / "good", [], "fp1", test[FEATURES], test["label"])
+    assert first["is_champion"] and first["version"] == "1"
+    worse = {"test_cutoff": "2026-01-01", "model": {"roc_auc": 0.5, "brier": 0.3}}
+    second = tracking.log_training_run(params, worse, tmp_path / "bad", [], "fp2", test[FEATURES], test["label"])
+    assert not second["is_champion"] and second["version"] == "2"
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("churnlens", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("churnlens", "challenger").version) == "2"
+    run = client.get_run(second["run_id"])
+    assert run.data.tags["data_fingerprint"] == "fp2" and "git_commit" in run.data.tags
+    assert run.data.metrics["model.roc_auc"] == 0.5
+    assert run.data.params["label.horizon_days"] == "90"
