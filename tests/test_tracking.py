@@ -50,3 +50,23 @@ def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(tm
     assert run.data.tags["data_fingerprint"] == "fp2" and "git_commit" in run.data.tags
     assert run.data.metrics["model.roc_auc"] == 0.5
     assert run.data.params["label.horizon_days"] == "90"
+
+
+def test_promote_and_rollback_move_the_champion_alias(tmp_path, monkeypatch):
+    import mlflow
+    import pytest
+
+    from churnlens.errors import ChurnlensError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking._mlflow()
+    client = mlflow.MlflowClient()
+    client.create_registered_model("churnlens")
+    for _ in range(3):
+        client.create_model_version("churnlens", source=str(tmp_path))
+    assert tracking.move_champion("3") == {"action": "promote", "from": None, "to": "3"}
+    assert tracking.move_champion(None, rollback=True)["to"] == "2"
+    assert str(client.get_model_version_by_alias("churnlens", "champion").version) == "2"
+    assert client.get_model_version("churnlens", "2").tags["champion_set_by"] == "rollback"
+    with pytest.raises(ChurnlensError, match="no version 9"):
+        tracking.move_champion("9")

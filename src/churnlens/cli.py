@@ -59,6 +59,12 @@ def score(params: Path = PARAMS) -> None:
 
 
 @app.command()
+def drift(params: Path = PARAMS) -> None:
+    """Population stability of each feature, training snapshots vs today."""
+    _run_stage("drift", params)
+
+
+@app.command()
 def explain(params: Path = PARAMS) -> None:
     """SHAP reasons for the at-risk customers and a sample of the rest."""
     _run_stage("explain", params)
@@ -80,6 +86,32 @@ def kpis(params: Path = PARAMS) -> None:
 def report(params: Path = PARAMS) -> None:
     """Render the weekly HTML report."""
     _run_stage("report", params)
+
+
+@app.command()
+def promote(version: str) -> None:
+    """Make model VERSION of `churnlens` the champion (by hand)."""
+    _run_registry(version, rollback=False)
+
+
+@app.command()
+def rollback(version: str = typer.Argument(None, help="default: the version before the champion")) -> None:
+    """Move the champion alias back to VERSION or the previous version."""
+    _run_registry(version, rollback=True)
+
+
+def _run_registry(version: str | None, rollback: bool) -> None:
+    from churnlens.logs import setup_logging
+
+    setup_logging("registry")
+    try:
+        from churnlens.tracking import move_champion
+
+        move = move_champion(version, rollback=rollback)
+    except ChurnlensError as err:
+        print(f"churnlens {'rollback' if rollback else 'promote'}: error: {err}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    print(f"champion: v{move['from']} -> v{move['to']}")
 
 
 if __name__ == "__main__":

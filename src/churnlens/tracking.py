@@ -148,8 +148,34 @@ def _promote(mlflow, info, metrics, test_features, test_labels) -> dict:
             "champion_before": champion, "champion_version_before": champion_version}
 
 
-def move_alias(alias: str, version: str) -> None:
-    """Point `alias` of the registered model at `version` by hand (promote / rollback)."""
+def move_champion(version: str | None, *, rollback: bool = False) -> dict:
+    """Point `champion` at `version` by hand; on rollback without a version, at the previous one.
+
+    The move is logged and recorded as tags on the model version it lands on.
+    """
+    from churnlens.errors import ChurnlensError
+
     mlflow = _mlflow()
-    mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
-    log.info("alias %s -> %s v%s", alias, REGISTERED_MODEL, version)
+    client = mlflow.MlflowClient()
+    try:
+        current = str(client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if version is None:
+        if not rollback or current is None:
+            raise ChurnlensError("no version given and no champion to roll back from")
+        older = [int(v.version) for v in client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+                 if int(v.version) < int(current)]
+        if not older:
+            raise ChurnlensError(f"champion v{current} is the oldest version: nothing to roll back to")
+        version = str(max(older))
+    try:
+        client.get_model_version(REGISTERED_MODEL, str(version))
+    except mlflow.exceptions.MlflowException:
+        raise ChurnlensError(f"model '{REGISTERED_MODEL}' has no version {version}") from None
+    client.set_registered_model_alias(REGISTERED_MODEL, "champion", str(version))
+    action = "rollback" if rollback else "promote"
+    client.set_model_version_tag(REGISTERED_MODEL, str(version), "champion_set_by", action)
+    client.set_model_version_tag(REGISTERED_MODEL, str(version), "champion_before", str(current))
+    log.info("%s: champion %s v%s -> v%s", action, REGISTERED_MODEL, current, version)
+    return {"action": action, "from": current, "to": str(version)}
