@@ -1,0 +1,43 @@
+"""Personal data: pseudonymous customer ids and the list of columns that must never travel.
+
+With `privacy.pseudonymise_ids: true`, every output except the at-risk list carries a keyed hash
+of the customer id (HMAC-SHA256 with a salt from the environment variable named by
+`privacy.salt_env`, never committed). The export step maps back to real ids for the CS team.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+import pandas as pd
+
+from churnlens.errors import ChurnlensError
+
+PII_COLUMNS = ("email", "name")
+DEFAULT_SALT_ENV = "CHURNLENS_ID_SALT"
+
+
+def salt_from_env(variable: str = DEFAULT_SALT_ENV) -> bytes:
+    """The pseudonymisation key; refuses to run without one (a guessable hash is no protection)."""
+    value = os.environ.get(variable, "")
+    if len(value) < 16:
+        raise ChurnlensError(f"privacy.pseudonymise_ids is on but ${variable} is unset or shorter "
+                             "than 16 characters: export a secret salt (never commit it)")
+    return value.encode()
+
+
+def pseudonymise(ids: pd.Series, salt: bytes) -> pd.Series:
+    """Keyed hash of each id: `p_` + 16 hex characters; equal ids give equal pseudonyms."""
+    unique = pd.unique(ids.astype(str))
+    mapping = {raw: "p_" + hmac.new(salt, raw.encode(), hashlib.sha256).hexdigest()[:16] for raw in unique}
+    return ids.astype(str).map(mapping).where(ids.notna(), None)
+
+
+def pseudonymise_setting(params: dict) -> bytes | None:
+    """The salt when pseudonymisation is switched on in params, else None."""
+    privacy = params.get("privacy", {}) or {}
+    if not privacy.get("pseudonymise_ids", False):
+        return None
+    return salt_from_env(privacy.get("salt_env", DEFAULT_SALT_ENV))
