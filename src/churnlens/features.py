@@ -1,0 +1,184 @@
+"""Point-in-time features and labels with DuckDB, running the SQL of `churnlens.feature_sql`.
+
+Functions take a DuckDB connection (plus Parquet paths for the inputs) and return relations;
+nothing is materialised in pandas except what a caller asks for (`.df()`). Intermediate results are
+DuckDB temp tables, which spill to the connection's `temp_directory` beyond `memory_limit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from churnlens import feature_sql
+from churnlens.errors import ChurnlensError
+from churnlens.feature_sql import LABEL_DEFINITIONS, feature_names  # noqa: F401  (re-export)
+from churnlens.logs import get_logger
+from churnlens.snapshot import as_date, from_epoch_day, to_epoch_day
+
+log = get_logger("features")
+
+ID_COLUMNS = ("customer_id", "cutoff", "label")
+CATEGORICAL_COLUMNS = ("segment",)
+FEATURE_TABLE = "feature_rows"
+
+# Typed empty sources for optional tables that are missing altogether (interim normally writes a
+# 0-row file instead). Column names/types follow docs/architecture.md "Validated tables".
+_EMPTY = {
+    "customers": "CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS DATE) AS signup_date, "
+                 "CAST(NULL AS VARCHAR) AS segment, CAST(NULL AS VARCHAR) AS country, "
+                 "CAST(NULL AS DATE) AS cancel_date",
+    "transactions": 'CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMP) AS "timestamp", '
+                    "CAST(NULL AS DOUBLE) AS amount, CAST(NULL AS BIGINT) AS quantity",
+    "events": 'CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMP) AS "timestamp", '
+              "CAST(NULL AS VARCHAR) AS event_type, CAST(NULL AS DOUBLE) AS quantity",
+    "tickets": "CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMP) AS opened_at, "
+               "CAST(NULL AS TIMESTAMP) AS closed_at, CAST(NULL AS VARCHAR) AS priority",
+    "nps": 'CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMP) AS "timestamp", '
+           "CAST(NULL AS BIGINT) AS score",
+}
+
+
+def feature_columns(df: pd.DataFrame | Sequence[str]) -> list[str]:
+    """The feature columns of a feature-row table: every column except `ID_COLUMNS`, in order."""
+    columns = df.columns if isinstance(df, pd.DataFrame) else df
+    return [c for c in columns if c not in ID_COLUMNS]
+
+
+def sql_literal(value: str | Path) -> str:
+    """A single-quoted SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def connect(memory_limit: str = "4GB", threads: int = 2,
+            temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that spills to `temp_directory` beyond `memory_limit`."""
+    con = duckdb.connect()
+    configure(con, memory_limit=memory_limit, threads=threads, temp_directory=temp_directory)
+    return con
+
+
+def configure(con: duckdb.DuckDBPyConnection, *, memory_limit: str = "4GB", threads: int = 2,
+              temp_directory: str | Path | None = None) -> None:
+    con.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
+    con.execute(f"SET threads = {int(threads)}")
+    con.execute("SET preserve_insertion_order = false")  # outputs are ORDER BY'd explicitly
+    if temp_directory is not None:
+        Path(temp_directory).mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = {sql_literal(temp_directory)}")
+
+
+def parquet_source(path: str | Path | None, table: str) -> str:
+    """FROM-able DuckDB source for one interim table (dialect-specific: reading Parquet)."""
+    if path is not None and Path(path).exists():
+        return f"read_parquet({sql_literal(path)})"
+    if table in feature_sql.REQUIRED_TABLES:
+        raise ChurnlensError(
+            f"{path or table}: validated table '{table}' is missing; run `churnlens validate` first"
+        )
+    return f"(SELECT {_EMPTY[table]} WHERE 1 = 0)"
+
+
+def interim_paths(folder: str | Path) -> dict[str, Path]:
+    """`folder/TABLE.parquet` for the five tables."""
+    return {t: Path(folder) / f"{t}.parquet" for t in feature_sql.TABLES}
+
+
+def register_tables(con: duckdb.DuckDBPyConnection,
+                    paths: Mapping[str, str | Path | None]) -> None:
+    """Create the staging views `cl_*` over the interim Parquet files (missing optional: empty)."""
+    sources = {t: parquet_source(paths.get(t), t) for t in feature_sql.TABLES}
+    for step in feature_sql.staging_steps(sources, "duckdb"):
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {step.name} AS {step.sql}")
+        except duckdb.Error as err:
+            raise ChurnlensError(f"cannot read validated table for {step.name}: {err}") from err
+
+
+def data_day_range(con: duckdb.DuckDBPyConnection) -> tuple[date | None, date | None]:
+    """(first data day over signup/events/transactions, last event/transaction day)."""
+    first, last = con.execute(feature_sql.bounds_sql()).fetchone()
+    return (None if first is None else from_epoch_day(first),
+            None if last is None else from_epoch_day(last))
+
+
+def run_steps(con: duckdb.DuckDBPyConnection, steps: Sequence[feature_sql.Step]) -> None:
+    for step in steps:
+        kind = "TABLE" if step.materialize else "VIEW"
+        for other in ("VIEW", "TABLE"):  # a name may switch kind between runs
+            if other != kind:
+                try:
+                    con.execute(f"DROP {other} IF EXISTS {step.name}")
+                except duckdb.CatalogException:
+                    pass
+        log.debug("step %s", step.name)
+        con.execute(f"CREATE OR REPLACE TEMP {kind} {step.name} AS {step.sql}")
+
+
+def build_feature_rows(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    cutoffs: Sequence[date],
+    as_of: date,
+    horizon_days: int,
+    definition: str,
+    windows: Sequence[int],
+    inactivity_days: int,
+) -> duckdb.DuckDBPyRelation:
+    """Feature rows for every cutoff in one pass (needs `register_tables` first).
+
+    Returns the temp table `feature_rows` ordered by (cutoff, customer_id): the population at each
+    cutoff, `label` filled where `cutoff + horizon_days <= as_of` (else NULL), then the features.
+    """
+    steps = feature_sql.feature_steps(
+        cutoffs=[to_epoch_day(as_date(c)) for c in cutoffs],
+        as_of=to_epoch_day(as_date(as_of)),
+        horizon_days=horizon_days,
+        definition=definition,
+        windows=windows,
+        inactivity_days=inactivity_days,
+        dialect="duckdb",
+    )
+    run_steps(con, steps)
+    return con.sql(f"SELECT * FROM {FEATURE_TABLE} ORDER BY cutoff, customer_id")
+
+
+def training_query(table: str = FEATURE_TABLE) -> str:
+    """Labelled rows (all labelled cutoffs), ordered by (cutoff, customer_id)."""
+    return f"SELECT * FROM {table} WHERE label IS NOT NULL ORDER BY cutoff, customer_id"
+
+
+def scoring_query(as_of: date, columns: Sequence[str], table: str = FEATURE_TABLE) -> str:
+    """Rows at `as_of` without the label column, ordered by customer_id."""
+    cols = ", ".join(c for c in columns if c != "label")
+    return (f"SELECT {cols} FROM {table} WHERE cutoff = DATE '{as_date(as_of).isoformat()}' "
+            "ORDER BY customer_id")
+
+
+def compute_features(
+    paths: Mapping[str, str | Path | None],
+    *,
+    cutoffs: Sequence[date],
+    as_of: date,
+    horizon_days: int = 90,
+    definition: str = "inactivity",
+    windows: Sequence[int] = (7, 30, 90, 180),
+    inactivity_days: int = 30,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pd.DataFrame:
+    """Convenience for small data and tests: feature rows as a pandas DataFrame."""
+    own = con is None
+    con = con or connect(threads=1)
+    try:
+        register_tables(con, paths)
+        rel = build_feature_rows(con, cutoffs=cutoffs, as_of=as_of, horizon_days=horizon_days,
+                                 definition=definition, windows=windows,
+                                 inactivity_days=inactivity_days)
+        return rel.df()
+    finally:
+        if own:
+            con.close()

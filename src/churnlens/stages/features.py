@@ -1,0 +1,147 @@
+"""Stage `features`: point-in-time feature rows and labels at every cutoff.
+
+Reads params `snapshot`, `label`, `features` and `data/interim/*.parquet`; writes
+`data/features/training.parquet` (all labelled cutoffs), `data/features/scoring.parquet`
+(population at `as_of`, no label) and `data/features/meta.json`, each atomically. DuckDB reads the
+Parquet files and COPYs the results back to Parquet; nothing big passes through pandas.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from churnlens import paths
+from churnlens.config import load_params
+from churnlens.errors import ChurnlensError
+from churnlens.feature_sql import LABEL_DEFINITIONS, check_windows
+from churnlens.features import (
+    FEATURE_TABLE,
+    build_feature_rows,
+    connect,
+    data_day_range,
+    feature_columns,
+    interim_paths,
+    register_tables,
+    scoring_query,
+    sql_literal,
+    training_query,
+)
+from churnlens.io import atomic_path, write_json
+from churnlens.logs import get_logger
+from churnlens.snapshot import Snapshot, plan_snapshot
+
+log = get_logger("features")
+
+
+def _settings(params: dict[str, Any]) -> dict[str, Any]:
+    snapshot = params.get("snapshot") or {}
+    label = params.get("label") or {}
+    feats = params.get("features") or {}
+    engine = str(feats.get("engine", "duckdb"))
+    if engine != "duckdb":
+        raise ChurnlensError(
+            f"features.engine={engine!r} is not available in this build; use 'duckdb' "
+            "(the SQL in churnlens.feature_sql is ready for a Spark runner)"
+        )
+    definition = str(label.get("definition", "inactivity"))
+    if definition not in LABEL_DEFINITIONS:
+        raise ChurnlensError(
+            f"label.definition must be one of {', '.join(LABEL_DEFINITIONS)}, got {definition!r}"
+        )
+    return {
+        "as_of": snapshot.get("as_of"),
+        "definition": definition,
+        "horizon_days": int(label.get("horizon_days", 90)),
+        "step_days": int(feats.get("cutoff_step_days", 30)),
+        "max_cutoffs": int(feats.get("max_cutoffs", 24)),
+        "windows": check_windows(feats.get("windows", [7, 30, 90, 180])),
+        "inactivity_days": int(feats.get("inactivity_days", 30)),
+        "memory_limit": str(feats.get("memory_limit", "4GB")),
+        "threads": int(feats.get("threads", 2)),
+    }
+
+
+def _copy(con: Any, query: str, target: Path) -> None:
+    """COPY a query to Parquet atomically (temp file next to the target, then rename)."""
+    with atomic_path(target) as tmp:
+        con.execute(f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+
+
+def _meta(con: Any, snap: Snapshot, cfg: dict[str, Any], columns: list[str],
+          n_scoring: int, seconds: float) -> dict[str, Any]:
+    per_cutoff = con.execute(
+        f"SELECT cutoff, COUNT(*), AVG(label) FROM {FEATURE_TABLE} "
+        "WHERE label IS NOT NULL GROUP BY cutoff ORDER BY cutoff"
+    ).fetchall()
+    return {
+        "as_of": snap.as_of.isoformat(),
+        "first_data_day": snap.first_day.isoformat() if snap.first_day else None,
+        "cutoffs": [c.isoformat() for c in snap.cutoffs],
+        "labelled_cutoffs": [c.isoformat() for c in snap.labelled],
+        "horizon_days": cfg["horizon_days"],
+        "definition": cfg["definition"],
+        "cutoff_step_days": cfg["step_days"],
+        "windows": cfg["windows"],
+        "feature_columns": feature_columns(columns),
+        "categorical_columns": ["segment"],
+        "n_training_rows": int(sum(n for _, n, _ in per_cutoff)),
+        "n_scoring_rows": int(n_scoring),
+        "rows_per_cutoff": {c.isoformat(): int(n) for c, n, _ in per_cutoff},
+        "churn_rate": {c.isoformat(): float(rate) for c, _, rate in per_cutoff},
+        "engine": "duckdb",
+        "seconds": round(seconds, 2),
+    }
+
+
+def run(params_path: Path = Path("params.yaml")) -> None:
+    cfg = _settings(load_params(params_path))
+    started = time.perf_counter()
+    paths.FEATURES_DIR.mkdir(parents=True, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix=".duckdb_tmp.", dir=paths.FEATURES_DIR))
+    con = connect(cfg["memory_limit"], cfg["threads"], spill)
+    try:
+        register_tables(con, interim_paths(paths.INTERIM))
+        first_day, last_day = data_day_range(con)
+        snap = plan_snapshot(
+            as_of=cfg["as_of"], first_day=first_day, last_day=last_day,
+            horizon_days=cfg["horizon_days"], step_days=cfg["step_days"],
+            max_cutoffs=cfg["max_cutoffs"], min_labelled=1,
+        )
+        if last_day is not None and snap.as_of > last_day:
+            log.warning("as_of %s is after the last event/transaction day %s: inactivity labels "
+                        "near as_of will count the missing days as inactive", snap.as_of, last_day)
+        elif last_day is not None and snap.as_of < last_day:
+            log.info("rows after as_of %s (up to %s) are ignored", snap.as_of, last_day)
+        log.info("as_of %s; %d cutoffs from %s, %d labelled (%s .. %s); label %s, horizon %d days",
+                 snap.as_of, len(snap.cutoffs), snap.cutoffs[0], len(snap.labelled),
+                 snap.labelled[0], snap.labelled[-1], cfg["definition"], cfg["horizon_days"])
+
+        rel = build_feature_rows(
+            con, cutoffs=[*snap.labelled, snap.as_of], as_of=snap.as_of,
+            horizon_days=cfg["horizon_days"], definition=cfg["definition"],
+            windows=cfg["windows"], inactivity_days=cfg["inactivity_days"],
+        )
+        columns = list(rel.columns)
+        log.info("feature rows built in %.1fs (%d features)",
+                 time.perf_counter() - started, len(feature_columns(columns)))
+
+        _copy(con, training_query(), paths.TRAINING_ROWS)
+        _copy(con, scoring_query(snap.as_of, columns), paths.SCORING_ROWS)
+        n_scoring = con.execute(
+            f"SELECT COUNT(*) FROM {FEATURE_TABLE} WHERE cutoff = DATE '{snap.as_of}'"
+        ).fetchone()[0]
+        meta = _meta(con, snap, cfg, columns, n_scoring, time.perf_counter() - started)
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+    write_json(meta, paths.FEATURES_META)
+    if n_scoring == 0:
+        log.warning("no customer is active at as_of %s: scoring.parquet is empty", snap.as_of)
+    log.info("wrote %s (%d rows), %s (%d rows), %s in %.1fs",
+             paths.TRAINING_ROWS, meta["n_training_rows"], paths.SCORING_ROWS, n_scoring,
+             paths.FEATURES_META, time.perf_counter() - started)
