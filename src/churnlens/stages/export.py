@@ -1,0 +1,190 @@
+"""Stage `export`: scores + open tickets + raw contacts -> `reports/at_risk.csv`.
+
+Reads `reports/scores.parquet`, `data/interim/tickets.parquet` (optional; tickets with no
+`closed_at` are open) and — for the `contact` column only — the raw customers file in
+`data.raw_dir` (columns `customer_id`, `email`, `name`, all as strings). The e-mail goes into
+at_risk.csv and nowhere else: it is never logged nor written to any other file.
+
+Also updates `reports/at_risk_history.json` (customer ids of each list, by `as_of`) so the weekly
+report can show who is new on the list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from churnlens import actions as act
+from churnlens import export, paths
+from churnlens.config import load_params
+from churnlens.errors import ChurnlensError, InputFileError
+from churnlens.io import find_table, read_json, write_json, write_text
+from churnlens.logs import get_logger
+
+log = get_logger("export")
+
+AT_RISK_HISTORY = paths.REPORTS / export.HISTORY_NAME
+REQUIRED_SCORE_COLUMNS = (
+    "customer_id",
+    "churn_probability",
+    "risk_tier",
+    "expected_revenue_at_risk",
+)
+CONTACT_COLUMNS = ("customer_id", "email", "name")
+
+
+def run(params_path: str | Path = "params.yaml") -> None:
+    params = load_params(params_path)
+    settings = export_settings(params)
+
+    scores = with_segment(read_scores(paths.SCORES), paths.INTERIM / "customers.parquet")
+    missing_helpers = [c for c in act.HELPER_COLUMNS if c not in scores]
+    if missing_helpers:
+        log.warning(
+            "scores have no %s: the rules using them never match", ", ".join(missing_helpers)
+        )
+
+    open_ids = open_ticket_ids(paths.INTERIM / "tickets.parquet")
+    suggested = act.suggest_actions(
+        scores,
+        inactive_days=settings["inactive_days"],
+        high_value_quantile=settings["high_value_quantile"],
+        open_ticket_ids=open_ids,
+        rules=settings["rules"],
+    )
+    contacts = read_contacts(params.get("data", {}).get("raw_dir", "data/sample"))
+    table = export.build_at_risk(
+        scores, suggested, top_n=settings["top_n"], tiers=settings["tiers"], contacts=contacts
+    )
+    write_text(export.to_csv_text(table), paths.AT_RISK, encoding="utf-8-sig")
+    log.info(
+        "wrote %s: %d of %d scored customers (tiers %s); %d with a contact; actions: %s",
+        paths.AT_RISK,
+        len(table),
+        len(scores),
+        "/".join(settings["tiers"]),
+        int((table["contact"] != "").sum()),
+        ", ".join(f"{k} {v}" for k, v in table["suggested_action"].value_counts().items()),
+    )
+
+    as_of = resolve_as_of(params, scores)
+    history = read_json(AT_RISK_HISTORY) if AT_RISK_HISTORY.exists() else None
+    write_json(export.update_history(history, as_of, table["customer_id"]), AT_RISK_HISTORY)
+    log.info("recorded the list of %s in %s", as_of, AT_RISK_HISTORY)
+
+
+def export_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """Checked `export` params: top_n, tiers, high_value_quantile, inactive_days, rules."""
+    section = params.get("export") or {}
+    top_n = section.get("top_n", 200)
+    if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 0:
+        raise ChurnlensError(f"params export.top_n: expected a whole number >= 0, got {top_n!r}")
+    tiers = section.get("tiers", ["high", "medium"])
+    if isinstance(tiers, str):
+        tiers = [tiers]
+    if not tiers or not all(isinstance(t, str) for t in tiers):
+        raise ChurnlensError(f"params export.tiers: expected a list of tier names, got {tiers!r}")
+    quantile = section.get("high_value_quantile", 0.9)
+    if not isinstance(quantile, int | float) or not 0 <= quantile <= 1:
+        raise ChurnlensError(
+            f"params export.high_value_quantile: expected a number in [0, 1], got {quantile!r}"
+        )
+    inactive_days = section.get("inactive_days", 30)
+    if not isinstance(inactive_days, int | float) or inactive_days < 0:
+        raise ChurnlensError(
+            f"params export.inactive_days: expected a number >= 0, got {inactive_days!r}"
+        )
+    return {
+        "top_n": top_n,
+        "tiers": list(tiers),
+        "high_value_quantile": float(quantile),
+        "inactive_days": float(inactive_days),
+        "rules": act.parse_rules(section.get("actions")),
+    }
+
+
+def read_scores(path: Path) -> pd.DataFrame:
+    if not Path(path).exists():
+        raise ChurnlensError(f"{path} is missing: run the score/explain stages first")
+    scores = pd.read_parquet(path)
+    missing = [c for c in REQUIRED_SCORE_COLUMNS if c not in scores]
+    if missing:
+        raise InputFileError(str(path), missing[0], "column is required for the at-risk list")
+    return scores
+
+
+def with_segment(scores: pd.DataFrame, customers_path: Path) -> pd.DataFrame:
+    """Add `segment` from the validated customers table when the scores do not carry it."""
+    if "segment" in scores or not Path(customers_path).exists():
+        return scores
+    customers = pd.read_parquet(customers_path, columns=["customer_id", "segment"])
+    segment = dict(zip(customers["customer_id"].astype(str), customers["segment"], strict=True))
+    return scores.assign(segment=scores["customer_id"].astype(str).map(segment))
+
+
+def open_ticket_ids(path: Path) -> set[str]:
+    """Ids of customers with a ticket that has no `closed_at` (empty set without the file)."""
+    if not Path(path).exists():
+        log.info("no %s: open tickets come from the scores only", path)
+        return set()
+    tickets = pd.read_parquet(path, columns=["customer_id", "closed_at"])
+    open_rows = tickets["closed_at"].isna()
+    return set(tickets.loc[open_rows, "customer_id"].astype("string").dropna())
+
+
+def read_contacts(raw_dir: str | Path) -> pd.DataFrame | None:
+    """`customer_id`, `contact` from the raw customers file, or None when there is no e-mail.
+
+    Only the id, e-mail and name columns are read; everything is read as text.
+    """
+    path = find_table(raw_dir, "customers")
+    if path is None:
+        log.warning("no customers file in %s: the contact column stays empty", raw_dir)
+        return None
+    if path.suffix == ".csv":
+        raw = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8-sig",
+            usecols=lambda c: str(c).strip().lower() in CONTACT_COLUMNS,
+        )
+    else:
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        wanted = [n for n in names if n.strip().lower() in CONTACT_COLUMNS]
+        raw = pd.read_parquet(path, columns=wanted)
+        raw = raw.astype("string")
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    if "customer_id" not in raw:
+        raise InputFileError(str(path), "customer_id", "column is required")
+    if "email" not in raw:
+        log.info("%s has no email column: the contact column stays empty", path.name)
+        return None
+    return export.contacts_from_raw(raw)
+
+
+def resolve_as_of(params: dict[str, Any], scores: pd.DataFrame) -> str:
+    """Scoring date for the history: params snapshot.as_of, else features/meta.json, a scores
+    `as_of`/`cutoff` column, reports/kpis.json, and today as the last resort."""
+    configured = (params.get("snapshot") or {}).get("as_of")
+    if configured:
+        return pd.Timestamp(configured).date().isoformat()
+    if paths.FEATURES_META.exists():
+        meta_as_of = read_json(paths.FEATURES_META).get("as_of")
+        if meta_as_of:
+            return pd.Timestamp(meta_as_of).date().isoformat()
+    for column in ("as_of", "cutoff"):
+        if column in scores and scores[column].notna().any():
+            return pd.Timestamp(scores[column].dropna().max()).date().isoformat()
+    if paths.KPIS.exists():
+        kpis_as_of = read_json(paths.KPIS).get("as_of")
+        if kpis_as_of:
+            return pd.Timestamp(kpis_as_of).date().isoformat()
+    today = dt.date.today().isoformat()
+    log.warning("as_of unknown (no %s): the history uses today, %s", paths.FEATURES_META, today)
+    return today

@@ -1,0 +1,102 @@
+"""Stage `report`: the files in `reports/` -> `reports/weekly_report.html` (self-contained).
+
+Required: `reports/at_risk.csv` (read WITHOUT its `contact` column), `reports/scores.parquet`,
+`reports/kpis.json`, `reports/metrics.json`. Optional (a section says so when missing):
+`reports/train_summary.json`, `reports/plots/calibration.csv`, `reports/drift.json`,
+`reports/promotion.json`, `reports/at_risk_history.json` (written by the export stage).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from churnlens import export, paths, report
+from churnlens.config import load_params
+from churnlens.errors import ChurnlensError
+from churnlens.io import read_json, write_text
+from churnlens.logs import get_logger
+
+log = get_logger("report")
+
+PROMOTION = paths.REPORTS / "promotion.json"
+CALIBRATION = paths.PLOTS / "calibration.csv"
+AT_RISK_HISTORY = paths.REPORTS / export.HISTORY_NAME
+SCORE_COLUMNS = ("customer_id", "risk_tier", "expected_revenue_at_risk", "segment")
+
+
+def run(params_path: str | Path = "params.yaml") -> None:
+    params = load_params(params_path)
+    context = report.build_context(
+        kpis=_required_json(paths.KPIS, "kpis"),
+        metrics=_required_json(paths.METRICS, "train"),
+        at_risk=read_at_risk(paths.AT_RISK),
+        scores=read_scores(paths.SCORES),
+        params=params,
+        train_summary=_optional_json(paths.TRAIN_SUMMARY),
+        calibration=_optional_csv(CALIBRATION),
+        drift=_optional_json(paths.DRIFT),
+        promotion=_optional_json(PROMOTION),
+        history=_optional_json(AT_RISK_HISTORY),
+    )
+    write_text(report.render_report(context), paths.WEEKLY_REPORT)
+    log.info(
+        "wrote %s (%d customers listed, %s; %d drift alerts%s)",
+        paths.WEEKLY_REPORT,
+        len(context["top"]),
+        "first report" if context["movers"]["first"] else f"{context['movers']['n_new']} new",
+        len(context["drift"]),
+        "; model is not the champion" if context["model"]["not_champion"] else "",
+    )
+
+
+def read_at_risk(path: Path) -> pd.DataFrame:
+    """at_risk.csv as text, without the `contact` column (personal data stays out of the report)."""
+    if not Path(path).exists():
+        raise ChurnlensError(f"{path} is missing: run `churnlens export` first")
+    table = pd.read_csv(
+        path,
+        encoding="utf-8-sig",
+        dtype=str,
+        keep_default_na=False,
+        usecols=lambda c: c != "contact",
+    )
+    for column in ("churn_probability", "expected_revenue_at_risk"):
+        if column not in table:
+            raise ChurnlensError(f"{path}: column '{column}' is missing")
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table
+
+
+def read_scores(path: Path) -> pd.DataFrame:
+    if not Path(path).exists():
+        raise ChurnlensError(f"{path} is missing: run the score/explain stages first")
+    import pyarrow.parquet as pq
+
+    available = set(pq.read_schema(path).names)
+    missing = [c for c in SCORE_COLUMNS[:3] if c not in available]
+    if missing:
+        raise ChurnlensError(f"{path}: column '{missing[0]}' is missing")
+    return pd.read_parquet(path, columns=[c for c in SCORE_COLUMNS if c in available])
+
+
+def _required_json(path: Path, stage: str) -> dict[str, Any]:
+    if not Path(path).exists():
+        raise ChurnlensError(f"{path} is missing: run `churnlens {stage}` first")
+    return read_json(path)
+
+
+def _optional_json(path: Path) -> Any:
+    if not Path(path).exists():
+        log.info("no %s: that part of the report is left out", path)
+        return None
+    return read_json(path)
+
+
+def _optional_csv(path: Path) -> pd.DataFrame | None:
+    if not Path(path).exists():
+        log.info("no %s: the calibration plot is left out", path)
+        return None
+    return pd.read_csv(path)

@@ -1,0 +1,244 @@
+"""At-risk list: ranking, limits, columns, spreadsheet safety; contact data only in at_risk.csv."""
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from churnlens import export
+from churnlens.export import AT_RISK_COLUMNS, build_at_risk, neutralise_cell, to_csv_text
+from churnlens.stages import export as export_stage
+
+
+def _scores():
+    return pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2", "c3", "c4", "c5", "c6"],
+            "churn_probability": [0.9, 0.6, 0.6, 0.8, 0.1, 0.55],
+            "risk_tier": ["high", "medium", "medium", "high", "low", "medium"],
+            "expected_revenue_at_risk": [100.0, 300.0, 300.0, 300.0, 900.0, 50.0],
+            "reason_1": ["Few logins", "A", None, "B", "C", "D"],
+            "reason_2": ["No purchase", None, None, "B2", None, None],
+            "reason_3": [None, None, None, "B3", None, None],
+            "segment": ["pro", "basic", "basic", None, "pro", "trial"],
+        }
+    )
+
+
+def _table(scores=None, **kwargs):
+    scores = _scores() if scores is None else scores
+    actions = pd.Series("Nurture", index=scores.index)
+    kwargs = {"top_n": 10, "tiers": ["high", "medium"]} | kwargs
+    return build_at_risk(scores, actions, **kwargs)
+
+
+def _rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_ranking_ties_and_tiers():
+    table = _table()
+    # c5 (low tier) is left out; 300-ties: higher probability first, then customer_id
+    assert table["customer_id"].tolist() == ["c4", "c2", "c3", "c1", "c6"]
+    assert table["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert list(table.columns) == list(AT_RISK_COLUMNS)
+    assert table.loc[0, "reasons"] == "B; B2; B3"
+    assert table.loc[2, "reasons"] == ""
+    assert table.loc[0, "segment"] == ""
+
+
+def test_top_n_and_tier_limits():
+    assert _table(top_n=2)["customer_id"].tolist() == ["c4", "c2"]
+    assert _table(tiers=["high"])["customer_id"].tolist() == ["c4", "c1"]
+    assert _table(top_n=0).empty
+
+
+def test_csv_text_columns_and_decimals():
+    scores = _scores()
+    scores.loc[0, "churn_probability"] = 0.91236
+    scores.loc[0, "expected_revenue_at_risk"] = 1234.5
+    rows = _rows(to_csv_text(_table(scores)))
+    assert list(rows[0]) == list(AT_RISK_COLUMNS)
+    assert rows[0]["customer_id"] == "c1"
+    assert rows[0]["churn_probability"] == "0.912"
+    assert rows[0]["expected_revenue_at_risk"] == "1234.50"
+    assert rows[1]["churn_probability"] == "0.800"
+    assert rows[1]["expected_revenue_at_risk"] == "300.00"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('=HYPERLINK("x")', '\'=HYPERLINK("x")'),
+        ("+1", "'+1"),
+        ("-2", "'-2"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
+        ("\rcmd", "' cmd"),
+        ("line one\nline two\r\nthree", "line one line two three"),
+        ("fine = ok", "fine = ok"),
+        (None, ""),
+    ],
+)
+def test_neutralise_cell(raw, expected):
+    assert neutralise_cell(raw) == expected
+
+
+def test_injection_and_newlines_in_the_written_csv():
+    scores = _scores()
+    scores["segment"] = ['=HYPERLINK("x")', "+1", "-2", "@SUM", "x", "multi\nline"]
+    scores["reason_1"] = ["-2 logins", "ok", "ok", "ok", "ok", "a\nb"]
+    text = to_csv_text(_table(scores))
+    rows = {r["customer_id"]: r for r in _rows(text)}
+    assert rows["c1"]["segment"] == '\'=HYPERLINK("x")'
+    assert rows["c1"]["reasons"].startswith("'-2 logins")
+    assert rows["c2"]["segment"] == "'+1"
+    assert rows["c3"]["segment"] == "'-2"
+    assert rows["c4"]["segment"] == "'@SUM"
+    assert rows["c6"]["segment"] == "multi line" and rows["c6"]["reasons"] == "a b"
+    assert len(text.strip().split("\n")) == 6  # header + 5 rows: no newline inside a cell
+    for row in rows.values():  # numbers stay numbers
+        assert not row["churn_probability"].startswith("'")
+
+
+def test_contacts_from_raw():
+    raw = pd.DataFrame(
+        {"customer_id": ["c1", "c2", "c3", "c1"], "email": ["a@x.io", "", "c@x.io", "dup@x.io"],
+         "name": ["Ann", "Bob", "", "Dup"]}
+    )
+    contacts = export.contacts_from_raw(raw)
+    assert dict(zip(contacts["customer_id"], contacts["contact"], strict=True)) == {
+        "c1": "Ann <a@x.io>", "c2": "", "c3": "c@x.io"}
+    no_email = export.contacts_from_raw(raw.drop(columns="email"))
+    assert set(no_email["contact"]) == {""}
+
+
+def test_history_keeps_one_entry_per_date_and_finds_previous():
+    h = export.update_history(None, "2026-08-24", ["a", "b"])
+    h = export.update_history(h, "2026-08-31", ["b", "c"])
+    h = export.update_history(h, "2026-08-31", ["b", "d"])  # rerun of the same week
+    assert [r["as_of"] for r in h["runs"]] == ["2026-08-24", "2026-08-31"]
+    assert export.previous_run(h, "2026-08-31")["customer_ids"] == ["a", "b"]
+    assert export.previous_run(h, "2026-08-24") is None
+    assert len(export.update_history(h, "2026-09-07", [], keep=2)["runs"]) == 2
+
+
+# --- the stage, end to end on a tiny project folder -------------------------------------------
+
+EMAILS = ("ann@example.com", "bob@example.org", "=evil@example.net")
+
+
+def _project(tmp_path: Path, raw_format="csv", with_email=True, actions=None):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "data" / "interim").mkdir(parents=True)
+    (tmp_path / "reports").mkdir()
+    params = {
+        "data": {"raw_dir": "raw"},
+        "snapshot": {"as_of": "2026-08-31"},
+        "export": {"top_n": 3, "tiers": ["high", "medium"], "high_value_quantile": 0.9,
+                   "inactive_days": 30},
+    }
+    if actions is not None:
+        params["export"]["actions"] = actions
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    scores = _scores()
+    scores["open_tickets"] = [0, 0, 0, 0, 0, 0]
+    scores["is_trial"] = [False, False, False, False, False, True]
+    scores["events_first_14d"] = [9, 9, 9, 9, 9, 0]
+    scores["days_since_last_activity"] = [45, 1, 1, 1, 1, 1]
+    scores["expected_revenue"] = [110.0, 500, 500, 5000, 1000, 90]
+    scores.to_parquet(tmp_path / "reports" / "scores.parquet", index=False)
+    pd.DataFrame(
+        {"customer_id": ["c4", "c1"],
+         "opened_at": pd.to_datetime(["2026-08-01", "2026-07-01"]),
+         "closed_at": pd.to_datetime([None, "2026-07-03"]),
+         "priority": ["high", "low"]}
+    ).to_parquet(tmp_path / "data" / "interim" / "tickets.parquet", index=False)
+    raw = pd.DataFrame(
+        {"customer_id": ["c1", "c2", "c4", "c6"], "signup_date": ["2025-01-01"] * 4,
+         "email": [EMAILS[0], EMAILS[1], EMAILS[2], ""], "name": ["Ann", "", "Eve", "Zed"]}
+    )
+    if not with_email:
+        raw = raw.drop(columns=["email", "name"])
+    if raw_format == "csv":
+        raw.to_csv(tmp_path / "raw" / "customers.csv", index=False)
+    else:
+        raw.to_parquet(tmp_path / "raw" / "customers.parquet", index=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("raw_format", ["csv", "parquet"])
+def test_stage_writes_bom_csv_with_actions_and_contacts(tmp_path, monkeypatch, raw_format):
+    monkeypatch.chdir(_project(tmp_path, raw_format))
+    export_stage.run("params.yaml")
+    data = (tmp_path / "reports" / "at_risk.csv").read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    rows = _rows(data.decode("utf-8-sig"))
+    assert [r["customer_id"] for r in rows] == ["c4", "c2", "c3"]
+    by_id = {r["customer_id"]: r for r in rows}
+    # c4 has an open ticket in the ticket table and is the most valuable: still no promotion
+    assert by_id["c4"]["suggested_action"] == "Resolve the open support ticket first; no promotion"
+    assert by_id["c4"]["contact"] == "Eve <=evil@example.net>"  # starts with E: untouched
+    assert by_id["c2"]["contact"] == "bob@example.org"
+    assert by_id["c3"]["contact"] == ""
+    history = json.loads((tmp_path / "reports" / "at_risk_history.json").read_text())
+    assert history == {"runs": [{"as_of": "2026-08-31", "customer_ids": ["c4", "c2", "c3"]}]}
+
+
+def test_contact_appears_only_in_at_risk_csv_and_never_in_logs(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(_project(tmp_path))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["export"]["top_n"] = 10
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with caplog.at_level(logging.DEBUG, logger="churnlens"):
+        export_stage.run("params.yaml")
+    found = {}
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.parent.name != "raw":
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            found[path.name] = [e for e in EMAILS if e in text]
+    assert found.pop("at_risk.csv") == [EMAILS[0], EMAILS[1], EMAILS[2]]
+    assert all(not hits for hits in found.values()), found
+    assert not any(e in caplog.text for e in EMAILS)
+    assert "Ann" not in caplog.text
+
+
+def test_contact_that_looks_like_a_formula_is_neutralised(tmp_path, monkeypatch):
+    monkeypatch.chdir(_project(tmp_path))
+    raw = pd.read_csv("raw/customers.csv", dtype=str, keep_default_na=False)
+    raw["name"] = ""
+    raw.to_csv("raw/customers.csv", index=False)
+    export_stage.run("params.yaml")
+    rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
+    assert rows[0]["contact"] == "'=evil@example.net"
+
+
+def test_no_email_column_gives_empty_contacts(tmp_path, monkeypatch):
+    monkeypatch.chdir(_project(tmp_path, with_email=False))
+    export_stage.run("params.yaml")
+    rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
+    assert rows and all(r["contact"] == "" for r in rows)
+
+
+def test_rules_from_params_are_used(tmp_path, monkeypatch):
+    actions = [{"when": "open_ticket", "action": "Fix it"}, {"when": "always", "action": "Wait"}]
+    monkeypatch.chdir(_project(tmp_path, actions=actions))
+    export_stage.run("params.yaml")
+    rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
+    assert [r["suggested_action"] for r in rows] == ["Fix it", "Wait", "Wait"]
+
+
+def test_segment_comes_from_interim_customers_when_scores_lack_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(_project(tmp_path))
+    scores = pd.read_parquet("reports/scores.parquet").drop(columns="segment")
+    scores.to_parquet("reports/scores.parquet", index=False)
+    pd.DataFrame({"customer_id": ["c4", "c2"], "segment": ["gold", "silver"]}).to_parquet(
+        "data/interim/customers.parquet", index=False)
+    export_stage.run("params.yaml")
+    rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
+    assert [r["segment"] for r in rows] == ["gold", "silver", ""]

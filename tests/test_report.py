@@ -1,0 +1,280 @@
+"""Weekly report: formatting helpers, escaping, self-containment, optional inputs, warnings."""
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from churnlens import report
+from churnlens.report import format_date, format_delta, format_money, format_percent, format_score
+from churnlens.stages import report as report_stage
+
+XSS = "<script>alert(1)</script>"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def test_format_percent_money_score_date():
+    assert format_percent(0.8712) == "87.1%"
+    assert format_percent(0.5, 0) == "50%"
+    assert format_percent(None) == "n/a" and format_percent(float("nan")) == "n/a"
+    assert format_money(12345.6) == "12,346"
+    assert format_money(45.4) == "45" and format_money(0.2) == "<1" and format_money(0) == "0"
+    assert format_money(-1500, "€") == "−€1,500"
+    assert format_money(None) == "n/a"
+    assert format_score(23.4) == "+23" and format_score(-5) == "−5" and format_score(0) == "0"
+    assert format_date("2026-08-31") == "31 Aug 2026"
+    assert format_date(None) == "n/a"
+
+
+def test_format_delta_direction_per_kpi():
+    up = format_delta(0.90, 0.88, kind="rate", higher_is_better=True)
+    assert (up.arrow, up.text, up.tone, up.word) == ("▲", "+2.0 pts", "good", "better")
+    churn_up = format_delta(0.12, 0.10, kind="rate", higher_is_better=False)
+    assert (churn_up.arrow, churn_up.tone) == ("▲", "bad")
+    churn_down = format_delta(0.08, 0.10, kind="rate", higher_is_better=False)
+    assert (churn_down.arrow, churn_down.text, churn_down.tone) == ("▼", "−2.0 pts", "good")
+    money = format_delta(900, 1000, kind="money", higher_is_better=True, currency="$")
+    assert (money.arrow, money.text, money.tone) == ("▼", "−$100", "bad")
+    assert format_delta(12, 10, kind="score", higher_is_better=True).text == "+2.0 pts"
+    assert format_delta(0.5, 0.5, kind="rate", higher_is_better=True).text == "no change"
+    assert format_delta(None, 0.5, kind="rate", higher_is_better=True).text == "n/a"
+
+
+def test_risk_by_segment_counts_and_revenue():
+    scores = pd.DataFrame({
+        "customer_id": list("abcde"), "segment": ["pro", "pro", None, "basic", "pro"],
+        "risk_tier": ["high", "low", "high", "medium", "medium"],
+        "expected_revenue_at_risk": [100.0, 1, 50, 20, 30],
+    })
+    table = report.risk_by_segment(scores).set_index("segment")
+    assert table.loc["pro", ["customers", "high", "medium", "low"]].tolist() == [3, 1, 1, 1]
+    assert table.loc["pro", "revenue_at_risk"] == 131
+    assert table.index.tolist() == ["pro", "unknown", "basic"]
+
+
+def test_drift_alerts_threshold_and_flag():
+    drift = {"events_30d": {"psi": 0.31, "flag": True}, "tenure_days": {"psi": 0.05, "flag": False},
+             "revenue_90d": {"psi": 0.25}, "last_nps": {"psi": 0.1, "flag": True}}
+    alerts = report.drift_alerts(drift)
+    assert [a["feature"] for a in alerts] == ["events_30d", "revenue_90d", "last_nps"]
+    assert alerts[0]["label"] == "product events (last 30 days)"
+
+
+# --- fixture project -------------------------------------------------------------------------
+
+KPI_KEYS = ("customers_start", "customers_end", "new", "lost", "crr", "churn_rate", "ndr", "grr",
+            "rpr", "clv", "nps")
+
+
+def _kpis(nps=None):
+    current = dict(zip(KPI_KEYS, [1000, 1010, 80, 70, 0.93, 0.06, 1.02, 0.95, 0.31, 812.5, nps],
+                       strict=True))
+    previous = dict(zip(KPI_KEYS, [990, 1000, 75, 65, 0.91, 0.07, 1.04, 0.96, 0.29, 790.0, None],
+                        strict=True))
+    notes = {"previous.nps": "no nps table"}
+    if nps is None:
+        notes["current.nps"] = "no nps table"
+    return {
+        "as_of": "2026-08-31",
+        "period": {"start": "2026-08-02", "end": "2026-08-31", "days": 30},
+        "current": current, "previous": previous,
+        "by_segment": {"pro": current},
+        "cohorts": [{"cohort": "2026-05", "size": 40, "retention": [1.0, 0.9, 0.8, 0.75]},
+                    {"cohort": "2026-06", "size": 55, "retention": [0.98, 0.85, 0.8]},
+                    {"cohort": "2026-07", "size": 61, "retention": [0.97, 0.9]}],
+        "notes": notes,
+    }
+
+
+METRICS = {
+    "test_cutoff": "2026-06-02", "n_test": 900, "churn_rate": 0.21,
+    "model": {"roc_auc": 0.812, "pr_auc": 0.55, "brier": 0.131, "log_loss": 0.41, "ece": 0.02,
+              "top_decile_precision": 0.62, "top_decile_lift": 2.9},
+    "baselines": {
+        "recency": {"roc_auc": 0.741, "brier": 0.16, "top_decile_precision": 0.5},
+        "logistic": {"roc_auc": 0.78, "brier": 0.14, "top_decile_precision": 0.55},
+    },
+    "calibration_method": "sigmoid",
+}
+
+AT_RISK_HEADER = ("rank,customer_id,segment,churn_probability,expected_revenue_at_risk,risk_tier,"
+                  "reasons,suggested_action,contact\n")
+
+
+def _project(tmp_path: Path, *, optional=True, nps=None, at_risk_rows=None, scores=None,
+             promotion=None, drift=None, history=None):
+    reports = tmp_path / "reports"
+    (reports / "plots").mkdir(parents=True)
+    params = {"label": {"definition": "inactivity", "horizon_days": 90},
+              "kpis": {"period_days": 30, "crr_target": 0.85}, "report": {"top_n": 25}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (reports / "kpis.json").write_text(json.dumps(_kpis(nps)))
+    (reports / "metrics.json").write_text(json.dumps(METRICS))
+    rows = at_risk_rows or [
+        '1,c1,pro,0.912,1234.60,high,"no login for 40 days; usage down 60% vs previous 30 days",'
+        "Reactivation campaign,ann@example.com\n",
+        "2,c2,basic,0.610,300.00,medium,,Nurture,\n",
+    ]
+    (reports / "at_risk.csv").write_text(AT_RISK_HEADER + "".join(rows), encoding="utf-8-sig")
+    if scores is None:
+        scores = pd.DataFrame({
+            "customer_id": ["c1", "c2", "c3"], "churn_probability": [0.912, 0.61, 0.1],
+            "risk_tier": ["high", "medium", "low"], "expected_revenue_at_risk": [1234.6, 300, 5],
+            "segment": ["pro", "basic", "pro"],
+        })
+    scores.to_parquet(reports / "scores.parquet", index=False)
+    if optional:
+        (reports / "train_summary.json").write_text(json.dumps(
+            {"trained_at": "2026-08-31",
+             "train_window": {"start": "2025-01-01", "end": "2026-03-04"}}))
+        pd.DataFrame({"bin": [1, 2, 3] * 2, "mean_predicted": [0.1, 0.3, 0.7] * 2,
+                      "observed_rate": [0.12, 0.28, 0.66, 0.2, 0.3, 0.4], "count": [300] * 6,
+                      "model": ["model"] * 3 + ["recency"] * 3}
+                     ).to_csv(reports / "plots" / "calibration.csv", index=False)
+        promotion = promotion or {"is_champion": True, "reason": "no champion yet"}
+        drift = drift or {"events_30d": {"psi": 0.05, "flag": False}}
+    if promotion is not None:
+        (reports / "promotion.json").write_text(json.dumps(promotion))
+    if drift is not None:
+        (reports / "drift.json").write_text(json.dumps(drift))
+    if history is not None:
+        (reports / "at_risk_history.json").write_text(json.dumps(history))
+    return tmp_path
+
+
+def _render(tmp_path, monkeypatch, **kwargs):
+    """Render a fixture project; charts are skipped here (they are checked on `default_html`)."""
+    monkeypatch.setattr(report, "segment_chart", lambda *args, **kw: None)
+    monkeypatch.setattr(report, "calibration_chart", lambda *args, **kw: None)
+    monkeypatch.chdir(_project(tmp_path, **kwargs))
+    report_stage.run("params.yaml")
+    return (tmp_path / "reports" / "weekly_report.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def default_html(tmp_path_factory):
+    """The report of the default fixture (all inputs, NPS null), rendered once for several tests."""
+    root = _project(tmp_path_factory.mktemp("default"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        report_stage.run("params.yaml")
+    return (root / "reports" / "weekly_report.html").read_text(encoding="utf-8")
+
+
+def _text(html):
+    """Visible text, roughly: tags dropped, whitespace collapsed."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_report_renders_all_sections_from_fixture(default_html):
+    html = default_html
+    text = _text(html)
+    assert "Data as of 31 Aug 2026" in text
+    assert "2 Aug 2026 – 31 Aug 2026" in text
+    assert "93.0%" in text and "Target 85% met" in text  # CRR vs target from params
+    assert "▲ +2.0 pts (better)" in text  # CRR 91% -> 93%
+    assert "▼ −1.0 pts (better)" in text  # churn 7% -> 6%: down is good
+    assert "812" in text  # CLV
+    assert "91%" in text and "1,235" in text  # probability and money of c1
+    assert "No login for 40 days" in text and "Usage down 60%" in text
+    assert "Reactivation campaign" in text
+    assert "first report" in text
+    assert "0.812" in text and "0.741" in text and "sigmoid" in text
+    assert "Trained on data up to 31 Aug 2026".lower() in text.lower()
+    assert html.count('src="data:image/png;base64,') == 2  # segment chart + calibration chart
+    assert "75%" in text  # cohort cell
+    assert 'id="not-champion"' not in html and 'id="drift"' not in html
+
+
+def test_report_is_self_contained(default_html):
+    html = default_html
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "<script" not in html.lower()
+    assert "@import" not in html and "url(" not in html
+    assert "<link" not in html.lower()
+
+
+def test_contact_never_in_report(default_html):
+    html = default_html
+    assert "ann@example.com" not in html and "@example" not in html
+
+
+def test_data_strings_are_escaped(tmp_path, monkeypatch):
+    rows = [f'1,c1,{XSS},0.9,10.00,high,"{XSS}; fine reason",Nurture,\n']
+    scores = pd.DataFrame({"customer_id": ["c1"], "churn_probability": [0.9], "risk_tier": ["high"],
+                           "expected_revenue_at_risk": [10.0], "segment": [XSS]})
+    html = _render(tmp_path, monkeypatch, at_risk_rows=rows, scores=scores,
+                   promotion={"is_champion": False, "reason": XSS})
+    assert XSS not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html.lower()
+
+
+def test_null_kpi_shows_na_and_note(default_html):
+    text = _text(default_html)
+    nps_tile = text[text.index("Net Promoter Score"):]
+    assert nps_tile.split("Net Promoter Score", 1)[1].strip().startswith("n/a")
+    assert "Note: no nps table" in nps_tile
+
+
+def test_nps_with_value_but_no_previous(tmp_path, monkeypatch):
+    text = _text(_render(tmp_path, monkeypatch, nps=31.0))
+    assert "+31" in text and "Previous period: no nps table." in text
+
+
+def test_not_champion_and_drift_warnings(tmp_path, monkeypatch):
+    html = _render(tmp_path, monkeypatch,
+                   promotion={"is_champion": False, "reason": "worse than the champion on AUC"},
+                   drift={"events_30d": {"psi": 0.31, "flag": True}})
+    text = _text(html)
+    assert 'id="not-champion"' in html and "worse than the champion on AUC" in text
+    assert 'id="drift"' in html and "Product events (last 30 days)" in text and "0.31" in text
+
+
+def test_works_without_optional_inputs(tmp_path, monkeypatch):
+    html = _render(tmp_path, monkeypatch, optional=False)
+    text = _text(html)
+    assert "No calibration data available" in text
+    assert report.calibration_chart(None) is None
+    assert "first report" in text
+    assert 'id="not-champion"' not in html and 'id="drift"' not in html
+
+
+def test_movers_from_history(tmp_path, monkeypatch):
+    history = {"runs": [{"as_of": "2026-08-24", "customer_ids": ["c2", "gone"]},
+                        {"as_of": "2026-08-31", "customer_ids": ["c1", "c2"]}]}
+    text = _text(_render(tmp_path, monkeypatch, history=history))
+    assert ("Since the list of 24 Aug 2026: 1 customer is new on the list "
+            "and 1 is no longer on it") in text
+    movers = text[text.index("New on the list"):text.index("Risk by segment")]
+    assert "c1" in movers and "c2" not in movers
+
+
+def test_missing_required_input_is_a_clear_error(tmp_path, monkeypatch):
+    from churnlens.errors import ChurnlensError
+
+    monkeypatch.chdir(_project(tmp_path))
+    (tmp_path / "reports" / "kpis.json").unlink()
+    with pytest.raises(ChurnlensError, match="kpis.json"):
+        report_stage.run("params.yaml")
+
+
+def test_build_context_refuses_contact_column():
+    with pytest.raises(ValueError):
+        report.build_context(kpis={}, metrics={}, scores=pd.DataFrame(),
+                             at_risk=pd.DataFrame({"contact": ["x@y.z"]}))
+
+
+def test_empty_list_and_formula_like_ids(tmp_path, monkeypatch):
+    html = _render(tmp_path, monkeypatch, at_risk_rows=[""])  # header only
+    assert "No customer is on the at-risk list this week." in _text(html)
+    history = {"runs": [{"as_of": "2026-08-24", "customer_ids": ["-2"]}]}
+    rows = ["1,'-2,pro,0.9,10.00,high,'=cmd reason,Nurture,\n"]
+    text = _text(_render(tmp_path / "second", monkeypatch, at_risk_rows=rows, history=history))
+    assert "0 customers are new" in text  # '-2 in the CSV is customer -2 of the history
+    assert "=cmd reason" in text and "'=cmd" not in text
