@@ -26,7 +26,6 @@ from churnlens.logs import get_logger
 
 log = get_logger("export")
 
-AT_RISK_HISTORY = paths.REPORTS / export.HISTORY_NAME
 REQUIRED_SCORE_COLUMNS = (
     "customer_id",
     "churn_probability",
@@ -71,9 +70,9 @@ def run(params_path: str | Path = "params.yaml") -> None:
     )
 
     as_of = resolve_as_of(params, scores)
-    history = read_json(AT_RISK_HISTORY) if AT_RISK_HISTORY.exists() else None
-    write_json(export.update_history(history, as_of, table["customer_id"]), AT_RISK_HISTORY)
-    log.info("recorded the list of %s in %s", as_of, AT_RISK_HISTORY)
+    history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
+    write_json(export.update_history(history, as_of, table["customer_id"]), paths.AT_RISK_HISTORY)
+    log.info("recorded the list of %s in %s", as_of, paths.AT_RISK_HISTORY)
 
 
 def export_settings(params: dict[str, Any]) -> dict[str, Any]:

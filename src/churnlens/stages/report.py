@@ -21,9 +21,6 @@ from churnlens.logs import get_logger
 
 log = get_logger("report")
 
-PROMOTION = paths.REPORTS / "promotion.json"
-CALIBRATION = paths.PLOTS / "calibration.csv"
-AT_RISK_HISTORY = paths.REPORTS / export.HISTORY_NAME
 SCORE_COLUMNS = ("customer_id", "risk_tier", "expected_revenue_at_risk", "segment")
 
 
@@ -36,10 +33,10 @@ def run(params_path: str | Path = "params.yaml") -> None:
         scores=read_scores(paths.SCORES),
         params=params,
         train_summary=_optional_json(paths.TRAIN_SUMMARY),
-        calibration=_optional_csv(CALIBRATION),
+        calibration=_optional_csv(paths.CALIBRATION),
         drift=_optional_json(paths.DRIFT),
-        promotion=_optional_json(PROMOTION),
-        history=_optional_json(AT_RISK_HISTORY),
+        promotion=_optional_json(paths.PROMOTION),
+        history=_optional_json(paths.AT_RISK_HISTORY),
     )
     write_text(report.render_report(context), paths.WEEKLY_REPORT)
     log.info(
