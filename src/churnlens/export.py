@@ -42,7 +42,6 @@ REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
 REASON_SEPARATOR = "; "
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
-HISTORY_NAME = "at_risk_history.json"
 HISTORY_KEEP = 26
 
 
