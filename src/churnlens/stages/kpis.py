@@ -1,0 +1,103 @@
+"""Stage `kpis`: retention KPIs for the last period and the one before, cohorts and a trend.
+
+Reads the validated tables in `data/interim/`, writes `reports/kpis.json` and
+`reports/plots/kpi_trend.csv`. The event and transaction logs are streamed from Parquet by
+DuckDB (pyarrow datasets), never loaded whole into pandas.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from churnlens import paths
+from churnlens.config import load_params
+from churnlens.errors import ChurnlensError
+from churnlens.io import write_json, write_text
+from churnlens.kpis import compute_kpis, last_activity_day
+from churnlens.logs import get_logger
+from churnlens.snapshot import resolve_as_of
+
+log = get_logger("kpis")
+
+TREND_CSV = paths.PLOTS / "kpi_trend.csv"
+TREND_PERIODS = 12
+MAX_COHORTS = 12
+CUSTOMER_COLUMNS = ("customer_id", "signup_date", "segment", "cancel_date")
+
+
+def _interim(name: str) -> Path:
+    return paths.INTERIM / f"{name}.parquet"
+
+
+def _require(name: str) -> Path:
+    path = _interim(name)
+    if not path.exists():
+        raise ChurnlensError(f"{path} is missing: run `dvc repro validate` first")
+    return path
+
+
+def read_customers(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in CUSTOMER_COLUMNS if c in present])
+
+
+def open_log(path: Path) -> Any:
+    """A lazily scanned Parquet table (pyarrow dataset) that DuckDB streams from."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(str(path), format="parquet")
+
+
+def read_nps(path: Path) -> pd.DataFrame | None:
+    """The nps answers, or None when the table is absent or empty (-> "no nps table")."""
+    if not path.exists():
+        return None
+    nps = pd.read_parquet(path, columns=["customer_id", "timestamp", "score"])
+    return nps if len(nps) else None
+
+
+def run(params_path: Path = Path("params.yaml")) -> None:
+    params = load_params(params_path)
+    kpis_params = params.get("kpis") or {}
+    label = params.get("label") or {}
+    snapshot = params.get("snapshot") or {}
+
+    started = time.perf_counter()
+    customers = read_customers(_require("customers"))
+    transactions = open_log(_require("transactions"))
+    events = open_log(_interim("events")) if _interim("events").exists() else None
+    nps = read_nps(_interim("nps"))
+    as_of = resolve_as_of(snapshot.get("as_of"), last_activity_day(transactions, events))
+
+    report, trend = compute_kpis(
+        customers,
+        transactions,
+        events,
+        nps,
+        as_of=as_of,
+        period_days=int(kpis_params.get("period_days", 30)),
+        definition=str(label.get("definition", "inactivity")),
+        horizon_days=int(label.get("horizon_days", 90)),
+        crr_target=kpis_params.get("crr_target"),
+        trend_periods=TREND_PERIODS,
+        max_cohorts=MAX_COHORTS,
+    )
+    write_json(report, paths.KPIS)
+    write_text(trend.to_csv(index=False), TREND_CSV)
+
+    current = report["current"]
+    log.info(
+        "as_of %s, period %s..%s: customers %s -> %s, CRR %s, churn %s, NDR %s (%.1fs)",
+        report["as_of"], report["period"]["start"], report["period"]["end"],
+        current["customers_start"], current["customers_end"], current["crr"],
+        current["churn_rate"], current["ndr"], time.perf_counter() - started,
+    )
+    for key, reason in report["notes"].items():
+        if key.startswith(("current.", "previous.")):
+            log.info("%s is null: %s", key, reason)
