@@ -1,0 +1,1037 @@
+"""Synthetic sample data: customers, purchases, usage, tickets and NPS with behaviour-driven churn.
+
+The generator is a pure library (no file I/O); `churnlens.stages.generate` writes its output as CSV.
+
+Public functions
+----------------
+* `generate_dataset(n_customers, start_date, end_date, seed, *, chunk_size, bad_rows)`
+  -> `dict[str, pd.DataFrame]` with the five input tables (`TABLES`) plus the ground truth under
+  `TRUTH_KEY` (`"_truth"`), which is *not* an input table and must never be written next to them.
+* `iter_chunks(...)` yields the same content one customer chunk at a time (for large sizes: each
+  chunk is independent, seeded by `SeedSequence(seed, spawn_key=(chunk_no,))`, so memory stays
+  bounded by `chunk_size`). Concatenating the chunks gives exactly `generate_dataset`'s frames.
+
+The frames mirror the raw CSV files: ids are zero-padded strings (`"000042"`), dates are
+`YYYY-MM-DD` strings, timestamps ISO-8601 strings (`2025-03-04T13:05:09`, naive = UTC; about 0.5 %
+carry `Z` or a `+01:00` offset, same instant), empty cells are missing values. Numeric columns are
+numeric, except `transactions.amount` which is `object` when bad rows are injected. Same arguments
+(including `chunk_size`) give the same frames and byte-identical CSV files. In `customers`,
+`segment` is missing for 0.3 %, `country` for 1 % and `name` for 5 %; every customer has a fake
+e-mail under example.com / example.org (personal data appears in no other table).
+
+The model of the world (per customer; all customers of a chunk are simulated together as arrays,
+one calendar month per step)
+--------------------------------------------------------------------------------------------------
+* Signups grow over the date range (density ~ exp(ln 3 * t / T)); ids are numbered in signup
+  order. Segments `trial` (45 %), `basic`, `pro`, `enterprise` differ in price, seats, billing
+  (monthly or annual; more annual contracts in larger plans), base usage and ticket rates.
+* Latent engagement (log usage rate) = segment/customer base + an AR(1) random walk with a
+  per-customer drift + a calendar effect (December/August dips). A *decline story* starts with
+  probability 2 % per month (tenure >= 60 days): engagement then falls by 0.5-0.9 per month for
+  2-4 months and stays down. About 6 % of customers are *seasonal*: usage and monthly billing pause
+  for 2-4 months each year and come back, so "no activity for N days" is strong but imperfect.
+* Usage: each day a customer is active with a probability driven by engagement (weekends lower,
+  trial onboarding boost); an active day emits one row per event type used that day
+  (`login`, `view_report`, `export`, `invite_user`, `api_call`, `key_action`) with the count in
+  `quantity`.
+* Purchases: subscription charges (monthly on the anchor day, or annual) for paying customers
+  (`quantity` = seats), occasional one-off add-ons, ~2 % of charges refunded a few days later
+  (negative amount, `quantity` = items refunded; partial refunds have an empty `quantity`).
+  Subscription charges pause during a seasonal customer's break.
+* Trials: 40 % of trial customers do not find value (lower usage, hardly any `key_action`). A
+  trial customer who does a `key_action` in the first 14 days is *activated*; at the
+  first month start after day 14, activated trials convert to paying (basic or pro price) with
+  probability 0.55 (their `segment` stays `trial`, the plan they signed up with); non-activated
+  trials get a large hazard bump and mostly leave.
+* Tickets: monthly rate grows with the drop of engagement below the customer's base (and during a
+  decline story); resolution time log-normal by priority; some tickets are never resolved
+  (more often for declining customers) and stay open (`closed_at` empty). Tickets still open at
+  `end_date` also have an empty `closed_at`. 2 % have no `priority`.
+* NPS: a few % of customers with tenure >= 30 days answer each month; the score (0-10) follows
+  engagement relative to base and drops with open tickets.
+* Churn: at each month start the hazard is
+  `sigmoid(-2.45 - 0.45*level - 1.2*min(trend, 0) + 0.55*open_tickets_older_than_7d (max 3)
+  + 1.1*[last NPS <= 6] + 0.25*[NPS 7-8] - 0.35*[NPS >= 9] + 0.8*[no event for 30 d]
+  + 0.7*[no event for 60 d] + 4.2*[trial not activated, at decision] + 0.4*[free user]
+  - 0.4*[paying] - 0.7*[annual] + frailty + noise)`, where level is last month's engagement and
+  trend its change over the two months before (both without the seasonal break, whose
+  inactivity terms are also switched off). A churner stops all activity (events, purchases,
+  tickets, NPS) from the churn day, which is uniform within the month. 85 % of paying churners
+  and 60 % of free/trial churners get `cancel_date` = churn day (contractual cancellation or
+  closed trial account); the others churn silently (activity just stops, no `cancel_date`).
+  With the default params about 15-30 % of the population at a cutoff has no activity in the
+  following 90 days, and 15-25 % cancels within 90 days.
+
+Deliberately bad rows (only with `bad_rows=True`; injected into the first chunk at random
+positions; a fixed handful per table, independent of `n_customers`)
+------------------------------------------------------------------------------------------
+* customers (7): one extra row repeating the `customer_id` of the chunk's last customer with
+  another signup date and segment (conflicting duplicate), one exact copy of another customer's
+  row, one row with an empty `customer_id`, two extra customers whose `signup_date` is
+  unparseable (`2025-02-30`, `not a date`), one with an empty `signup_date`, one whose
+  `cancel_date` is unparseable (`31/12/2025`). The rows of the other tables that name a known
+  customer belong to that same last customer and are bad for another reason as well.
+* transactions (10): three rows for unknown customers (ids above the generated range), two with an
+  empty `customer_id`, two with an unparseable `timestamp` (`2025-13-01T10:00:00`, `yesterday`),
+  two with a non-numeric `amount` (`abc`, `12,50`), one with an empty `amount`.
+* events (9): three rows for unknown customers, two with an empty `customer_id`, two with an
+  unparseable `timestamp` (`2025-06-31T08:00:00`, `31.12.2025 10:00`), one with an empty
+  `timestamp`, one with an empty `event_type`.
+* tickets (6): two for unknown customers, one with an empty `customer_id`, two with an unparseable
+  `opened_at`, one with an unparseable `closed_at`.
+* nps (7): two with score 11, one with score -1, one with an empty `customer_id`, two for unknown
+  customers, one with an unparseable `timestamp`.
+The number of bad rows per table is in `BAD_ROW_COUNTS`.
+
+Ground truth (`result[TRUTH_KEY]`, one row per generated customer, for tests only; hidden labels
+must not reach the CSV files or any feature)
+------------------------------------------------------------------------------------------------
+`customer_id`, `segment` (plan, never missing), `paying` (bool, at the end), `billing`
+(`monthly`/`annual`/`none`), `seasonal`, `activated` (trials), `converted` (trials),
+`decline_story` (bool), `story_start` (first day of the month the decline began, NaT if none),
+`story_months`, `churned`, `churn_date` (first day without activity, NaT if none),
+`churn_kind` (`cancelled`/`silent`/missing), `open_tickets` (tickets open at `end_date`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from churnlens.errors import ChurnlensError
+from churnlens.logs import get_logger
+
+TABLES = ("customers", "transactions", "events", "tickets", "nps")
+TRUTH_KEY = "_truth"
+DEFAULT_CHUNK_SIZE = 5_000
+
+COLUMNS: dict[str, list[str]] = {
+    "customers": [
+        "customer_id",
+        "signup_date",
+        "segment",
+        "country",
+        "email",
+        "name",
+        "cancel_date",
+    ],
+    "transactions": ["customer_id", "timestamp", "amount", "quantity"],
+    "events": ["customer_id", "timestamp", "event_type", "quantity"],
+    "tickets": ["customer_id", "opened_at", "closed_at", "priority"],
+    "nps": ["customer_id", "timestamp", "score"],
+}
+BAD_ROW_COUNTS = {"customers": 7, "transactions": 10, "events": 9, "tickets": 6, "nps": 7}
+
+SEGMENTS = np.array(["trial", "basic", "pro", "enterprise"], dtype=object)
+SEGMENT_P = np.array([0.45, 0.27, 0.20, 0.08])
+MU_SEGMENT = np.array([0.0, 0.2, 0.7, 1.2])  # base log usage rate
+UNIT_PRICE = np.array([0.0, 29.0, 79.0, 45.0])  # per seat and month
+ANNUAL_P = np.array([0.0, 0.10, 0.25, 0.60])
+TICKET_FACTOR = np.array([0.5, 1.0, 1.3, 2.5])
+
+COUNTRIES = np.array(["US", "GB", "DE", "FR", "NL", "ES", "CA", "AU", "IN"], dtype=object)
+COUNTRY_P = np.array([0.30, 0.14, 0.14, 0.09, 0.07, 0.06, 0.08, 0.05, 0.07])
+COUNTRY_TZ = np.array([-5, 0, 1, 1, 1, 1, -5, 10, 5])  # hours from UTC (rough, no DST)
+
+EVENT_TYPES = np.array(
+    ["login", "view_report", "export", "invite_user", "api_call", "key_action"], dtype=object
+)
+PRIORITIES = np.array(["low", "normal", "high", "urgent"], dtype=object)
+_EVENT_TYPES = pa.array(list(EVENT_TYPES))
+_PRIORITIES = pa.array(list(PRIORITIES))
+PRIORITY_P = np.array([0.30, 0.45, 0.20, 0.05])
+PRIORITY_MEDIAN_H = np.array([96.0, 48.0, 24.0, 6.0])  # median resolution time in hours
+
+# calendar effect on engagement by month of year (1..12)
+CALENDAR_EFFECT = np.array([0, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0, -0.05, -0.15, 0.05, 0.05, 0.0, -0.25])
+
+FIRST_NAMES = [
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Elif",
+    "Finn",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kofi",
+    "Lena",
+    "Marco",
+    "Nina",
+    "Omar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wei",
+    "Ximena",
+    "Yusuf",
+    "Zoë",
+    "José",
+    "Chloé",
+    "Søren",
+    "Aiko",
+]
+LAST_NAMES = [
+    "Smith",
+    "Müller",
+    "García",
+    "Rossi",
+    "Dubois",
+    "Jansen",
+    "Kowalski",
+    "Novak",
+    "Okafor",
+    "Patel",
+    "Nguyen",
+    "Kim",
+    "Silva",
+    "Larsen",
+    "O'Brien",
+    "Schmidt",
+    "Brown",
+    "Martin",
+    "Costa",
+    "Yilmaz",
+    "Ivanova",
+    "Tanaka",
+    "Fischer",
+    "Moreau",
+]
+_ASCII = str.maketrans({"ë": "e", "é": "e", "ø": "o", "ü": "u", "í": "i", "'": "", "ç": "c"})
+
+GROWTH = math.log(3.0)  # the last day sees 3x the signups of the first
+P_STORY = 0.02  # monthly onset probability of a decline story
+P_SEASONAL = 0.06
+P_CONVERT = 0.55
+P_TRIAL_MISFIT = 0.4
+HAZARD_BASE = -2.45
+OFFSET_SHARE = 0.005  # share of timestamps written with Z / +01:00
+
+_NEVER = np.iinfo(np.int64).max // 4
+
+log = get_logger("generate")
+
+
+# --------------------------------------------------------------------------------------------
+# calendar
+
+
+@dataclass(frozen=True)
+class _Calendar:
+    start: np.datetime64  # first day (datetime64[D])
+    n_days: int
+    month_start: np.ndarray  # day index of the first simulated day of each month
+    month_end: np.ndarray  # day index after the last simulated day of each month
+    month_first: np.ndarray  # day index of the calendar 1st (negative for a partial month)
+    month_days: np.ndarray  # calendar length of the month
+    month_of_year: np.ndarray  # 1..12
+    weekday: np.ndarray  # per day, 0 = Monday
+    day_of_month: np.ndarray  # per day, 1..31
+    month_of_day: np.ndarray  # per day, month index
+
+
+def _calendar(start_date: str, end_date: str) -> _Calendar:
+    try:
+        start = np.datetime64(str(start_date), "D")
+        end = np.datetime64(str(end_date), "D")
+    except ValueError as err:
+        raise ChurnlensError(f"generate: start_date/end_date must be ISO dates ({err})") from None
+    n_days = int((end - start).astype(int)) + 1
+    if n_days < 31:
+        raise ChurnlensError("generate: end_date must be at least 30 days after start_date")
+    months = np.arange(start.astype("datetime64[M]"), end.astype("datetime64[M]") + 1)
+    first = (months.astype("datetime64[D]") - start).astype(np.int64)
+    next_first = ((months + 1).astype("datetime64[D]") - start).astype(np.int64)
+    days = np.arange(n_days)
+    dates = start + days.astype("timedelta64[D]")
+    month_of_day = np.searchsorted(first, days, side="right") - 1
+    return _Calendar(
+        start=start,
+        n_days=n_days,
+        month_start=np.maximum(first, 0),
+        month_end=np.minimum(next_first, n_days),
+        month_first=first,
+        month_days=next_first - first,
+        month_of_year=(months.astype(np.int64) % 12) + 1,
+        weekday=((dates - np.datetime64("1970-01-05")).astype(np.int64)) % 7,
+        day_of_month=(dates - dates.astype("datetime64[M]").astype("datetime64[D]")).astype(
+            np.int64
+        )
+        + 1,
+        month_of_day=month_of_day,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def id_width(n_customers: int) -> int:
+    """Digits of the zero-padded customer ids."""
+    return max(6, len(str(int(n_customers))))
+
+
+def format_ids(numbers: np.ndarray, width: int) -> list[str]:
+    """Zero-padded id strings for 1-based customer numbers."""
+    return [str(int(number)).zfill(width) for number in np.asarray(numbers)]
+
+
+def n_chunks(n_customers: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
+    return max(1, math.ceil(n_customers / chunk_size))
+
+
+def iter_chunks(
+    n_customers: int,
+    start_date: str,
+    end_date: str,
+    seed: int,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    bad_rows: bool = True,
+) -> Iterator[dict[str, pd.DataFrame]]:
+    """Yield `{table: frame, TRUTH_KEY: truth}` per chunk of at most `chunk_size` customers."""
+    n_customers, chunk_size, seed = int(n_customers), int(chunk_size), int(seed)
+    if n_customers < 1:
+        raise ChurnlensError("generate: n_customers must be >= 1")
+    if chunk_size < 1:
+        raise ChurnlensError("generate: chunk_size must be >= 1")
+    cal = _calendar(start_date, end_date)
+    width = id_width(n_customers)
+    total = n_chunks(n_customers, chunk_size)
+    for chunk_no in range(total):
+        first = chunk_no * chunk_size
+        n = min(chunk_size, n_customers - first)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(chunk_no,)))
+        frames = _simulate_chunk(rng, first, n, n_customers, cal, width, verbose=total == 1)
+        if bad_rows and chunk_no == 0:
+            bad_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2**31,)))
+            frames = _inject_bad_rows(frames, bad_rng, n_customers, width, cal)
+        log.info(
+            "chunk %d/%d: %d customers, %d transactions, %d events, %d tickets, %d nps",
+            chunk_no + 1,
+            total,
+            len(frames["customers"]),
+            len(frames["transactions"]),
+            len(frames["events"]),
+            len(frames["tickets"]),
+            len(frames["nps"]),
+        )
+        yield frames
+
+
+def generate_dataset(
+    n_customers: int,
+    start_date: str,
+    end_date: str,
+    seed: int,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    bad_rows: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """Return the five input tables (`TABLES`) and the ground truth under `TRUTH_KEY`.
+
+    See the module docstring for the model, the bad rows and the truth columns.
+    """
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in (*TABLES, TRUTH_KEY)}
+    for frames in iter_chunks(
+        n_customers, start_date, end_date, seed, chunk_size=chunk_size, bad_rows=bad_rows
+    ):
+        for name, frame in frames.items():
+            parts[name].append(frame)
+    return {
+        name: frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        for name, frames in parts.items()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# simulation of one chunk
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _uniform_day(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """A uniform integer day in [lo, hi) per element (hi > lo)."""
+    return lo + np.floor(rng.random(len(lo)) * (hi - lo)).astype(np.int64)
+
+
+def _daytime_seconds(rng: np.random.Generator, tz: np.ndarray) -> np.ndarray:
+    """Seconds after UTC midnight for activity in local working hours (wrapped into the UTC day)."""
+    local = np.clip(rng.normal(13.5, 3.2, len(tz)) * 3600.0, 0, 86399)
+    return np.mod(local - tz * 3600.0, 86400).astype(np.int64)
+
+
+class _Rows:
+    """Collects per-month arrays of one table and concatenates them at the end."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+
+    def add(self, **cols: np.ndarray) -> None:
+        for name in self.names:
+            self.parts[name].append(np.asarray(cols[name]))
+
+    def get(self) -> dict[str, np.ndarray]:
+        return {
+            name: np.concatenate(parts) if parts else np.array([], dtype=np.int64)
+            for name, parts in self.parts.items()
+        }
+
+
+def _simulate_chunk(
+    rng: np.random.Generator,
+    first: int,
+    n: int,
+    n_total: int,
+    cal: _Calendar,
+    width: int,
+    verbose: bool = False,
+) -> dict[str, pd.DataFrame]:
+    T = cal.n_days
+    gidx = np.arange(first, first + n)
+
+    # --- static attributes -------------------------------------------------------------------
+    u = (gidx + rng.random(n)) / n_total  # stratified: ids in signup order
+    signup = np.minimum(np.floor(T * np.log1p(u * math.expm1(GROWTH)) / GROWTH), T - 1)
+    signup = signup.astype(np.int64)
+    seg = rng.choice(4, size=n, p=SEGMENT_P)
+    country = rng.choice(len(COUNTRIES), size=n, p=COUNTRY_P)
+    tz = COUNTRY_TZ[country].astype(float)
+    seats = np.ones(n, dtype=np.int64)
+    seats[seg == 1] = 1 + (rng.random((seg == 1).sum()) < 0.1)
+    seats[seg == 2] = np.minimum(rng.geometric(0.5, (seg == 2).sum()), 8)
+    seats[seg == 3] = np.clip(
+        np.round(np.exp(rng.normal(np.log(20), 0.6, (seg == 3).sum()))), 5, 200
+    )
+    unit = UNIT_PRICE[seg].copy()
+    annual = rng.random(n) < ANNUAL_P[seg]
+    paying = seg > 0
+    paying_from = np.where(paying, signup, _NEVER)
+    anchor_dom = cal.day_of_month[signup].copy()
+    anchor_month = cal.month_of_day[signup].copy()
+    mu = MU_SEGMENT[seg] + rng.normal(0.0, 0.55, n)
+    drift = rng.normal(-0.01, 0.04, n)
+    frailty = rng.normal(0.0, 0.4, n)
+    seasonal = rng.random(n) < P_SEASONAL
+    pause_start = rng.integers(1, 13, n)
+    pause_len = rng.integers(2, 5, n)
+    api_user = (seg >= 2) & (rng.random(n) < 0.4)
+    invite_rate = 0.04 * np.log1p(seats)
+    is_trial = seg == 0
+    # trials that do not find the product useful: lower usage, hardly any key action
+    misfit = is_trial & (rng.random(n) < P_TRIAL_MISFIT)
+    mu -= 0.6 * misfit
+    key_rate = np.where(misfit, 0.02, 0.5)
+
+    # --- dynamic state -----------------------------------------------------------------------
+    x = np.zeros(n)
+    e1 = np.full(n, np.nan)  # engagement (without seasonal break) 1..3 months ago
+    e2 = np.full(n, np.nan)
+    e3 = np.full(n, np.nan)
+    churn_day = np.full(n, _NEVER, dtype=np.int64)
+    last_event = np.full(n, -1, dtype=np.int64)
+    activated = np.zeros(n, dtype=bool)
+    decided = ~is_trial
+    converted = np.zeros(n, dtype=bool)
+    story_start = np.full(n, -1, dtype=np.int64)
+    story_len = np.zeros(n, dtype=np.int64)
+    story_delta = np.zeros(n)
+    last_nps = np.full(n, np.nan)
+    paused_prev = np.zeros(n, dtype=bool)
+
+    ev = _Rows("cust", "day", "sec", "type", "qty")
+    tx = _Rows("cust", "day", "sec", "amount", "qty")
+    tk = _Rows("cust", "open", "close", "prio")
+    tk_all_cust = np.array([], dtype=np.int64)
+    tk_all_open = np.array([], dtype=np.int64)
+    tk_all_close = np.array([], dtype=np.int64)  # -1 = never closed
+    nps = _Rows("cust", "day", "sec", "score")
+
+    for m in range(len(cal.month_start)):
+        ms, me = int(cal.month_start[m]), int(cal.month_end[m])
+        ml = me - ms
+        moy = int(cal.month_of_year[m])
+        started = signup < me
+        gone = churn_day < _NEVER  # churned in an earlier month
+        new = started & (signup >= ms)
+        old = (signup < ms) & ~gone
+
+        # engagement
+        x = np.where(new, rng.normal(0.0, 0.3, n), x)
+        x = np.where(old, 0.85 * x + drift + 0.3 * rng.normal(0.0, 1.0, n), x)
+        tenure = ms - signup
+        onset = old & (story_start < 0) & (tenure >= 60) & (rng.random(n) < P_STORY)
+        story_start[onset] = m
+        story_len[onset] = rng.integers(2, 5, onset.sum())
+        story_delta[onset] = rng.uniform(0.5, 0.9, onset.sum())
+        in_story = story_start >= 0
+        story_k = np.where(in_story, np.clip(m - story_start + 1, 0, story_len), 0)
+        story_eff = -story_delta * story_k
+        e_ns = mu + x + story_eff + CALENDAR_EFFECT[moy]
+        paused = seasonal & (((moy - pause_start) % 12) < pause_len)
+        e = e_ns - 4.0 * paused
+
+        # churn hazard at the month start, from what happened before it
+        level = np.nan_to_num(e1, nan=0.0)
+        trend = np.nan_to_num(e1 - 0.5 * (e2 + e3), nan=0.0)
+        cutoff_s = ms * 86400
+        is_open = (tk_all_open <= cutoff_s - 7 * 86400) & (
+            (tk_all_close < 0) | (tk_all_close > cutoff_s)
+        )
+        open_old = np.bincount(tk_all_cust[is_open], minlength=n)
+        since_event = ms - np.where(last_event >= 0, last_event, signup)
+        season_break = seasonal & (paused | paused_prev)
+        inactive_term = (0.8 * (since_event >= 30) + 0.7 * (since_event >= 60)) * ~season_break
+        decide = old & ~decided & (tenure >= 14)
+        z = (
+            HAZARD_BASE
+            - 0.45 * level
+            - 1.2 * np.minimum(trend, 0.0)
+            + 0.55 * np.minimum(open_old, 3)
+            + 1.1 * (last_nps <= 6)
+            + 0.25 * ((last_nps >= 7) & (last_nps <= 8))
+            - 0.35 * (last_nps >= 9)
+            + inactive_term
+            + 4.2 * (decide & ~activated)
+            + 0.4 * (is_trial & ~converted)
+            - 0.4 * paying
+            - 0.7 * (paying & annual)
+            + frailty
+            + rng.normal(0.0, 0.25, n)
+        )
+        churn_now = old & (rng.random(n) < _sigmoid(z))
+        churn_day[churn_now] = ms + np.floor(rng.random(churn_now.sum()) * ml).astype(np.int64)
+
+        # trial decision: conversion of those who stay
+        convert = decide & ~churn_now & (rng.random(n) < np.where(activated, P_CONVERT, 0.05))
+        decided |= decide
+        if convert.any():
+            k = convert.sum()
+            conv_day = ms + rng.integers(0, min(5, ml), k)
+            converted[convert] = True
+            paying[convert] = True
+            paying_from[convert] = conv_day
+            unit[convert] = np.where(rng.random(k) < 0.7, UNIT_PRICE[1], UNIT_PRICE[2])
+            anchor_dom[convert] = cal.day_of_month[conv_day]
+            anchor_month[convert] = m
+
+        # this month's window of activity: [lo, hi)
+        lo = np.maximum(ms, signup)
+        hi = np.minimum(me, churn_day)
+        act = started & ~gone & (hi > lo)
+        ids = np.flatnonzero(act)
+
+        # --- usage events ---
+        days = np.arange(ms, me)
+        valid = (days[None, :] >= lo[ids, None]) & (days[None, :] < hi[ids, None])
+        onboarding = is_trial[ids, None] & (days[None, :] < signup[ids, None] + 14)
+        lam = np.exp(e[ids])[:, None] * np.where(onboarding, 1.8, 1.0)
+        weekday_factor = np.where(cal.weekday[days] >= 5, 0.35, 1.0)
+        p_active = -np.expm1(-0.5 * lam) * weekday_factor[None, :]
+        active = valid & (rng.random(valid.shape, dtype=np.float32) < p_active)
+        r, c = np.nonzero(active)
+        cust = ids[r]
+        day = days[c]
+        lam_k = lam[r, c]
+        rates = np.column_stack(
+            [
+                0.4 * lam_k,
+                1.0 * lam_k,
+                0.25 * lam_k,
+                invite_rate[cust] * lam_k,
+                15.0 * lam_k * api_user[cust],
+                key_rate[cust] * lam_k,
+            ]
+        )
+        counts = rng.poisson(rates)
+        counts[:, 0] += 1
+        rk, tk_type = np.nonzero(counts)
+        e_cust = cust[rk]
+        e_day = day[rk]
+        ev.add(
+            cust=e_cust,
+            day=e_day,
+            sec=_daytime_seconds(rng, tz[e_cust]),
+            type=tk_type,
+            qty=counts[rk, tk_type],
+        )
+        key_early = (tk_type == 5) & (e_day < signup[e_cust] + 14)
+        activated[e_cust[key_early]] = True
+        if len(cust):
+            np.maximum.at(last_event, cust, day)
+
+        # --- purchases ---
+        charge_day = cal.month_first[m] + np.minimum(anchor_dom, cal.month_days[m]) - 1
+        due = act & paying & ~(paused & ~annual) & (charge_day >= lo) & (charge_day < hi)
+        due &= charge_day >= paying_from
+        due &= ~annual | ((m - anchor_month) % 12 == 0)
+        sub = np.flatnonzero(due)
+        sub_amount = np.round(unit[sub] * seats[sub] * np.where(annual[sub], 10.0, 1.0), 2)
+        sub_sec = rng.integers(2 * 3600, 4 * 3600, len(sub))  # nightly billing run
+        n_oo = rng.poisson(np.where(paying, 0.06 * np.exp(0.3 * e), 0.015) * act)
+        oo = np.repeat(np.arange(n), n_oo)
+        oo_day = _uniform_day(rng, lo[oo], hi[oo])
+        oo_qty = 1 + rng.poisson(0.3, len(oo))
+        oo_price = np.maximum(np.round(np.exp(rng.normal(np.log(40), 0.7, len(oo)))) - 0.01, 4.99)
+        oo_amount = np.round(oo_price * oo_qty, 2)
+        ch_cust = np.concatenate([sub, oo])
+        ch_day = np.concatenate([charge_day[sub], oo_day])
+        ch_sec = np.concatenate([sub_sec, _daytime_seconds(rng, tz[oo])])
+        ch_amount = np.concatenate([sub_amount, oo_amount])
+        ch_qty = np.concatenate([seats[sub], oo_qty]).astype(float)
+        tx.add(cust=ch_cust, day=ch_day, sec=ch_sec, amount=ch_amount, qty=ch_qty)
+        refund_u = rng.random(len(ch_cust))
+        ref = np.flatnonzero(refund_u < 0.02)
+        partial = refund_u[ref] < 0.007
+        tx.add(
+            cust=ch_cust[ref],
+            day=ch_day[ref] + rng.integers(1, 15, len(ref)),
+            sec=_daytime_seconds(rng, np.zeros(len(ref))),
+            amount=-np.round(ch_amount[ref] * np.where(partial, 0.5, 1.0), 2),
+            qty=np.where(partial, np.nan, ch_qty[ref]),
+        )
+
+        # --- support tickets ---
+        drop = np.maximum(0.0, -(x + story_eff))
+        t_rate = (0.05 * TICKET_FACTOR[seg] * np.exp(0.8 * drop) + 0.1 * (story_k > 0)) * act
+        t_rate *= np.where(act, (hi - lo) / ml, 0.0)
+        n_t = rng.poisson(t_rate)
+        t_cust = np.repeat(np.arange(n), n_t)
+        t_open = _uniform_day(rng, lo[t_cust], hi[t_cust]) * 86400 + _daytime_seconds(
+            rng, tz[t_cust]
+        )
+        prio = rng.choice(4, size=len(t_cust), p=PRIORITY_P)
+        hours = np.exp(rng.normal(np.log(PRIORITY_MEDIAN_H[prio]), 1.0))
+        hours = np.minimum(hours, 60 * 24)
+        never = rng.random(len(t_cust)) < 0.05 + 0.2 * (drop[t_cust] > 1.0)
+        t_close = np.where(never, -1, t_open + np.round(hours * 3600).astype(np.int64))
+        tk.add(cust=t_cust, open=t_open, close=t_close, prio=prio)
+        tk_all_cust = np.concatenate([tk_all_cust, t_cust])
+        tk_all_open = np.concatenate([tk_all_open, t_open])
+        tk_all_close = np.concatenate([tk_all_close, t_close])
+
+        # --- NPS survey ---
+        s_lo = np.maximum(lo, signup + 30)
+        ask = act & ~paused & (hi > s_lo) & (rng.random(n) < 0.07)
+        s_cust = np.flatnonzero(ask)
+        open_now = np.minimum(open_old[s_cust], 2)
+        raw = (
+            7.0
+            + 1.3 * (e_ns[s_cust] - mu[s_cust])
+            + 0.35 * (mu[s_cust] - 0.5)
+            - 0.6 * open_now
+            + rng.normal(0.0, 1.5, len(s_cust))
+        )
+        score = np.clip(np.round(raw), 0, 10).astype(np.int64)
+        nps.add(
+            cust=s_cust,
+            day=_uniform_day(rng, s_lo[s_cust], hi[s_cust]),
+            sec=_daytime_seconds(rng, tz[s_cust]),
+            score=score,
+        )
+        last_nps[s_cust] = score
+
+        # history for next month's hazard
+        e3 = np.where(started, e2, e3)
+        e2 = np.where(started, e1, e2)
+        e1 = np.where(started, e_ns, e1)
+        paused_prev = paused
+        if verbose:
+            log.info(
+                "month %s: %d active customers, %d events rows, %d churned",
+                str(cal.start + np.timedelta64(ms, "D"))[:7],
+                len(ids),
+                len(rk),
+                churn_now.sum(),
+            )
+
+    return _to_frames(
+        rng,
+        cal,
+        width,
+        gidx,
+        signup,
+        seg,
+        country,
+        churn_day,
+        paying,
+        annual,
+        seasonal,
+        activated,
+        converted,
+        story_start,
+        story_len,
+        ev.get(),
+        tx.get(),
+        tk.get(),
+        nps.get(),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# frames
+
+
+@functools.lru_cache(maxsize=1)
+def _clock_table() -> pa.Array:
+    """`HH:MM:SS` for every second of a day."""
+    return pa.array([f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86400)])
+
+
+_SUFFIXES = pa.array(["", "Z", "+01:00"])
+
+
+def _date_table(cal: _Calendar) -> pa.Array:
+    """`YYYY-MM-DD` for every day of the range (and two more, for +01:00 shifts)."""
+    days = cal.start + np.arange(cal.n_days + 2).astype("timedelta64[D]")
+    return pa.array(np.datetime_as_string(days, unit="D").tolist())
+
+
+def _as_str(values: pa.Array) -> pd.api.extensions.ExtensionArray:
+    return pd.array(values, dtype="str")
+
+
+def _timestamps(
+    rng: np.random.Generator, dates: pa.Array, seconds: np.ndarray, valid: np.ndarray | None = None
+):
+    """ISO strings for `seconds` after the first day (UTC); a few with `Z` or `+01:00`.
+
+    Built from lookup tables with Arrow (string formatting per row is the slow part at scale).
+    """
+    seconds = np.asarray(seconds, dtype=np.int64)
+    pick = rng.random(len(seconds))
+    code = np.where(pick < OFFSET_SHARE / 2, 1, np.where(pick < OFFSET_SHARE, 2, 0))
+    local = seconds + 3600 * (code == 2)
+    text = pc.binary_join_element_wise(
+        dates.take(pa.array(local // 86400)),
+        pa.scalar("T"),
+        _clock_table().take(pa.array(local % 86400)),
+        _SUFFIXES.take(pa.array(code)),
+        "",
+    )
+    if valid is not None:
+        text = pc.if_else(pa.array(valid), text, pa.scalar(None, pa.string()))
+    return _as_str(text)
+
+
+def _take(table: pa.Array, index: np.ndarray, valid: np.ndarray | None = None):
+    """`table[index]` as a string column; missing where `valid` is False."""
+    mask = None if valid is None else ~np.asarray(valid, dtype=bool)
+    return _as_str(table.take(pa.array(np.asarray(index, dtype=np.int64), mask=mask)))
+
+
+def _contacts(rng: np.random.Generator, numbers: np.ndarray) -> tuple[list, list]:
+    first = rng.integers(0, len(FIRST_NAMES), len(numbers))
+    last = rng.integers(0, len(LAST_NAMES), len(numbers))
+    domain = np.where(rng.random(len(numbers)) < 0.7, "example.com", "example.org")
+    no_name = rng.random(len(numbers)) < 0.05
+    fa = [f.lower().translate(_ASCII) for f in FIRST_NAMES]
+    la = [s.lower().translate(_ASCII) for s in LAST_NAMES]
+    emails = [
+        f"{fa[f]}.{la[s]}{num}@{d}"
+        for f, s, num, d in zip(first, last, numbers, domain, strict=True)
+    ]
+    names = [
+        None if skip else f"{FIRST_NAMES[f]} {LAST_NAMES[s]}"
+        for f, s, skip in zip(first, last, no_name, strict=True)
+    ]
+    return emails, names
+
+
+def _to_frames(
+    rng,
+    cal,
+    width,
+    gidx,
+    signup,
+    seg,
+    country,
+    churn_day,
+    paying,
+    annual,
+    seasonal,
+    activated,
+    converted,
+    story_start,
+    story_len,
+    ev,
+    tx,
+    tk,
+    nps,
+) -> dict[str, pd.DataFrame]:
+    n = len(gidx)
+    T = cal.n_days
+    id_list = format_ids(gidx + 1, width)
+    ids = pa.array(id_list)
+    dates = _date_table(cal)
+    churned = churn_day < _NEVER
+    end_s = T * 86400
+
+    def keep(cust: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Rows before the customer's churn day and inside the date range."""
+        return (day < churn_day[cust]) & (day < T)
+
+    def ordered(cust, day, sec) -> np.ndarray:
+        return np.lexsort((cust, day * 86400 + sec))
+
+    # events
+    k = keep(ev["cust"], ev["day"])
+    ev = {key: v[k] for key, v in ev.items()}
+    o = ordered(ev["cust"], ev["day"], ev["sec"])
+    events = pd.DataFrame(
+        {
+            "customer_id": _take(ids, ev["cust"][o]),
+            "timestamp": _timestamps(rng, dates, ev["day"][o] * 86400 + ev["sec"][o]),
+            "event_type": _take(_EVENT_TYPES, ev["type"][o]),
+            "quantity": ev["qty"][o].astype(np.int64),
+        }
+    )
+
+    # transactions
+    k = keep(tx["cust"], tx["day"])
+    tx = {key: v[k] for key, v in tx.items()}
+    o = ordered(tx["cust"], tx["day"], tx["sec"])
+    transactions = pd.DataFrame(
+        {
+            "customer_id": _take(ids, tx["cust"][o]),
+            "timestamp": _timestamps(rng, dates, tx["day"][o] * 86400 + tx["sec"][o]),
+            "amount": tx["amount"][o].astype(float),
+            "quantity": pd.array(tx["qty"][o], dtype="Int64"),
+        }
+    )
+
+    # tickets (opened before churn; closed_at empty when never closed or still open at the end)
+    k = keep(tk["cust"], tk["open"] // 86400)
+    tk = {key: v[k] for key, v in tk.items()}
+    o = ordered(tk["cust"], np.zeros(len(tk["open"]), dtype=np.int64), tk["open"])
+    closed = (tk["close"][o] >= 0) & (tk["close"][o] < end_s)
+    close_text = _timestamps(rng, dates, np.where(closed, tk["close"][o], 0), valid=closed)
+    tickets = pd.DataFrame(
+        {
+            "customer_id": _take(ids, tk["cust"][o]),
+            "opened_at": _timestamps(rng, dates, tk["open"][o]),
+            "closed_at": close_text,
+            "priority": _take(_PRIORITIES, tk["prio"][o], valid=rng.random(len(o)) >= 0.02),
+        }
+    )
+    open_at_end = np.bincount(
+        tk["cust"][~((tk["close"] >= 0) & (tk["close"] < end_s))], minlength=n
+    )
+
+    # nps
+    k = keep(nps["cust"], nps["day"])
+    nps = {key: v[k] for key, v in nps.items()}
+    o = ordered(nps["cust"], nps["day"], nps["sec"])
+    nps_frame = pd.DataFrame(
+        {
+            "customer_id": _take(ids, nps["cust"][o]),
+            "timestamp": _timestamps(rng, dates, nps["day"][o] * 86400 + nps["sec"][o]),
+            "score": nps["score"][o].astype(np.int64),
+        }
+    )
+
+    # customers
+    cancel = churned & (rng.random(n) < np.where(paying, 0.85, 0.6))
+    emails, names = _contacts(rng, gidx + 1)
+    segment = SEGMENTS[seg].copy()
+    segment[rng.random(n) < 0.003] = None
+    country_col = COUNTRIES[country].copy()
+    country_col[rng.random(n) < 0.01] = None
+    customers = pd.DataFrame(
+        {
+            "customer_id": _as_str(ids),
+            "signup_date": _take(dates, signup),
+            "segment": segment,
+            "country": country_col,
+            "email": emails,
+            "name": names,
+            "cancel_date": _take(dates, np.where(cancel, churn_day, 0), valid=cancel),
+        }
+    )
+
+    month_first_day = cal.start + np.maximum(cal.month_first, 0).astype("timedelta64[D]")
+    has_story = story_start >= 0
+    truth = pd.DataFrame(
+        {
+            "customer_id": _as_str(ids),
+            "segment": SEGMENTS[seg],
+            "paying": paying,
+            "billing": np.where(paying, np.where(annual, "annual", "monthly"), "none"),
+            "seasonal": seasonal,
+            "activated": activated,
+            "converted": converted,
+            "decline_story": has_story,
+            "story_start": pd.to_datetime(
+                np.where(
+                    has_story, month_first_day[np.maximum(story_start, 0)], np.datetime64("NaT")
+                )
+            ),
+            "story_months": np.where(has_story, story_len, 0),
+            "churned": churned,
+            "churn_date": pd.to_datetime(
+                np.where(
+                    churned,
+                    cal.start + np.where(churned, churn_day, 0).astype("timedelta64[D]"),
+                    np.datetime64("NaT"),
+                )
+            ),
+            "churn_kind": np.where(churned, np.where(cancel, "cancelled", "silent"), None),
+            "open_tickets": open_at_end,
+        }
+    )
+    return {
+        "customers": customers,
+        "transactions": transactions,
+        "events": events,
+        "tickets": tickets,
+        "nps": nps_frame,
+        TRUTH_KEY: truth,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# bad rows
+
+
+def _inject_bad_rows(
+    frames: dict[str, pd.DataFrame],
+    rng: np.random.Generator,
+    n_customers: int,
+    width: int,
+    cal: _Calendar,
+) -> dict[str, pd.DataFrame]:
+    """Add the documented handful of bad rows per table at random positions."""
+    customers = frames["customers"]
+    # the latest signup of the chunk: its other rows are few, so a validator that drops both
+    # conflicting rows of a duplicate id loses little real activity
+    some_id = customers["customer_id"].iloc[-1]
+    exact_copy = customers.iloc[[len(customers) // 3]]
+    unknown = [str(n_customers + 100 + i).zfill(width) for i in range(8)]
+    extra = [str(n_customers + 200 + i).zfill(width) for i in range(4)]
+    mid = str(cal.start + np.timedelta64(cal.n_days // 2, "D"))
+    ts = f"{mid}T12:00:00"
+
+    bad = {
+        "customers": pd.DataFrame(
+            {
+                "customer_id": [some_id, None, extra[0], extra[1], extra[2], extra[3]],
+                "signup_date": [mid, mid, "2025-02-30", "not a date", None, mid],
+                "segment": ["pro", "basic", "basic", "trial", "pro", "basic"],
+                "country": ["US", "DE", "GB", "FR", "US", "NL"],
+                "email": [
+                    f"dup{some_id}@example.com",
+                    "missing.id@example.org",
+                    "bad.date1@example.com",
+                    "bad.date2@example.com",
+                    "no.date@example.org",
+                    "bad.cancel@example.com",
+                ],
+                "name": ["Dup Licate", "Miss Ing", "Bad Date", "Bad Date", "No Date", "Bad Cancel"],
+                "cancel_date": [None, None, None, None, None, "31/12/2025"],
+            }
+        ),
+        "customers_copy": exact_copy,
+        "transactions": pd.DataFrame(
+            {
+                "customer_id": [
+                    unknown[0],
+                    unknown[1],
+                    unknown[2],
+                    None,
+                    None,
+                    some_id,
+                    some_id,
+                    some_id,
+                    some_id,
+                    some_id,
+                ],
+                "timestamp": [ts, ts, ts, ts, ts, "2025-13-01T10:00:00", "yesterday", ts, ts, ts],
+                "amount": [29.0, 79.0, -29.0, 45.0, 12.5, 29.0, 29.0, "abc", "12,50", None],
+                "quantity": pd.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], dtype="Int64"),
+            }
+        ),
+        "events": pd.DataFrame(
+            {
+                "customer_id": [
+                    unknown[3],
+                    unknown[4],
+                    unknown[5],
+                    None,
+                    None,
+                    some_id,
+                    some_id,
+                    some_id,
+                    some_id,
+                ],
+                "timestamp": [
+                    ts,
+                    ts,
+                    ts,
+                    ts,
+                    ts,
+                    "2025-06-31T08:00:00",
+                    "31.12.2025 10:00",
+                    "",
+                    ts,
+                ],
+                "event_type": [
+                    "login",
+                    "export",
+                    "login",
+                    "login",
+                    "view_report",
+                    "login",
+                    "login",
+                    "key_action",
+                    None,
+                ],
+                "quantity": [1, 2, 1, 1, 3, 1, 1, 1, 1],
+            }
+        ),
+        "tickets": pd.DataFrame(
+            {
+                "customer_id": [unknown[6], unknown[7], None, some_id, some_id, some_id],
+                "opened_at": [ts, ts, ts, "2025-02-29T09:00:00", "soon", ts],
+                "closed_at": [None, ts, None, None, None, "never"],
+                "priority": ["high", "low", "normal", "urgent", "normal", "low"],
+            }
+        ),
+        "nps": pd.DataFrame(
+            {
+                "customer_id": [some_id, some_id, some_id, None, unknown[0], unknown[3], some_id],
+                "timestamp": [ts, ts, ts, ts, ts, ts, "2025-04-31T12:00:00"],
+                "score": [11, 11, -1, 8, 9, 3, 7],
+            }
+        ),
+    }
+    bad["customers"] = pd.concat([bad["customers"], bad.pop("customers_copy")], ignore_index=True)
+    out = dict(frames)
+    for name, rows in bad.items():
+        assert len(rows) == BAD_ROW_COUNTS[name]
+        clean = frames[name]
+        n_clean = len(clean)
+        if name == "transactions":
+            clean = clean.astype({"amount": object})
+        rows = rows[clean.columns].astype(clean.dtypes.to_dict())
+        combined = pd.concat([clean, rows], ignore_index=True)
+        key = np.concatenate(
+            [2 * np.arange(n_clean), 2 * rng.integers(0, max(n_clean, 1), len(rows)) + 1]
+        )
+        out[name] = combined.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
+    return out
