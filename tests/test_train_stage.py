@@ -1,0 +1,135 @@
+"""The train stage end to end on a tiny synthetic features parquet (MLflow tracking faked)."""
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from churnlens.errors import ChurnlensError, NotEnoughHistoryError
+from churnlens.metrics import METRIC_KEYS
+from churnlens.stages import train as stage
+
+AS_OF = date(2026, 8, 31)
+PARAMS = {
+    "label": {"definition": "inactivity", "horizon_days": 90},
+    "features": {"cutoff_step_days": 30},
+    "train": {"seed": 7, "valid_cutoffs": 1, "calib_cutoffs": 2, "calibration": "auto",
+              "lgbm": {"n_estimators": 80, "learning_rate": 0.1, "num_leaves": 7,
+                       "min_child_samples": 20},
+              "early_stopping_rounds": 10, "register_model": False},
+}
+
+
+def feature_rows(n_customers: int = 150, n_cutoffs: int = 14, seed: int = 0) -> pd.DataFrame:
+    """Labelled rows at monthly cutoffs ending 90 days before AS_OF."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n_cutoffs):
+        n = n_customers
+        seg = rng.choice(["trial", "basic", "pro"], n)
+        days = rng.exponential(20, n)
+        events = rng.poisson(25, n).astype(float)
+        logit = -1.2 + 0.06 * (days - 20) - 0.05 * (events - 25) + 0.7 * (seg == "trial")
+        frames.append(pd.DataFrame({
+            "customer_id": [f"{i:05d}" for i in range(n)],
+            "cutoff": AS_OF - timedelta(days=90 + 30 * k),
+            "label": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64"),
+            "segment": seg, "days_since_last_activity": days, "events_90d": events,
+            "purchases_90d": rng.poisson(2, n).astype(float),
+            "active_days_90d": rng.integers(0, 90, n).astype("int64"),
+            "revenue_180d": rng.normal(90, 40, n),
+            "days_since_last_purchase": np.where(rng.random(n) < 0.2, np.nan,
+                                                 rng.exponential(30, n)),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump(PARAMS))
+    Path("data/features").mkdir(parents=True)
+    Path("data/interim").mkdir(parents=True)
+    Path("data/interim/validation.json").write_text("{}")
+    pd.DataFrame({"a": [1]}).to_parquet("data/interim/customers.parquet")
+    Path("data/features/meta.json").write_text(json.dumps({"as_of": AS_OF.isoformat()}))
+    return tmp_path
+
+
+@pytest.fixture
+def tracked(monkeypatch):
+    import churnlens.tracking as tracking
+
+    calls = []
+
+    def fake_log(**kwargs):
+        calls.append(kwargs)
+        return {"run_id": "fake", "registered": False}
+
+    monkeypatch.setattr(tracking, "log_training_run", fake_log)
+    return calls
+
+
+def test_stage_end_to_end(workdir, tracked):
+    feature_rows().to_parquet("data/features/training.parquet", index=False)
+    result = stage.run("params.yaml")
+
+    metrics = json.loads(Path("reports/metrics.json").read_text())
+    assert metrics["test_cutoff"] == (AS_OF - timedelta(days=90)).isoformat()
+    assert metrics["n_test"] == 150 and 0 < metrics["churn_rate"] < 1
+    assert set(metrics["model"]) == set(METRIC_KEYS)
+    for name in ("recency", "logistic"):
+        assert set(metrics["baselines"][name]) == set(METRIC_KEYS)
+    assert metrics["model"]["roc_auc"] > 0.7
+    assert metrics["calibration_method"] in ("sigmoid", "isotonic")
+    assert metrics["slices"]["train"]["rows"] == 4 * 150
+
+    for name in ("calibration.csv", "lift.csv", "pr_curve.csv", "calibration.png", "lift.png"):
+        assert Path("reports/plots", name).stat().st_size > 0, name
+    calib = pd.read_csv("reports/plots/calibration.csv")
+    assert {"model", "mean_predicted", "observed_rate", "count"} <= set(calib.columns)
+    assert set(calib["model"]) == {"model", "uncalibrated", "recency", "logistic"}
+
+    summary = json.loads(Path("reports/train_summary.json").read_text())
+    assert summary["trained_at"] == AS_OF.isoformat()
+    assert "segment" in summary["feature_columns"] and "label" not in summary["feature_columns"]
+    assert len(summary["data_fingerprint"]) == 64
+
+    (call,) = tracked
+    assert call["metrics"] == result["metrics"] and call["model_dir"] == Path("models/churn_model")
+    assert len(call["test_features"]) == 150 and "customer_id" not in call["test_features"]
+    assert call["fingerprint"] == summary["data_fingerprint"]
+    assert json.loads(Path("reports/promotion.json").read_text()) == result["decision"]
+
+    from churnlens.packaging import load_model, to_model_input
+
+    loaded = load_model("models/churn_model")
+    test_rows = pd.read_parquet("data/features/training.parquet").tail(150)
+    out = loaded.predict(to_model_input(test_rows, summary["feature_columns"]))
+    assert list(out.columns) == ["churn_probability"]
+    assert out["churn_probability"].between(0, 1).all()
+    assert not list(Path("models").glob(".churn_model*"))  # no temp dirs left behind
+
+
+def test_stage_is_reproducible(workdir, tracked, monkeypatch):
+    monkeypatch.setattr(stage, "save_model", lambda *args: None)
+    feature_rows().to_parquet("data/features/training.parquet", index=False)
+    stage.run("params.yaml")
+    first = Path("reports/metrics.json").read_text()
+    stage.run("params.yaml")
+    assert Path("reports/metrics.json").read_text() == first
+
+
+def test_stage_needs_enough_history(workdir, tracked):
+    feature_rows(n_cutoffs=6).to_parquet("data/features/training.parquet", index=False)
+    with pytest.raises(NotEnoughHistoryError, match="days"):
+        stage.run("params.yaml")
+
+
+def test_stage_without_features_says_what_to_run(workdir):
+    with pytest.raises(ChurnlensError, match="churnlens features"):
+        stage.run("params.yaml")
