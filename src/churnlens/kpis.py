@@ -206,35 +206,48 @@ def _window_masks(days: np.ndarray, boundaries: np.ndarray, width: int) -> dict[
     return words
 
 
+def _ts_range(first_day: int, last_day: int) -> str:
+    """SQL predicate on the raw `timestamp` column (prunable): day in [first_day, last_day]."""
+    lo, hi = from_day(first_day).isoformat(), from_day(last_day + 1).isoformat()
+    ts = 'CAST("timestamp" AS TIMESTAMP)'
+    return f"{ts} >= TIMESTAMP '{lo}' AND {ts} < TIMESTAMP '{hi}'"
+
+
 def _active_bits(con: duckdb.DuckDBPyConnection, sources: list[str], boundaries: np.ndarray,
                  width: int, n: int) -> np.ndarray:
-    """bool [n, len(boundaries)]: some transaction/event in `(b - width, b]`, per customer."""
+    """bool [n, len(boundaries)]: some transaction/event in `(b - width, b]`, per customer.
+
+    One pass over the logs grouped by customer: each row's day looks up (in a constant list)
+    the bit mask of the boundaries whose window covers it, and `bit_or` collects them.
+    """
     active = np.zeros((n, len(boundaries)), dtype=bool)
     if not len(boundaries):
         return active
-    days = np.arange(boundaries.min() - width + 1, boundaries.max() + 1, dtype=np.int64)
+    first, last = int(boundaries.min()) - width + 1, int(boundaries.max())
+    days = np.arange(first, last + 1, dtype=np.int64)
     words = _window_masks(days, boundaries, width)
-    con.register("daymap", pd.DataFrame({"day": days, **words}))
     union = " UNION ALL ".join(
-        f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, {_TS_DAY} AS day FROM {src}"
+        f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, {_TS_DAY} AS day FROM {src} "
+        f"WHERE {_ts_range(first, last)}"
         for src in sources
     )
-    aggs = ", ".join(f"bit_or(m.{w}) AS {w}" for w in words)
+    aggs = ", ".join(
+        f"bit_or(([{','.join(str(int(x)) for x in mask)}]::UBIGINT[])[day - {first - 1}]) AS {w}"
+        for w, mask in words.items()
+    )
     rows = con.execute(
         f"""
         SELECT c.pos, a.* EXCLUDE (customer_id) FROM (
-            SELECT act.customer_id, {aggs}
-            FROM ({union}) act JOIN daymap m USING (day)
-            GROUP BY 1
+            SELECT customer_id, {aggs} FROM ({union}) GROUP BY 1
         ) a JOIN cust c USING (customer_id)
         """
     ).fetchnumpy()
     pos = rows["pos"].astype(np.int64)
     for w in words:
         bits = np.asarray(rows[w], dtype=np.uint64)
-        first = int(w[1:]) * 64
-        for j in range(first, min(len(boundaries), first + 64)):
-            active[pos, j] = ((bits >> np.uint64(j - first)) & np.uint64(1)).astype(bool)
+        first_bit = int(w[1:]) * 64
+        for j in range(first_bit, min(len(boundaries), first_bit + 64)):
+            active[pos, j] = ((bits >> np.uint64(j - first_bit)) & np.uint64(1)).astype(bool)
     return active
 
 
@@ -329,8 +342,7 @@ def build_panel(
                        count(*) FILTER (WHERE amount > 0) AS purchases
                 FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id,
                              {_TS_DAY} AS d, CAST(amount AS DOUBLE) AS amount
-                      FROM tx)
-                WHERE d <= {a} AND d > {a - n_periods * p}
+                      FROM tx WHERE {_ts_range(a - n_periods * p + 1, a)})
                 GROUP BY 1, 2
             ) t JOIN cust c USING (customer_id)
             """
@@ -351,8 +363,7 @@ def build_panel(
                     count(*) FILTER (WHERE d <= {e1} AND amount > 0) AS pur1
                 FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id,
                              {_TS_DAY} AS d, CAST(amount AS DOUBLE) AS amount
-                      FROM tx)
-                WHERE d <= {e0} AND d > {e1 - clv_days}
+                      FROM tx WHERE {_ts_range(e1 - clv_days + 1, e0)})
                 GROUP BY 1
             ) t JOIN cust c USING (customer_id)
             """
