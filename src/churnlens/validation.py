@@ -1,0 +1,725 @@
+"""Validation of the raw input tables: pure functions DataFrame -> (accepted, quarantined, report).
+
+Input: one DataFrame per table with the raw values as strings (see `churnlens.readers`).
+Output (`TableResult`): the accepted rows with the dtypes of docs/architecture.md
+("Validated tables"), the rejected rows with their original strings plus a `reason`, and a
+report dict for `validation.json`. Every input row ends up in exactly one of the two frames.
+
+How a table is checked
+----------------------
+1. Column names are stripped and lower-cased. Unknown columns are ignored and listed in
+   `unknown_columns`; personal data (`email`, `name` of customers) is dropped at once and
+   listed in `pii_columns_dropped` -- it reaches neither output nor the logs.
+2. Coercion, explicit and vectorised: values are stripped; "" / null / none / nan / nat /
+   n/a / <na> (any case) count as missing (for numbers `nan` is a value, non-finite);
+   timestamps go through `pd.to_datetime(errors="coerce", utc=True, format="ISO8601")`,
+   numbers through `pd.to_numeric(errors="coerce")` (an Arrow cast first, as a fast path
+   when every value parses).
+3. A pandera `DataFrameSchema` per table (`schema(name)`) holds the row-level checks
+   (non-null, finiteness, ranges, integer-ness, cross-column order); it is run with
+   `lazy=True` and its `failure_cases` are mapped back to row positions.
+4. Cross-row checks: duplicate customers; rows of the other tables whose `customer_id` is
+   not an accepted customer (`unknown_customer`).
+5. Each rejected row gets ONE reason: the first in `reason_order(name)` that applies
+   (column by column in contract order: missing, unparseable, impossible/range; then the
+   cross-column checks; then duplicates / unknown customer).
+
+Quarantine rows carry the contract columns as the raw strings of the file (personal data
+excluded), `reason`, and `source_row`: the 0-based position of the row among the data rows
+of the file (blank lines not counted).
+
+Reason codes (one per quarantined row)
+--------------------------------------
+`malformed_row` (CSV row with more fields than the header), `missing_<column>`,
+`unparseable_<column>` (timestamps, dates), `impossible_date` (ISO-shaped but not a real
+date such as Feb 30, or year outside 1990-2100, any date/timestamp column),
+`non_numeric_<column>`, `non_finite_amount`, `amount_out_of_range` (|amount| > 1e9),
+`non_integer_quantity`, `negative_quantity`, `non_finite_quantity`, `quantity_out_of_range`
+(> 1e9), `score_out_of_range` (nps score not an integer 0-10), `cancel_before_signup`,
+`closed_before_opened`, `duplicate_row`, `duplicate_customer_id_conflict`, `unknown_customer`.
+
+Decisions
+---------
+* Timestamps: ISO-8601; naive = UTC; offsets (mixed allowed) are converted to UTC and then
+  dropped: output `datetime64[us]` (Parquet `timestamp[us]`, naive UTC).
+* Dates (`signup_date`, `cancel_date`): a date or a timestamp; a timestamp is converted to
+  UTC and its UTC day is taken. Output dtype is `date32` (pandas `date32[day][pyarrow]`,
+  Parquet/DuckDB `DATE`; `pd.read_parquet` returns it as the same Arrow dtype).
+* Ids are stripped strings, case-sensitive; `00042` stays `"00042"` and differs from `"42"`.
+* Duplicate `customer_id` among otherwise valid customer rows: if all copies are identical
+  on the contract columns (personal data ignored) the first is kept and the others are
+  quarantined as `duplicate_row`; if they conflict, ALL copies are quarantined as
+  `duplicate_customer_id_conflict`, so that customer is unknown and its transactions,
+  events, tickets and nps answers are quarantined as `unknown_customer`.
+  Duplicate rows in the other tables are kept (two equal purchases can be real).
+* `events.quantity` missing -> 1.0. `transactions.quantity` missing -> null (Int64).
+  `tickets.closed_at` missing (or column absent) -> open ticket.
+* Events/signups after any date are fine here: validation does not know `as_of`.
+* File-level errors (`InputFileError(file, column, expected)`, the CLI exits 1):
+  required table or required column missing; a required date/timestamp/number column in
+  which no non-empty value parses ("wrong type throughout", e.g. amount all text);
+  a `customers` table with no rows (header only) or with no valid row -- nothing can run.
+  A header-only `transactions` or optional table is a valid empty table. Unparseable values
+  in OPTIONAL columns (quantity, cancel_date, closed_at) only quarantine their rows.
+  Reader-level errors (missing/empty/unreadable file) come from `churnlens.readers`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from churnlens.errors import InputFileError
+from churnlens.readers import ROW_ERROR_COLUMN, ROW_POSITION_COLUMN, normalize_column_name
+
+__all__ = [
+    "OPTIONAL_TABLES",
+    "PII_COLUMNS",
+    "REQUIRED_TABLES",
+    "TABLES",
+    "TABLE_NAMES",
+    "TableResult",
+    "TableSpec",
+    "contract_columns",
+    "empty_quarantine",
+    "empty_result",
+    "empty_table",
+    "output_dtypes",
+    "reason_order",
+    "schema",
+    "summary_line",
+    "validate_table",
+    "validate_tables",
+]
+
+MIN_YEAR, MAX_YEAR = 1990, 2100
+MAX_ABS_AMOUNT = 1e9
+MAX_QUANTITY = 1e9
+MISSING_TOKENS = frozenset({"", "null", "none", "nan", "nat", "n/a", "<na>"})
+NUMERIC_MISSING_TOKENS = MISSING_TOKENS - {"nan"}
+NAN_TOKENS = frozenset({"nan", "+nan", "-nan"})
+PII_COLUMNS = ("email", "name")
+REASON_COLUMN = "reason"
+SOURCE_ROW_COLUMN = "source_row"
+_OK = np.iinfo(np.int32).max  # rank of a row without any reason
+_ISO_DATE_SHAPE = r"^[+-]?\d{4,}-\d{1,2}-\d{1,2}(?:$|[T ])"
+
+DATE32 = pd.ArrowDtype(pa.date32())
+# dtype while checking (parse stage) and in the output, per column kind
+_PARSE_DTYPE = {
+    "id": "str",
+    "text": "str",
+    "timestamp": "datetime64[us]",
+    "date": "datetime64[us]",
+    "float": "float64",
+    "int": "float64",
+}
+_OUTPUT_DTYPE = {
+    "id": "str",
+    "text": "str",
+    "timestamp": "datetime64[us]",
+    "date": DATE32,
+    "float": "float64",
+    "int": "Int64",
+}
+_EXPECTED = {
+    "timestamp": "ISO-8601 timestamps (e.g. 2024-05-01T12:00:00Z)",
+    "date": "ISO-8601 dates (e.g. 2024-05-01)",
+    "float": "numbers (e.g. 12.50)",
+    "int": "whole numbers (e.g. 3)",
+}
+
+Predicate = Callable[[pd.Series], pd.Series]
+
+
+@dataclass(frozen=True)
+class Col:
+    """One contract column; `checks`: (reason, vectorised predicate on parsed values, True = ok)."""
+
+    name: str
+    kind: str  # id | text | timestamp | date | float | int
+    required: bool = False  # the column must exist in the file
+    nullable: bool = True  # an empty value is allowed
+    default: float | None = None  # replaces a missing value (events.quantity)
+    checks: tuple[tuple[str, Predicate], ...] = ()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    required: bool
+    columns: tuple[Col, ...]
+    row_checks: tuple[tuple[str, Callable[[pd.DataFrame], pd.Series]], ...] = ()
+    pii: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def _finite(s: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(s.to_numpy(dtype="float64", na_value=0.0)), index=s.index)
+
+
+def _integral(s: pd.Series) -> pd.Series:
+    return _finite(s) & (s == np.floor(s))
+
+
+_CUSTOMER_ID = Col("customer_id", "id", required=True, nullable=False)
+
+TABLES: dict[str, TableSpec] = {
+    "customers": TableSpec(
+        "customers",
+        required=True,
+        columns=(
+            _CUSTOMER_ID,
+            Col("signup_date", "date", required=True, nullable=False),
+            Col("segment", "text"),
+            Col("country", "text"),
+            Col("cancel_date", "date"),
+        ),
+        row_checks=(("cancel_before_signup", lambda d: ~(d["cancel_date"] < d["signup_date"])),),
+        pii=PII_COLUMNS,
+    ),
+    "transactions": TableSpec(
+        "transactions",
+        required=True,
+        columns=(
+            _CUSTOMER_ID,
+            Col("timestamp", "timestamp", required=True, nullable=False),
+            Col(
+                "amount",
+                "float",
+                required=True,
+                nullable=False,
+                checks=(
+                    ("non_finite_amount", _finite),
+                    ("amount_out_of_range", lambda s: s.abs() <= MAX_ABS_AMOUNT),
+                ),
+            ),
+            Col(
+                "quantity",
+                "int",
+                checks=(
+                    ("non_integer_quantity", _integral),
+                    ("negative_quantity", lambda s: s >= 0),
+                    ("quantity_out_of_range", lambda s: s <= MAX_QUANTITY),
+                ),
+            ),
+        ),
+    ),
+    "events": TableSpec(
+        "events",
+        required=False,
+        columns=(
+            _CUSTOMER_ID,
+            Col("timestamp", "timestamp", required=True, nullable=False),
+            Col("event_type", "text", required=True, nullable=False),
+            Col(
+                "quantity",
+                "float",
+                default=1.0,
+                checks=(
+                    ("non_finite_quantity", _finite),
+                    ("negative_quantity", lambda s: s >= 0),
+                    ("quantity_out_of_range", lambda s: s <= MAX_QUANTITY),
+                ),
+            ),
+        ),
+    ),
+    "tickets": TableSpec(
+        "tickets",
+        required=False,
+        columns=(
+            _CUSTOMER_ID,
+            Col("opened_at", "timestamp", required=True, nullable=False),
+            Col("closed_at", "timestamp"),
+            Col("priority", "text"),
+        ),
+        row_checks=(("closed_before_opened", lambda d: ~(d["closed_at"] < d["opened_at"])),),
+    ),
+    "nps": TableSpec(
+        "nps",
+        required=False,
+        columns=(
+            _CUSTOMER_ID,
+            Col("timestamp", "timestamp", required=True, nullable=False),
+            Col(
+                "score",
+                "int",
+                required=True,
+                nullable=False,
+                checks=(("score_out_of_range", lambda s: _integral(s) & (s >= 0) & (s <= 10)),),
+            ),
+        ),
+    ),
+}
+TABLE_NAMES = tuple(TABLES)
+REQUIRED_TABLES = tuple(n for n, t in TABLES.items() if t.required)
+OPTIONAL_TABLES = tuple(n for n, t in TABLES.items() if not t.required)
+
+
+@dataclass
+class TableResult:
+    """accepted: output dtypes; quarantined: raw contract strings, reason, source_row."""
+
+    accepted: pd.DataFrame
+    quarantined: pd.DataFrame
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- public helpers
+
+
+def contract_columns(name: str) -> list[str]:
+    """The contract columns of a table (without personal data), in contract order."""
+    return TABLES[name].names
+
+
+def output_dtypes(name: str) -> dict[str, Any]:
+    """Column -> dtype of the validated table (docs/architecture.md, "Validated tables")."""
+    return {c.name: _OUTPUT_DTYPE[c.kind] for c in TABLES[name].columns}
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """A 0-row validated table with the right columns and dtypes."""
+    return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in output_dtypes(name).items()})
+
+
+def empty_quarantine(name: str) -> pd.DataFrame:
+    """A 0-row quarantine table: contract columns as strings, `reason`, `source_row`."""
+    cols = {c: pd.Series([], dtype="str") for c in contract_columns(name)}
+    cols[REASON_COLUMN] = pd.Series([], dtype="str")
+    cols[SOURCE_ROW_COLUMN] = pd.Series([], dtype="Int64")
+    return pd.DataFrame(cols)
+
+
+def empty_result(name: str) -> TableResult:
+    """The result for an absent (optional) table: 0 rows, `present: false`."""
+    return TableResult(
+        empty_table(name), empty_quarantine(name), _report(name, None, 0, 0, {}, [], [])
+    )
+
+
+def reason_order(name: str) -> list[str]:
+    """All reason codes of a table in priority order: a row gets the first that applies."""
+    spec = TABLES[name]
+    order = ["malformed_row"]
+    for col in spec.columns:
+        if col.kind in ("timestamp", "date"):
+            order += [f"missing_{col.name}", f"unparseable_{col.name}", "impossible_date"]
+        elif col.kind in ("float", "int"):
+            order += [f"missing_{col.name}", f"non_numeric_{col.name}"]
+        else:
+            order.append(f"missing_{col.name}")
+        order += [reason for reason, _ in col.checks]
+    order += [reason for reason, _ in spec.row_checks]
+    if name == "customers":
+        order += ["duplicate_row", "duplicate_customer_id_conflict"]
+    else:
+        order.append("unknown_customer")
+    return list(dict.fromkeys(order))
+
+
+@contextmanager
+def _quiet_pandera():
+    # pandera probes for optional backends (pyspark prints a FutureWarning under pandas 3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*PySpark", category=FutureWarning)
+        yield
+
+
+def _pandera():
+    with _quiet_pandera():
+        import pandera.pandas as pandera
+    return pandera
+
+
+@cache
+def schema(name: str):
+    """The pandera DataFrameSchema of the row-level checks of a table (on parsed values).
+
+    Check names are reason codes; `not_nullable` failures map to `missing_<column>`.
+    """
+    pandera = _pandera()
+    spec = TABLES[name]
+    columns = {}
+    for col in spec.columns:
+        checks = [pandera.Check(fn, name=reason) for reason, fn in col.checks]
+        if col.kind in ("timestamp", "date"):
+            checks.insert(
+                0,
+                pandera.Check(
+                    lambda s: (s.dt.year >= MIN_YEAR) & (s.dt.year <= MAX_YEAR),
+                    name="impossible_date",
+                ),
+            )
+        columns[col.name] = pandera.Column(
+            _PARSE_DTYPE[col.kind], checks=checks, nullable=col.nullable or col.default is not None
+        )
+    frame_checks = [pandera.Check(fn, name=reason) for reason, fn in spec.row_checks]
+    return pandera.DataFrameSchema(
+        columns, checks=frame_checks, strict=False, coerce=False, name=name
+    )
+
+
+def summary_line(name: str, report: Mapping[str, Any], top: int = 3) -> str:
+    """`transactions: 10 in, 8 accepted, 2 quarantined (unknown_customer=2)` -- no row contents."""
+    if not report.get("present"):
+        return f"{name}: absent, written empty"
+    reasons = sorted(report["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    why = ", ".join(f"{r}={n}" for r, n in reasons)
+    return (
+        f"{name}: {report['rows_in']} in, {report['rows_accepted']} accepted, "
+        f"{report['rows_quarantined']} quarantined" + (f" ({why})" if why else "")
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_tables(
+    raw: Mapping[str, pd.DataFrame | None],
+    *,
+    sources: Mapping[str, str] | None = None,
+    file_columns: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, TableResult]:
+    """Validate all tables: customers first, then the others against the accepted customers.
+
+    `raw[name]` is the raw string frame or None/absent for a missing table. `sources[name]`
+    is the file path shown in errors; `file_columns[name]` all column names of the file
+    (when the frame holds only a selection). Raises InputFileError for unusable input.
+    """
+    sources = dict(sources or {})
+    file_columns = dict(file_columns or {})
+    for name in REQUIRED_TABLES:
+        if raw.get(name) is None:
+            raise InputFileError(
+                sources.get(name, f"{name}.csv"),
+                None,
+                f"required table '{name}' is missing: expected {name}.csv or {name}.parquet",
+            )
+    results: dict[str, TableResult] = {}
+    customers = validate_table(
+        "customers",
+        raw["customers"],
+        source=sources.get("customers"),
+        file_columns=file_columns.get("customers"),
+    )
+    source = sources.get("customers", "customers")
+    report = customers.report
+    if report["rows_in"] == 0:
+        raise InputFileError(
+            source, None, "no customer rows (header only): expected at least one customer"
+        )
+    if report["rows_accepted"] == 0:
+        why = ", ".join(f"{r}={n}" for r, n in report["reasons"].items())
+        raise InputFileError(
+            source, None, f"no valid customer row: all {report['rows_in']} rows rejected ({why})"
+        )
+    results["customers"] = customers
+    known = customers.accepted["customer_id"]
+    for name in TABLE_NAMES[1:]:
+        frame = raw.get(name)
+        if frame is None:
+            results[name] = empty_result(name)
+        else:
+            results[name] = validate_table(
+                name,
+                frame,
+                known_customers=known,
+                source=sources.get(name),
+                file_columns=file_columns.get(name),
+            )
+    return results
+
+
+def validate_table(
+    name: str,
+    raw: pd.DataFrame,
+    *,
+    known_customers: pd.Series | pd.Index | Sequence[str] | None = None,
+    source: str | None = None,
+    file_columns: Sequence[str] | None = None,
+) -> TableResult:
+    """Validate one raw table (strings) -> accepted rows, quarantined rows and the report.
+
+    known_customers: accepted customer ids; rows of non-customer tables with another id are
+        quarantined as `unknown_customer` (None = do not check).
+    source: file path for error messages (its name goes into the report).
+    file_columns: every column of the file, if `raw` holds only a selection of them.
+    Raises InputFileError for a missing required column or a column of the wrong type throughout.
+    """
+    spec = TABLES[name]
+    source = source or name
+    raw = _normalise_names(raw, source)
+    reader_cols = {ROW_ERROR_COLUMN, ROW_POSITION_COLUMN}
+    if file_columns is None:
+        file_columns = [c for c in raw.columns if c not in reader_cols]
+    else:
+        file_columns = [normalize_column_name(c) for c in file_columns]
+    known_names = set(spec.names) | set(spec.pii)
+    unknown = [c for c in file_columns if c not in known_names]
+    pii_dropped = [c for c in spec.pii if c in file_columns]
+    raw = raw.drop(columns=[c for c in spec.pii if c in raw.columns])  # personal data: gone here
+    absent_required = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
+    if absent_required:
+        found = ", ".join(file_columns[:15]) + (", ..." if len(file_columns) > 15 else "")
+        needed = ", ".join(c.name for c in spec.columns if c.required)
+        raise InputFileError(
+            source,
+            absent_required[0],
+            f"required column missing: table {name} needs {needed} (found: {found or 'none'})",
+        )
+    missing_optional = [c.name for c in spec.columns if c.name not in raw.columns]
+
+    n = len(raw)
+    raw = raw.reset_index(drop=True)
+    strings = {
+        c: raw[c].astype("str")
+        if c in raw.columns
+        else pd.Series(pd.NA, index=raw.index, dtype="str")
+        for c in spec.names
+    }
+    order = reason_order(name)
+    rank = np.full(n, _OK, dtype=np.int32)  # index into `order` of the reason that applies
+
+    def flag(reason: str, mask) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            if reason not in order:
+                order.append(reason)
+            rank[mask & (rank > order.index(reason))] = order.index(reason)
+
+    if ROW_ERROR_COLUMN in raw.columns:
+        errors = raw[ROW_ERROR_COLUMN]
+        for reason in errors.dropna().unique():
+            flag(str(reason), (errors == reason).fillna(False).to_numpy())
+
+    parsed: dict[str, pd.Series] = {}
+    raw_missing: dict[str, np.ndarray] = {}
+    for col in spec.columns:
+        values, missing, flags = _coerce(col, strings[col.name])
+        parsed[col.name], raw_missing[f"missing_{col.name}"] = values, missing
+        for reason, mask in flags.items():
+            flag(reason, mask)
+        if col.required and col.kind in _EXPECTED:
+            _check_parses_somewhere(source, col, strings[col.name], missing, flags)
+    parsed_df = pd.DataFrame(parsed, index=raw.index)
+
+    for reason, mask in _schema_failures(name, parsed_df).items():
+        # pandera sees a value that did not parse as null too; "missing" means empty in the file
+        flag(reason, mask & raw_missing[reason] if reason in raw_missing else mask)
+
+    # cross-row checks, on the rows that passed every row-level check
+    if name == "customers":
+        for reason, mask in _duplicates(parsed_df, rank == _OK).items():
+            flag(reason, mask)
+    elif known_customers is not None:
+        flag("unknown_customer", ~_isin(parsed_df["customer_id"], known_customers))
+
+    ok = rank == _OK
+    accepted = _to_output(name, parsed_df.loc[ok].reset_index(drop=True))
+    quarantined = _quarantine(name, strings, raw, ~ok, rank, order)
+    counts = pd.Series(rank[~ok]).value_counts()
+    reasons = {order[int(r)]: int(c) for r, c in counts.sort_values(ascending=False).items()}
+    report = _report(name, source, n, int(ok.sum()), reasons, unknown, missing_optional)
+    if spec.pii:
+        report["pii_columns_dropped"] = pii_dropped
+    return TableResult(accepted, quarantined, report)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _report(
+    name, source, rows_in, rows_accepted, reasons, unknown, missing_optional
+) -> dict[str, Any]:
+    return {
+        "present": source is not None,
+        "source": Path(source).name if source is not None else None,
+        "rows_in": int(rows_in),
+        "rows_accepted": int(rows_accepted),
+        "rows_quarantined": int(rows_in - rows_accepted),
+        "reasons": dict(reasons),
+        "unknown_columns": list(unknown),
+        "missing_optional_columns": list(missing_optional),
+    }
+
+
+def _normalise_names(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    names = [
+        c if c in (ROW_ERROR_COLUMN, ROW_POSITION_COLUMN) else normalize_column_name(c)
+        for c in raw.columns
+    ]
+    seen: set[str] = set()
+    for c in names:
+        if c in seen:
+            raise InputFileError(
+                source, c, "column appears more than once: expected unique column names"
+            )
+        seen.add(c)
+    return raw.set_axis(names, axis=1)
+
+
+def _missing(stripped: pd.Series, tokens: frozenset[str]) -> np.ndarray:
+    return (stripped.isna() | stripped.str.lower().isin(tokens)).to_numpy(dtype=bool, na_value=True)
+
+
+def _coerce(col: Col, raw: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, np.ndarray]]:
+    """Raw strings -> parsed values (parse dtype), the mask of empty values, and
+    {reason: row mask} for values that do not parse."""
+    stripped = raw.str.strip()
+    if col.kind in ("id", "text"):
+        missing = _missing(stripped, MISSING_TOKENS)
+        return stripped.mask(missing).astype("str"), missing, {}
+    if col.kind in ("timestamp", "date"):
+        missing = _missing(stripped, MISSING_TOKENS)
+        values = pd.to_datetime(stripped.mask(missing), errors="coerce", utc=True, format="ISO8601")
+        values = values.dt.tz_localize(None).astype("datetime64[us]")
+        if col.kind == "date":
+            values = values.dt.floor("D")
+        failed = ~missing & values.isna().to_numpy()
+        shaped = np.zeros(len(raw), dtype=bool)
+        if failed.any():
+            shaped[failed] = (
+                stripped[failed].str.match(_ISO_DATE_SHAPE).to_numpy(dtype=bool, na_value=False)
+            )
+        return (
+            values,
+            missing,
+            {f"unparseable_{col.name}": failed & ~shaped, "impossible_date": failed & shaped},
+        )
+    # numbers
+    missing = _missing(stripped, NUMERIC_MISSING_TOKENS)
+    values = _to_float(stripped.mask(missing))
+    failed = ~missing & values.isna().to_numpy()
+    if failed.any():
+        # A literal NaN is a (non-finite) value, not a missing one: parse it as +inf so that the
+        # finiteness / integer / range checks reject it (the row is rejected either way).
+        literal_nan = np.zeros(len(raw), dtype=bool)
+        literal_nan[failed] = stripped[failed].str.lower().isin(NAN_TOKENS).to_numpy(dtype=bool)
+        values = values.mask(literal_nan, np.inf)
+        failed &= ~literal_nan
+    if col.default is not None:
+        values = values.mask(missing, col.default)
+    return values, missing, {f"non_numeric_{col.name}": failed}
+
+
+def _to_float(values: pd.Series) -> pd.Series:
+    """`pd.to_numeric(errors="coerce")` as float64; a fast Arrow path when every value parses."""
+    try:
+        arrow = pa.array(values, type=pa.large_string(), from_pandas=True).cast(pa.float64())
+        return pd.Series(arrow.to_numpy(zero_copy_only=False), index=values.index, dtype="float64")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def _isin(values: pd.Series, allowed) -> np.ndarray:
+    """Vectorised membership of strings (Arrow `is_in`; pandas' str isin is slow for large sets)."""
+    allowed = pd.Series(allowed, dtype="str").dropna().unique()
+    result = pc.is_in(
+        pa.array(values, type=pa.large_string(), from_pandas=True),
+        value_set=pa.array(allowed, type=pa.large_string(), from_pandas=True),
+    )
+    return result.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _check_parses_somewhere(
+    source: str, col: Col, raw: pd.Series, missing: np.ndarray, flags: Mapping[str, np.ndarray]
+) -> None:
+    """A required typed column in which no non-empty value parses is the wrong type throughout."""
+    unparseable = flags.get(f"unparseable_{col.name}", flags.get(f"non_numeric_{col.name}"))
+    present = int((~missing).sum())
+    if present and int(unparseable.sum()) == present:
+        hint = ""
+        if (
+            col.kind in ("float", "int")
+            and raw.str.strip().str.fullmatch(r"-?\d+,\d+").fillna(False).any()
+        ):
+            hint = "; decimal commas are not supported, use a dot"
+        raise InputFileError(
+            source,
+            col.name,
+            f"expected {_EXPECTED[col.kind]}, but none of the {present} values parse{hint}",
+        )
+
+
+def _schema_failures(name: str, parsed: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Run the pandera schema lazily; return {reason: row mask} from its failure cases."""
+    pandera = _pandera()
+    with _quiet_pandera():
+        try:
+            schema(name).validate(parsed, lazy=True)
+            return {}
+        except pandera.errors.SchemaErrors as err:
+            cases = err.failure_cases
+    if cases["index"].isna().any():  # dtype or check crash: a bug here, not bad input
+        bad = cases[cases["index"].isna()][["column", "check", "failure_case"]]
+        raise RuntimeError(f"validation schema for {name} failed as a whole:\n{bad.to_string()}")
+    reasons = np.where(
+        cases["check"] == "not_nullable",
+        "missing_" + cases["column"].astype("str"),
+        cases["check"].astype("str"),
+    )
+    positions = parsed.index.get_indexer(cases["index"].astype("int64"))
+    out: dict[str, np.ndarray] = {}
+    for reason in pd.unique(reasons):
+        mask = np.zeros(len(parsed), dtype=bool)
+        mask[positions[reasons == reason]] = True
+        out[str(reason)] = mask
+    return out
+
+
+def _duplicates(parsed: pd.DataFrame, ok: np.ndarray) -> dict[str, np.ndarray]:
+    """Duplicate customer ids among valid rows: identical -> keep first; conflicting -> all out."""
+    n = len(parsed)
+    valid = np.flatnonzero(ok)
+    dup = parsed["customer_id"].iloc[valid].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return {}
+    where = valid[dup]
+    rows = parsed.iloc[where]
+    distinct = rows.drop_duplicates()
+    conflict_ids = distinct["customer_id"][distinct["customer_id"].duplicated()].unique()
+    conflict = np.zeros(n, dtype=bool)
+    conflict[where] = rows["customer_id"].isin(conflict_ids).to_numpy()
+    repeat = np.zeros(n, dtype=bool)
+    repeat[where] = rows.duplicated(keep="first").to_numpy()
+    return {"duplicate_customer_id_conflict": conflict, "duplicate_row": repeat & ~conflict}
+
+
+def _to_output(name: str, parsed: pd.DataFrame) -> pd.DataFrame:
+    out = {}
+    for col in TABLES[name].columns:
+        values = parsed[col.name]
+        if col.kind == "date":
+            arrow = pa.Array.from_pandas(values, type=pa.timestamp("us")).cast(pa.date32())
+            values = pd.Series(pd.arrays.ArrowExtensionArray(arrow), index=parsed.index)
+        else:
+            values = values.astype(_OUTPUT_DTYPE[col.kind])
+        out[col.name] = values
+    return pd.DataFrame(out, index=parsed.index)
+
+
+def _quarantine(name, strings, raw, bad, rank, order) -> pd.DataFrame:
+    if not bad.any():
+        return empty_quarantine(name)
+    out = {c: strings[c][bad].reset_index(drop=True) for c in contract_columns(name)}
+    out[REASON_COLUMN] = pd.Series(np.asarray(order, dtype=object)[rank[bad]], dtype="str")
+    if ROW_POSITION_COLUMN in raw.columns:
+        position = raw[ROW_POSITION_COLUMN].astype("Int64")[bad]
+    else:
+        position = pd.Series(np.flatnonzero(bad), dtype="Int64")
+    out[SOURCE_ROW_COLUMN] = position.reset_index(drop=True).astype("Int64")
+    return pd.DataFrame(out)

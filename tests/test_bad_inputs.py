@@ -1,0 +1,280 @@
+"""The bad-input corpus (tests/data/bad/CASE/) run through the `churnlens validate` CLI.
+
+Each case folder holds a few input files and `expected.json`:
+
+    {"exit": 0 | 1,
+     "message_contains": [...],                 # exit 1: substrings of the one-line error
+     "accepted":   {TABLE: rows},               # exit 0: rows_accepted
+     "quarantine": {TABLE: {reason: count}},    # exit 0: exactly these reasons
+     "report":     {TABLE: {key: value}},       # exit 0: entries of validation.json
+     "values":     {TABLE: {column: [...]}}}    # exit 0: the accepted column, in order
+
+Every case runs in-process through the Typer app (same code path as the console script, fast);
+the whole corpus also runs as real subprocesses (`python -m churnlens.cli`) under `-m slow`,
+and one case does so in the default run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from churnlens.cli import app
+
+CORPUS = Path(__file__).parent / "data" / "bad"
+CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.json").exists())
+TABLES = ("customers", "transactions", "events", "tickets", "nps")
+ERROR_PREFIX = "churnlens validate: error:"
+
+STRING = (pa.string(), pa.large_string())
+CONTRACT = {  # docs/architecture.md, "Validated tables"
+    "customers": {
+        "customer_id": STRING,
+        "signup_date": (pa.date32(),),
+        "segment": STRING,
+        "country": STRING,
+        "cancel_date": (pa.date32(),),
+    },
+    "transactions": {
+        "customer_id": STRING,
+        "timestamp": (pa.timestamp("us"),),
+        "amount": (pa.float64(),),
+        "quantity": (pa.int64(),),
+    },
+    "events": {
+        "customer_id": STRING,
+        "timestamp": (pa.timestamp("us"),),
+        "event_type": STRING,
+        "quantity": (pa.float64(),),
+    },
+    "tickets": {
+        "customer_id": STRING,
+        "opened_at": (pa.timestamp("us"),),
+        "closed_at": (pa.timestamp("us"),),
+        "priority": STRING,
+    },
+    "nps": {"customer_id": STRING, "timestamp": (pa.timestamp("us"),), "score": (pa.int64(),)},
+}
+
+
+def expected(case: str) -> dict:
+    return json.loads((CORPUS / case / "expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    yield
+    logging.getLogger("churnlens").handlers.clear()  # handlers point at CliRunner's closed streams
+
+
+def run_inprocess(raw: Path, out: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["validate", str(raw), str(out)])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(
+            f"exception escaped the CLI: {result.exception!r}"
+        ) from result.exception
+    return result.exit_code, result.stderr
+
+
+def run_subprocess(raw: Path, out: Path) -> tuple[int, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "churnlens.cli", "validate", str(raw), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return proc.returncode, proc.stderr
+
+
+def check_case(case: str, code: int, stderr: str, out: Path) -> None:
+    exp = expected(case)
+    assert "Traceback" not in stderr
+    assert code == exp["exit"], stderr
+    errors = [line for line in stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    if exp["exit"] == 1:
+        assert len(errors) == 1, stderr
+        for part in exp["message_contains"]:
+            assert part in errors[0], (part, errors[0])
+        assert not (out / "validation.json").exists()
+        return
+    assert errors == []
+    check_outputs(out, exp)
+
+
+def check_outputs(out: Path, exp: dict) -> dict:
+    report = json.loads((out / "validation.json").read_text(encoding="utf-8"))
+    assert set(report) == set(TABLES)
+    for table in TABLES:
+        rep = report[table]
+        assert rep["rows_in"] == rep["rows_accepted"] + rep["rows_quarantined"], table
+        assert sum(rep["reasons"].values()) == rep["rows_quarantined"], table
+        accepted = pq.read_table(out / f"{table}.parquet")
+        quarantined = pq.read_table(out / "quarantine" / f"{table}.parquet")
+        assert accepted.num_rows == rep["rows_accepted"]
+        assert quarantined.num_rows == rep["rows_quarantined"]
+        assert accepted.column_names == list(CONTRACT[table]), table
+        for name, types in CONTRACT[table].items():
+            assert accepted.schema.field(name).type in types, (
+                table,
+                name,
+                accepted.schema.field(name).type,
+            )
+        assert quarantined.column_names == [*CONTRACT[table], "reason", "source_row"]
+        for name in CONTRACT[table]:
+            assert quarantined.schema.field(name).type in STRING
+        reasons = quarantined.column("reason").to_pylist()
+        assert all(isinstance(r, str) and r for r in reasons)
+        assert {r: reasons.count(r) for r in set(reasons)} == rep["reasons"]
+        for pii in ("email", "name"):
+            assert pii not in accepted.column_names and pii not in quarantined.column_names
+    for table, rows in exp.get("accepted", {}).items():
+        assert report[table]["rows_accepted"] == rows, (table, report[table])
+    for table, reasons in exp.get("quarantine", {}).items():
+        assert report[table]["reasons"] == reasons, table
+    for table, entries in exp.get("report", {}).items():
+        for key, value in entries.items():
+            assert report[table][key] == value, (table, key)
+    for table, columns in exp.get("values", {}).items():
+        accepted = pq.read_table(out / f"{table}.parquet")
+        for column, values in columns.items():
+            assert_values(accepted.column(column).to_pylist(), values, f"{table}.{column}")
+    return report
+
+
+def assert_values(actual: list, wanted: list, where: str) -> None:
+    assert len(actual) == len(wanted), (where, actual)
+    for got, want in zip(actual, wanted, strict=True):
+        if isinstance(got, dt.datetime):
+            got = got.isoformat(sep=" ")
+        elif isinstance(got, dt.date):
+            got = got.isoformat()
+        if isinstance(want, float) and isinstance(got, float):
+            assert math.isclose(got, want), (where, got, want)
+        else:
+            assert got == want, (where, got, want)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_case_inprocess(case, tmp_path):
+    out = tmp_path / "interim"
+    code, stderr = run_inprocess(CORPUS / case, out)
+    check_case(case, code, stderr, out)
+
+
+def test_corpus_covers_the_brief():
+    wanted = {
+        "missing_required_column",
+        "wrong_type_throughout",
+        "unparseable_and_impossible_dates",
+        "mixed_timezones",
+        "csv_with_bom",
+        "semicolon_delimiter",
+        "non_utf8_bytes",
+        "empty_file",
+        "header_only",
+        "duplicate_customer_ids_conflicting",
+        "unknown_customers",
+        "nan_inf_huge_amounts",
+        "negative_quantities",
+        "single_customer",
+        "purchase_only",
+        "leading_zero_ids",
+        "parquet_input",
+    }
+    assert wanted <= set(CASES)
+
+
+def _run_subprocess_cases(cases: list[str], tmp_path: Path) -> None:
+    workers = min(len(cases), os.cpu_count() or 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # a few interpreters at a time
+        results = pool.map(lambda c: run_subprocess(CORPUS / c, tmp_path / c), cases)
+        runs = dict(zip(cases, results, strict=True))
+    for case, (code, stderr) in runs.items():
+        check_case(case, code, stderr, tmp_path / case)
+
+
+def test_real_cli_subprocess(tmp_path):
+    """The console entry point itself: exit code 1, one error line, no traceback.
+
+    (One case only: each interpreter start costs seconds; `-m slow` runs the whole corpus.)
+    """
+    _run_subprocess_cases(["empty_file"], tmp_path)
+
+
+@pytest.mark.slow
+def test_corpus_subprocess(tmp_path):
+    _run_subprocess_cases(CASES, tmp_path)
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+def test_personal_data_never_written_or_logged(tmp_path):
+    out = tmp_path / "out"
+    code, stderr = run_inprocess(CORPUS / "duplicate_customer_ids_conflicting", out)
+    assert code == 0
+    assert "example.com" not in stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"example.com" not in path.read_bytes(), path
+    report = json.loads((out / "validation.json").read_text())
+    assert report["customers"]["pii_columns_dropped"] == ["email"]
+
+
+def test_failed_run_leaves_previous_output_intact(tmp_path):
+    out = tmp_path / "interim"
+    assert run_inprocess(CORPUS / "single_customer", out)[0] == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert run_inprocess(CORPUS / "wrong_type_throughout", out)[0] == 1
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["interim"]  # no temp folders left behind
+
+
+def test_rerun_replaces_the_whole_folder(tmp_path):
+    out = tmp_path / "interim"
+    assert run_inprocess(CORPUS / "unknown_customers", out)[0] == 0
+    (out / "quarantine" / "stale.parquet").write_bytes(b"old")
+    assert run_inprocess(CORPUS / "purchase_only", out)[0] == 0
+    assert not (out / "quarantine" / "stale.parquet").exists()
+    assert pq.read_table(out / "events.parquet").num_rows == 0  # not the old events
+
+
+def test_foreign_files_in_out_dir_are_kept(tmp_path):
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, stderr = run_inprocess(CORPUS / "single_customer", out)
+    assert code == 0, stderr
+    assert (out / "notes.txt").read_text() == "mine"
+    check_outputs(out, expected("single_customer"))
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_out_dir_must_not_hold_the_input(tmp_path, inside):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in (CORPUS / "single_customer").glob("*.csv"):
+        (raw / f.name).write_bytes(f.read_bytes())
+    code, stderr = run_inprocess(raw, tmp_path if inside else raw)
+    assert code == 1
+    assert "output folder must not be the input folder" in stderr
+    assert sorted(p.name for p in raw.iterdir()) == ["customers.csv", "transactions.csv"]
+
+
+def test_missing_raw_dir(tmp_path):
+    code, stderr = run_inprocess(tmp_path / "nope", tmp_path / "out")
+    assert code == 1
+    assert "input folder not found" in stderr
