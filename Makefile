@@ -11,7 +11,6 @@ STAMP := $(VENV)/.synced
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export MLFLOW_DISABLE_TELEMETRY := true
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup run test test-slow test-all lint bench bench-quick report-png mlflow-ui clean
 
