@@ -35,9 +35,9 @@ def generate(params: Path = PARAMS) -> None:
 
 
 @app.command()
-def validate(raw_dir: Path, out_dir: Path) -> None:
+def validate(raw_dir: Path, out_dir: Path, params: Path = PARAMS) -> None:
     """Validate RAW_DIR; write accepted tables, quarantine and validation.json to OUT_DIR."""
-    _run_stage("validate", raw_dir, out_dir)
+    _run_stage("validate", raw_dir, out_dir, params)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from churnlens.config import load_params
 from churnlens.errors import ChurnlensError, InputFileError
 from churnlens.io import find_table, read_json, write_json, write_text
 from churnlens.logs import get_logger
+from churnlens.privacy import pseudonymise, pseudonymise_setting
 
 log = get_logger("export")
 
@@ -54,11 +55,19 @@ def run(params_path: str | Path = "params.yaml") -> None:
         open_ticket_ids=open_ids,
         rules=settings["rules"],
     )
+    salt = pseudonymise_setting(params)
     contacts = read_contacts(params.get("data", {}).get("raw_dir", "data/sample"))
+    real_ids = None
+    if salt is not None and contacts is not None:
+        real_ids = dict(zip(pseudonymise(contacts["customer_id"], salt), contacts["customer_id"],
+                            strict=True))
+        contacts = contacts.assign(customer_id=pseudonymise(contacts["customer_id"], salt))
     table = export.build_at_risk(
         scores, suggested, top_n=settings["top_n"], tiers=settings["tiers"], contacts=contacts
     )
-    write_text(export.to_csv_text(table), paths.AT_RISK, encoding="utf-8-sig")
+    for_people = table if real_ids is None else table.assign(
+        customer_id=table["customer_id"].map(real_ids).fillna(table["customer_id"]))
+    write_text(export.to_csv_text(for_people), paths.AT_RISK, encoding="utf-8-sig")
     log.info(
         "wrote %s: %d of %d scored customers (tiers %s); %d with a contact; actions: %s",
         paths.AT_RISK,
@@ -135,7 +144,7 @@ def open_ticket_ids(path: Path) -> set[str]:
 
 
 def read_contacts(raw_dir: str | Path) -> pd.DataFrame | None:
-    """`customer_id`, `contact` from the raw customers file, or None when there is no e-mail.
+    """`customer_id`, `contact` from the raw customers file (contact "" without an e-mail column).
 
     Only the id, e-mail and name columns are read; everything is read as text.
     """
@@ -163,7 +172,6 @@ def read_contacts(raw_dir: str | Path) -> pd.DataFrame | None:
         raise InputFileError(str(path), "customer_id", "column is required")
     if "email" not in raw:
         log.info("%s has no email column: the contact column stays empty", path.name)
-        return None
     return export.contacts_from_raw(raw)
 
 

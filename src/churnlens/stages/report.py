@@ -18,6 +18,7 @@ from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.io import read_json, write_text
 from churnlens.logs import get_logger
+from churnlens.privacy import pseudonymise, pseudonymise_setting
 
 log = get_logger("report")
 
@@ -29,7 +30,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
     context = report.build_context(
         kpis=_required_json(paths.KPIS, "kpis"),
         metrics=_required_json(paths.METRICS, "train"),
-        at_risk=read_at_risk(paths.AT_RISK),
+        at_risk=pseudonymous_ids(read_at_risk(paths.AT_RISK), pseudonymise_setting(params)),
         scores=read_scores(paths.SCORES),
         params=params,
         train_summary=_optional_json(paths.TRAIN_SUMMARY),
@@ -47,6 +48,14 @@ def run(params_path: str | Path = "params.yaml") -> None:
         len(context["drift"]),
         "; model is not the champion" if context["model"]["not_champion"] else "",
     )
+
+
+def pseudonymous_ids(at_risk: pd.DataFrame, salt: bytes | None) -> pd.DataFrame:
+    """With pseudonymisation on, show the same keyed hashes as every other output, not real ids."""
+    if salt is None:
+        return at_risk
+    real = at_risk["customer_id"].map(report.display_text)
+    return at_risk.assign(customer_id=pseudonymise(real, salt))
 
 
 def read_at_risk(path: Path) -> pd.DataFrame:

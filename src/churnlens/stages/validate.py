@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from churnlens.config import load_params
 from churnlens.errors import InputFileError
 from churnlens.io import atomic_path, find_table, write_json, write_parquet
 from churnlens.logs import get_logger
+from churnlens.privacy import pseudonymise, pseudonymise_setting
 from churnlens.readers import read_table
 from churnlens.validation import (
     TABLE_NAMES,
@@ -31,9 +33,13 @@ QUARANTINE = "quarantine"
 REPORT = "validation.json"
 
 
-def run(raw_dir: str | Path, out_dir: str | Path) -> None:
-    """Validate `raw_dir`; write accepted and quarantined rows and the report to `out_dir`."""
+def run(raw_dir: str | Path, out_dir: str | Path, params_path: str | Path | None = None) -> None:
+    """Validate `raw_dir`; write accepted and quarantined rows and the report to `out_dir`.
+
+    With `privacy.pseudonymise_ids` on in `params_path`, every `customer_id` written is a keyed hash.
+    """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    salt = _pseudonym_salt(params_path)
     _check_folders(raw_dir, out_dir)
     paths = {name: find_table(raw_dir, name) for name in TABLE_NAMES}
     for name in TABLE_NAMES:
@@ -77,8 +83,25 @@ def run(raw_dir: str | Path, out_dir: str | Path) -> None:
                 "customers: personal data columns dropped: %s",
                 ", ".join(result.report["pii_columns_dropped"]),
             )
+    if salt is not None:
+        results = {name: _pseudonymised(result, salt) for name, result in results.items()}
+        log.info("customer ids pseudonymised (privacy.pseudonymise_ids)")
     _write(out_dir, results)
     log.info("wrote %s", out_dir)
+
+
+def _pseudonym_salt(params_path: str | Path | None) -> bytes | None:
+    if params_path is None or not Path(params_path).exists():
+        return None
+    return pseudonymise_setting(load_params(params_path))
+
+
+def _pseudonymised(result: TableResult, salt: bytes) -> TableResult:
+    for frame in (result.accepted, result.quarantined):
+        if "customer_id" in frame.columns:
+            frame["customer_id"] = pseudonymise(frame["customer_id"], salt).astype(
+                frame["customer_id"].dtype)
+    return result
 
 
 def _check_folders(raw_dir: Path, out_dir: Path) -> None:
