@@ -31,7 +31,7 @@ def feature_rows(n_customers: int = 150, n_cutoffs: int = 14, seed: int = 0) -> 
     for k in range(n_cutoffs):
         n = n_customers
         seg = rng.choice(["trial", "basic", "pro"], n)
-        days = rng.exponential(20, n)
+        days = np.minimum(rng.exponential(20, n), 89.0)  # all still customers (< horizon)
         events = rng.poisson(25, n).astype(float)
         logit = -1.2 + 0.06 * (days - 20) - 0.05 * (events - 25) + 0.7 * (seg == "trial")
         frames.append(pd.DataFrame({

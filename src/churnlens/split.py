@@ -123,3 +123,16 @@ def time_split(rows: pd.DataFrame, horizon_days: int, step_days: int,
     frames = {name: rows.loc[cut.isin(set(cs)).to_numpy()].reset_index(drop=True)
               for name, cs in chosen.items()}
     return TimeSplit(**frames, cutoffs={name: chosen[name] for name in SLICE_NAMES})
+
+
+def modelling_population(rows: pd.DataFrame, definition: str, horizon_days: int) -> pd.DataFrame:
+    """Rows of customers who can still churn: under `inactivity`, drop those already lapsed.
+
+    A customer with no activity for `horizon_days` at the cutoff is already lost by the KPI
+    definition; their label is a foregone conclusion and would inflate every metric (any
+    recency rule "predicts" them). They are still scored at as_of, just not learned from.
+    """
+    if definition != "inactivity" or "days_since_last_activity" not in rows.columns:
+        return rows
+    lapsed = rows["days_since_last_activity"].astype("float64") >= horizon_days
+    return rows[~lapsed.to_numpy()]

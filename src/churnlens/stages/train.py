@@ -23,7 +23,7 @@ from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
 from churnlens.metrics import METRIC_KEYS, calibration_curve, evaluate, lift_curve, pr_curve
 from churnlens.model import ChurnClassifier
-from churnlens.split import TimeSplit, time_split
+from churnlens.split import TimeSplit, modelling_population, time_split
 
 log = get_logger("train")
 
@@ -117,6 +117,13 @@ def build_metrics(split: TimeSplit, preds: dict[str, np.ndarray],
         "best_iteration": model.best_iteration_,
         "slices": split.describe(),
     }
+
+
+def population_note(definition: str, horizon_days: int) -> str:
+    if definition == "inactivity":
+        return (f"customers active in the {horizon_days} days before the cutoff "
+                "(already lapsed customers are lost, not at risk)")
+    return "customers signed up and not cancelled at the cutoff"
 
 
 def log_metrics_table(metrics: dict[str, Any]) -> None:
@@ -220,7 +227,10 @@ def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
     """Train, calibrate, evaluate, save and track; returns metrics and the MLflow decision."""
     params = load_params(params_path)
     cfg, horizon = params.get("train", {}), int(params["label"]["horizon_days"])
-    rows = load_training_rows()
+    all_rows = load_training_rows()
+    rows = modelling_population(all_rows, params["label"]["definition"], horizon)
+    log.info("population: %d of %d rows (%d customers already lapsed %d+ days left out)",
+             len(rows), len(all_rows), len(all_rows) - len(rows), horizon)
     split = time_split(rows, horizon, int(params["features"]["cutoff_step_days"]),
                        int(cfg.get("valid_cutoffs", 1)), int(cfg.get("calib_cutoffs", 2)))
     log_split(split)
@@ -229,6 +239,7 @@ def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
     baselines = fit_baselines(split.train, split.calib, seed=int(cfg.get("seed", 7)))
     preds = predict_all(model, baselines, split.test, columns)
     metrics = build_metrics(split, preds, model)
+    metrics["population"] = population_note(params["label"]["definition"], horizon)
     log_metrics_table(metrics)
     io.write_json(metrics, paths.METRICS)
     plot_files = write_plots(curve_tables(split.test["label"].to_numpy(), preds))
