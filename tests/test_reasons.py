@@ -27,3 +27,16 @@ def test_windowed_features_and_missing_values():
     assert describe("days_since_last_event", {"days_since_last_event": math.nan}) == "has never used the product"
     assert describe("last_nps", {"last_nps": 3}) == "last NPS answer 3/10 (detractor)"
     assert describe("last_nps", {"last_nps": 10}) is None
+
+
+def test_zero_counts_read_naturally():
+    assert describe("active_days_7d", {"active_days_7d": 0}) == "not active on any of the last 7 days"
+    assert describe("events_30d", {"events_30d": 0}) == "no product usage in the last 30 days"
+
+
+def test_features_of_one_story_share_a_family():
+    from churnlens.reasons import family
+
+    assert family("days_since_last_event") == family("active_days_7d") == family("events_90d")
+    assert family("tickets_90d") == family("open_tickets")
+    assert family("revenue_180d") != family("events_180d")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.model import booster_of
-from churnlens.reasons import describe
+from churnlens.reasons import describe, family
 
 N_REASONS = 3
 REASON_COLUMNS = [f"reason_{i}" for i in range(1, N_REASONS + 1)]
@@ -39,7 +39,10 @@ def shap_contributions(estimator, features: pd.DataFrame) -> pd.DataFrame:
 
 
 def top_reasons(contributions: pd.DataFrame, features: pd.DataFrame, k: int = N_REASONS) -> pd.DataFrame:
-    """The `k` strongest risk-raising contributions of each row as sentences (None if fewer)."""
+    """The `k` strongest risk-raising contributions of each row as sentences (None if fewer).
+
+    Each story (activity, purchases, support, ...) is told once, by its strongest feature.
+    """
     names = np.asarray(contributions.columns)
     values = contributions.to_numpy()
     order = np.argsort(-values, axis=1, kind="stable")
@@ -47,12 +50,15 @@ def top_reasons(contributions: pd.DataFrame, features: pd.DataFrame, k: int = N_
     rows = []
     for i, row in enumerate(records):
         sentences: list[str] = []
+        told: set[str] = set()
         for j in order[i]:
             if values[i, j] <= 0 or len(sentences) == k:
                 break
-            sentence = describe(str(names[j]), row)
-            if sentence and sentence not in sentences:
+            story = family(str(names[j]))
+            sentence = None if story in told else describe(str(names[j]), row)
+            if sentence:
                 sentences.append(sentence)
+                told.add(story)
         rows.append(sentences + [None] * (k - len(sentences)))
     return pd.DataFrame(rows, columns=REASON_COLUMNS[:k], index=features.index, dtype="object")
 

@@ -99,14 +99,38 @@ FIXED: dict[str, Template] = {
 }
 
 WINDOWED_TEMPLATES: dict[str, Callable[[float, int], str]] = {
-    "events": lambda v, d: f"only {_plural(v, 'usage event')} in the last {d} days",
-    "active_days": lambda v, d: f"active on only {v:.0f} of the last {d} days",
+    "events": lambda v, d: (f"no product usage in the last {d} days" if v == 0
+                            else f"only {_plural(v, 'usage event')} in the last {d} days"),
+    "active_days": lambda v, d: (f"not active on any of the last {d} days" if v == 0
+                                 else f"active on only {v:.0f} of the last {d} days"),
     "event_types": lambda v, d: f"used only {_plural(v, 'feature')} in the last {d} days",
-    "purchases": lambda v, d: f"only {_plural(v, 'purchase')} in the last {d} days",
+    "purchases": lambda v, d: (f"no purchase in the last {d} days" if v == 0
+                               else f"only {_plural(v, 'purchase')} in the last {d} days"),
     "revenue": lambda v, d: f"revenue of {v:,.2f} in the last {d} days",
     "refunds": lambda v, d: f"{_plural(v, 'refund')} in the last {d} days",
     "tickets": lambda v, d: f"{_plural(v, 'support ticket')} in the last {d} days",
 }
+
+
+# Features that tell the same story; a customer's reasons use each story once.
+FAMILIES = {
+    "activity": ("days_since_last_activity", "days_since_last_event", "inactive_flag",
+                 "events", "active_days", "event_types"),
+    "usage_trend": ("events_change_30d",),
+    "purchases": ("days_since_last_purchase", "purchases", "revenue", "revenue_change_90d", "refunds"),
+    "support": ("open_tickets", "oldest_open_ticket_days", "tickets"),
+    "satisfaction": ("last_nps",),
+    "onboarding": ("is_trial", "events_first_14d", "days_to_first_event"),
+    "lifecycle": ("tenure_days", "segment"),
+}
+_FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in names}
+
+
+def family(feature: str) -> str:
+    """The story a feature belongs to (`name_{W}d` features by their base name)."""
+    match = WINDOWED.match(feature)
+    base = match["name"] if match and feature not in _FAMILY_OF else feature
+    return _FAMILY_OF.get(base, feature)
 
 
 def describe(feature: str, row: Row) -> str | None:
