@@ -1,5 +1,7 @@
 """A tiny learnable churn problem and a fitted ChurnClassifier, shared by model-layer tests."""
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
@@ -26,7 +28,9 @@ def churn_rows(n: int, seed: int) -> pd.DataFrame:
 FEATURES = ["days_since_last_activity", "events_change_30d", "revenue_180d", "segment"]
 
 
+@lru_cache(maxsize=4)
 def fitted_model(seed: int = 0) -> ChurnClassifier:
+    """Fitted once per seed and shared (treat as read-only)."""
     train, valid, calib = (churn_rows(1500, seed + k) for k in range(3))
     model = ChurnClassifier(lgbm_params={"n_estimators": 60, "num_leaves": 7, "learning_rate": 0.1},
                             seed=seed, early_stopping_rounds=10, calibration="sigmoid")
