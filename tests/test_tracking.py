@@ -70,3 +70,19 @@ def test_promote_and_rollback_move_the_champion_alias(tmp_path, monkeypatch):
     assert client.get_model_version("churnlens", "2").tags["champion_set_by"] == "rollback"
     with pytest.raises(ChurnlensError, match="no version 9"):
         tracking.move_champion("9")
+
+
+def test_later_stages_add_artifacts_to_the_training_run(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    tracking._mlflow()
+    mlflow.set_experiment("churnlens")
+    with mlflow.start_run() as run:
+        pass
+    (tmp_path / "importance.csv").write_text("feature,mean_abs_shap\nx,1.0\n")
+    tracking.log_to_run(run.info.run_id, [tmp_path / "importance.csv"], {"explain.ms_per_customer": 0.5})
+    client = mlflow.MlflowClient()
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "explain")] == ["explain/importance.csv"]
+    assert client.get_run(run.info.run_id).data.metrics["explain.ms_per_customer"] == 0.5

@@ -148,6 +148,19 @@ def _promote(mlflow, info, metrics, test_features, test_labels) -> dict:
             "champion_before": champion, "champion_version_before": champion_version}
 
 
+def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float] | None = None,
+               artifact_dir: str = "explain") -> None:
+    """Add artifacts (and metrics) of a later stage to the training run that made the model."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    for path in artifact_paths:
+        if Path(path).is_file():
+            client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, float(value))
+    log.info("added %d artifacts to MLflow run %s", len(artifact_paths), run_id)
+
+
 def move_champion(version: str | None, *, rollback: bool = False) -> dict:
     """Point `champion` at `version` by hand; on rollback without a version, at the previous one.
 

@@ -12,7 +12,7 @@ from churnlens.config import load_params
 from churnlens.explain import (REASON_COLUMNS, global_importance, select_for_explanation,
                                shap_contributions, top_reasons)
 from churnlens.export import rank_at_risk
-from churnlens.io import atomic_path, write_parquet, write_text
+from churnlens.io import atomic_path, read_json, write_parquet, write_text
 from churnlens.logs import get_logger
 
 log = get_logger("explain")
@@ -60,3 +60,16 @@ def run(params_path: Path) -> None:
     write_text(importance.to_csv(index=False, float_format="%.6f"), paths.PLOTS / "importance.csv")
     _beeswarm(contributions, estimator.transform(chosen[estimator.feature_names]),
               paths.PLOTS / "importance.png")
+    _track([paths.PLOTS / "importance.csv", paths.PLOTS / "importance.png"],
+           {"explain.ms_per_customer": 1000 * elapsed / max(len(chosen), 1)})
+
+
+def _track(artifacts: list[Path], metrics: dict[str, float]) -> None:
+    """Attach the importance plots to the MLflow run that trained the model, when there is one."""
+    run_id = read_json(paths.PROMOTION).get("run_id") if paths.PROMOTION.exists() else None
+    if not run_id:
+        log.info("no MLflow run recorded in %s: importance plots not tracked", paths.PROMOTION)
+        return
+    from churnlens.tracking import log_to_run
+
+    log_to_run(run_id, artifacts, metrics)
