@@ -214,6 +214,23 @@ def save_model(model: ChurnClassifier, columns: list[str], example: pd.DataFrame
     log.info("model saved to %s", paths.MODEL_DIR)
 
 
+def check_both_classes(split: TimeSplit, definition: str, horizon: int) -> None:
+    """Refuse to train when the training slice holds a single label class (nothing to learn)."""
+    labels = split.train["label"]
+    if labels.nunique() >= 2:
+        return
+    value = int(labels.iloc[0]) if len(labels) else 0
+    everywhere = all(set(s["label"].unique()) <= {value} for s in split.slices().values())
+    what = "no customer churns" if value == 0 else "every customer churns"
+    hint = (" (the cancellation label needs cancel_date values in the customers table)"
+            if definition == "cancellation" and value == 0 else "")
+    where = "in any labelled cutoff" if everywhere else "in the training slice " + (
+        f"({split.cutoffs['train'][0]} .. {split.cutoffs['train'][-1]})")
+    raise ChurnlensError(
+        f"the label has a single class: {what} {where} under label.definition={definition} "
+        f"with horizon_days={horizon}{hint}; a churn model needs both churners and stayers")
+
+
 def log_split(split: TimeSplit) -> None:
     for name, info in split.describe().items():
         cutoffs = info["cutoffs"]
@@ -234,6 +251,7 @@ def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
     split = time_split(rows, horizon, int(params["features"]["cutoff_step_days"]),
                        int(cfg.get("valid_cutoffs", 1)), int(cfg.get("calib_cutoffs", 2)))
     log_split(split)
+    check_both_classes(split, params["label"].get("definition", "inactivity"), horizon)
     columns = feature_columns(rows)
     model = fit_model(split, columns, cfg)
     baselines = fit_baselines(split.train, split.calib, seed=int(cfg.get("seed", 7)))
