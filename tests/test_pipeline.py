@@ -1,0 +1,924 @@
+"""End-to-end safety tests: the whole pipeline, in-process, on a small generated sample.
+
+Each module-scoped fixture below is one pipeline run in its own temporary folder (see
+`pipeline_helpers.py`); the tests only read its outputs. Runs:
+
+* `sample_run`    generate (400 customers) -> ... -> report: the repo's params.yaml with a small
+                  sample, faster boosting (FAST_TRAIN) and the model registered in MLflow
+* `injected_run`  the same raw sample with hostile strings in names, e-mails, segments, events
+* `purchase_run`  the same sample reduced to customers(id, signup) + transactions
+* `pseudo_run`    (slow) the same raw sample with `privacy.pseudonymise_ids: true`
+* a second run from scratch (slow), for byte-identical outputs
+
+The first run of a session pays the imports (~20-30 s); every further run takes ~5-15 s
+(idle vs busy machine). `pipeline_helpers` copies one migrated MLflow database into each run.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import markupsafe
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from churnlens.cli import app
+from churnlens.errors import ChurnlensError, NotEnoughHistoryError
+from pipeline_helpers import (
+    REPO,
+    SALT,
+    PipelineRun,
+    copy_outputs,
+    copy_raw,
+    new_run,
+    run_pipeline,
+    run_stages,
+    small_params,
+    tree_digest,
+)
+
+TABLES = ("customers", "transactions", "events", "tickets", "nps")
+SCORE_COLUMNS = ("customer_id", "churn_probability", "risk_tier", "expected_revenue_at_risk",
+                 "reason_1", "reason_2", "reason_3")
+AT_RISK_COLUMNS = ["rank", "customer_id", "segment", "churn_probability",
+                   "expected_revenue_at_risk", "risk_tier", "reasons", "suggested_action",
+                   "contact"]
+METRIC_KEYS = {"roc_auc", "pr_auc", "brier", "log_loss", "ece", "top_decile_precision",
+               "top_decile_lift"}
+KPI_KEYS = {"customers_start", "customers_end", "new", "lost", "crr", "churn_rate", "ndr", "grr",
+            "rpr", "clv", "nps"}
+# these runs test plumbing, not the model: fewer boosting rounds (~3x faster train stage)
+FAST_TRAIN = {"train.lgbm.learning_rate": 0.1, "train.early_stopping_rounds": 10}
+AUX = {**FAST_TRAIN, "train.register_model": False}  # runs whose MLflow store nobody reads
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PAYLOADS = json.loads((Path(__file__).parent / "data" / "injection" / "payloads.json")
+                      .read_text(encoding="utf-8"))
+SOURCE_TEXT = "\n".join(p.read_text(encoding="utf-8")
+                        for p in sorted((REPO / "src" / "churnlens").rglob("*.py")))
+
+
+# ------------------------------------------------------------------------------ shared helpers
+def read_raw(run: PipelineRun, table: str) -> pd.DataFrame:
+    return pd.read_csv(run.raw_dir / f"{table}.csv", dtype=str, keep_default_na=False,
+                       encoding="utf-8-sig")
+
+
+def write_raw(frame: pd.DataFrame, raw_dir: Path, table: str) -> None:
+    frame.to_csv(raw_dir / f"{table}.csv", index=False)
+
+
+def read_at_risk(run: PipelineRun) -> list[dict[str, str]]:
+    text = (run / "reports/at_risk.csv").read_text(encoding="utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def string_values(path: Path) -> set[str]:
+    """The column names and every distinct value of every string (or dictionary-of-string)
+    column of a Parquet file."""
+    table = pq.read_table(path)
+    values: set[str] = set(table.column_names)
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            column = column.cast(kind.value_type)
+            kind = kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            values.update(v for v in pc.unique(column).to_pylist() if v is not None)
+    return values
+
+
+def stage_cli(monkeypatch, run: PipelineRun, *args: str) -> tuple[int, str]:
+    """`churnlens ARGS` through the Typer app (the console-script path) inside `run.root`."""
+    monkeypatch.chdir(run.root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", run.tracking_uri)
+    for key, value in run.env.items():
+        monkeypatch.setenv(key, value)
+    logger = logging.getLogger("churnlens")
+    state = (logger.level, logger.propagate)
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        logger.handlers.clear()  # they point at CliRunner's closed streams
+        logger.setLevel(state[0])
+        logger.propagate = state[1]
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"exception escaped the CLI: {result.exception!r}") \
+            from result.exception
+    return result.exit_code, result.stderr
+
+
+# ------------------------------------------------------------------------------ pipeline runs
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory) -> PipelineRun:
+    return run_pipeline(tmp_path_factory.mktemp("sample"), overrides=FAST_TRAIN)
+
+
+@pytest.fixture(scope="module")
+def injected_run(tmp_path_factory, sample_run) -> PipelineRun:
+    listed = [row["customer_id"] for row in read_at_risk(sample_run)]
+    targets = listed[: len(PAYLOADS["customers"])]
+    assert len(targets) == len(PAYLOADS["customers"]), "the clean at-risk list is too short"
+
+    def inject(raw_dir: Path) -> None:
+        customers = pd.read_csv(raw_dir / "customers.csv", dtype=str, keep_default_na=False)
+        for cid, payload in zip(targets, PAYLOADS["customers"], strict=True):
+            row = customers["customer_id"] == cid
+            for column in ("name", "email", "segment"):
+                if column in payload:
+                    customers.loc[row, column] = payload[column]
+        write_raw(customers, raw_dir, "customers")
+        events = pd.read_csv(raw_dir / "events.csv", dtype=str, keep_default_na=False)
+        chosen = events.index[events["customer_id"].isin(targets)][::2]
+        events.loc[chosen, "event_type"] = PAYLOADS["event_type"]
+        write_raw(events, raw_dir, "events")
+
+    run = run_pipeline(tmp_path_factory.mktemp("injected"), raw_from=sample_run.raw_dir,
+                       raw_hook=inject, overrides=AUX)
+    run.targets = targets  # type: ignore[attr-defined]
+    return run
+
+
+def purchase_only(raw_dir: Path) -> None:
+    """customers(customer_id, signup_date) + transactions(customer_id, timestamp, amount)."""
+    customers = pd.read_csv(raw_dir / "customers.csv", dtype=str, keep_default_na=False)
+    write_raw(customers[["customer_id", "signup_date"]], raw_dir, "customers")
+    transactions = pd.read_csv(raw_dir / "transactions.csv", dtype=str, keep_default_na=False)
+    write_raw(transactions[["customer_id", "timestamp", "amount"]], raw_dir, "transactions")
+    for table in ("events", "tickets", "nps"):
+        (raw_dir / f"{table}.csv").unlink()
+
+
+@pytest.fixture(scope="module")
+def purchase_run(tmp_path_factory, sample_run) -> PipelineRun:
+    return run_pipeline(tmp_path_factory.mktemp("purchase_only"), raw_from=sample_run.raw_dir,
+                        raw_hook=purchase_only, overrides=AUX)
+
+
+# ================================================================ 1. whole pipeline, all outputs
+def declared_outputs() -> list[str]:
+    """Every outs/metrics/plots path of dvc.yaml (except the templated sample folder)."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    found = []
+    for stage in spec["stages"].values():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key) or []:
+                path = entry if isinstance(entry, str) else next(iter(entry))
+                if "${" not in path:
+                    found.append(path)
+    return found
+
+
+def declared_plots() -> dict[str, set[str]]:
+    """CSV plot file -> the x/y columns the top-level `plots` of dvc.yaml need."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    needed: dict[str, set[str]] = {}
+    for item in spec.get("plots") or []:
+        (_, plot), = item.items()
+        for path, y in plot["y"].items():
+            columns = {plot["x"], *([y] if isinstance(y, str) else y)}
+            needed.setdefault(path, set()).update(columns)
+    return needed
+
+
+def check_all_outputs(run: PipelineRun) -> dict:
+    """The DESIGN.md outputs of `run` exist with their columns; returns the parsed JSONs."""
+    missing = [p for p in declared_outputs() if not (run / p).exists()]
+    assert missing == [], f"outputs declared in dvc.yaml are missing: {missing}"
+
+    scores = pd.read_parquet(run / "reports/scores.parquet")
+    scoring = pd.read_parquet(run / "data/features/scoring.parquet")
+    assert set(SCORE_COLUMNS) <= set(scores.columns)
+    assert len(scores) == len(scoring) > 0
+    assert scores["customer_id"].is_unique
+    assert set(scores["customer_id"]) == set(scoring["customer_id"])
+    assert scores["churn_probability"].between(0, 1).all()
+    assert (scores["expected_revenue_at_risk"] >= 0).all()
+    assert set(scores["risk_tier"]) <= set(run.params["score"]["tiers"])
+
+    at_risk = pd.read_csv(run / "reports/at_risk.csv", encoding="utf-8-sig", dtype=str,
+                          keep_default_na=False)
+    assert list(at_risk.columns) == AT_RISK_COLUMNS
+    assert 0 < len(at_risk) <= run.params["export"]["top_n"]
+    assert at_risk["rank"].astype(int).tolist() == list(range(1, len(at_risk) + 1))
+    erar = at_risk["expected_revenue_at_risk"].astype(float)
+    assert erar.is_monotonic_decreasing
+    assert set(at_risk["risk_tier"]) <= set(run.params["export"]["tiers"])
+    assert (at_risk["reasons"] != "").all() and (at_risk["suggested_action"] != "").all()
+
+    kpis = json.loads((run / "reports/kpis.json").read_text())
+    assert {"period", "current", "previous", "by_segment", "cohorts"} <= set(kpis)
+    assert {"start", "end"} <= set(kpis["period"])
+    assert kpis["by_segment"]
+    for name, figures in [("current", kpis["current"]), ("previous", kpis["previous"]),
+                          *kpis["by_segment"].items()]:
+        assert KPI_KEYS <= set(figures), name
+    assert all({"cohort", "size", "retention"} <= set(c) for c in kpis["cohorts"])
+
+    metrics = json.loads((run / "reports/metrics.json").read_text())
+    assert {"test_cutoff", "n_test", "churn_rate", "model", "baselines"} <= set(metrics)
+    assert METRIC_KEYS <= set(metrics["model"])
+    assert {"recency", "logistic"} <= set(metrics["baselines"])
+    assert all(METRIC_KEYS <= set(b) for b in metrics["baselines"].values())
+
+    page = (run / "reports/weekly_report.html").read_text(encoding="utf-8")
+    assert page.lstrip().lower().startswith("<!doctype html")
+    external = re.findall(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|@import|url\(\s*["']?"""
+                          r"""\s*(?:https?:)?//""", page, flags=re.I)
+    assert external == [], "the weekly report loads something from outside"
+
+    for path, columns in declared_plots().items():
+        assert columns <= set(pd.read_csv(run / path).columns), path
+    for png in (run / "reports/plots").glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+    validation = json.loads((run / "data/interim/validation.json").read_text())
+    assert set(TABLES) <= set(validation)
+    for table in TABLES:
+        rep = validation[table]
+        assert rep["rows_in"] == rep["rows_accepted"] + rep["rows_quarantined"], table
+        assert sum(rep["reasons"].values()) == rep["rows_quarantined"], table
+        assert pq.read_metadata(run / f"data/interim/{table}.parquet").num_rows \
+            == rep["rows_accepted"], table
+        quarantined = pq.read_table(run / f"data/interim/quarantine/{table}.parquet")
+        assert quarantined.num_rows == rep["rows_quarantined"], table
+        assert "reason" in quarantined.column_names
+    return {"kpis": kpis, "metrics": metrics, "validation": validation}
+
+
+def test_whole_pipeline_writes_every_output(sample_run):
+    out = check_all_outputs(sample_run)
+    raw_rows = {t: len(read_raw(sample_run, t)) for t in TABLES}
+    assert {t: out["validation"][t]["rows_in"] for t in TABLES} == raw_rows
+    assert sum(out["validation"][t]["rows_quarantined"] for t in TABLES) > 0  # generator's bad rows
+    assert out["metrics"]["model"]["roc_auc"] > 0.6  # the model learned something
+    meta = json.loads((sample_run / "data/features/meta.json").read_text())
+    assert len(meta["labelled_cutoffs"]) >= 11
+
+
+def test_saved_model_loads_and_scores_the_scoring_rows(sample_run):
+    import mlflow.pyfunc
+
+    from churnlens.packaging import feature_columns_of, to_model_input
+
+    model_dir = sample_run / "models/churn_model"
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    rows = pd.read_parquet(sample_run / "data/features/scoring.parquet")
+    predicted = model.predict(to_model_input(rows, feature_columns_of(model_dir)))
+    assert list(predicted.columns) == ["churn_probability"] and len(predicted) == len(rows)
+    stored = pd.read_parquet(sample_run / "data/processed/predictions.parquet")
+    assert stored["customer_id"].tolist() == rows["customer_id"].tolist()
+    assert (predicted["churn_probability"].to_numpy()
+            == pytest.approx(stored["churn_probability"].to_numpy(), abs=1e-12))
+
+
+@pytest.mark.xfail(strict=True, raises=Exception,
+                   reason="known bug: the MLflow signature declares every numeric feature "
+                          "double, and MLflow refuses int64 -> double, so the pyfunc model "
+                          "rejects the feature rows exactly as the features stage writes them; "
+                          "callers need churnlens.packaging.to_model_input first")
+def test_saved_model_accepts_feature_rows_as_written(sample_run):
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(str(sample_run / "models/churn_model"))
+    rows = pd.read_parquet(sample_run / "data/features/scoring.parquet")
+    assert len(model.predict(rows)) == len(rows)
+
+
+def test_model_registered_in_the_runs_own_store(sample_run):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=sample_run.tracking_uri,
+                          registry_uri=sample_run.tracking_uri)
+    promotion = json.loads((sample_run / "reports/promotion.json").read_text())
+    assert promotion["registered"] is True and promotion["is_champion"] is True
+    champion = client.get_model_version_by_alias("churnlens", "champion")
+    assert champion.run_id == promotion["run_id"]
+    assert client.get_run(promotion["run_id"]).data.metrics["model.roc_auc"] == pytest.approx(
+        json.loads((sample_run / "reports/metrics.json").read_text())["model"]["roc_auc"])
+
+
+# ================================================================ 2. byte-identical reruns
+NOT_REPRODUCIBLE = {  # outputs that legitimately differ between two identical runs, and why
+    "data/features/meta.json": "records the stage's wall-clock `seconds`",
+    "models/churn_model/MLmodel": "MLflow writes a model_uuid, utc_time_created and temp paths",
+    "models/churn_model/code/": "a copy of src/churnlens: equal when the code is (here other "
+                                "developers may edit the checkout between the two runs)",
+    "reports/promotion.json": "holds the MLflow run id",
+    "reports/plots/importance.png": "SHAP's beeswarm jitters points with the global numpy RNG",
+}
+
+
+def reproducible(rel: str) -> bool:
+    return not any(rel == k or (k.endswith("/") and rel.startswith(k)) for k in NOT_REPRODUCIBLE)
+
+
+def test_score_and_explain_rerun_byte_identical(sample_run, tmp_path):
+    """Cheap: score + explain again on the same model and features give the same bytes."""
+    copy = copy_outputs(sample_run, tmp_path / "again",
+                        ["data/features", "models", "data/interim/customers.parquet"])
+    run_stages(copy, ["score", "explain"])
+    for rel in ("data/processed/predictions.parquet", "reports/scores.parquet",
+                "reports/plots/importance.csv"):
+        assert (copy / rel).read_bytes() == (sample_run / rel).read_bytes(), rel
+
+
+def output_digests(run: PipelineRun) -> dict[str, str]:
+    return {f"{part}/{rel}": digest for part in ("data", "models", "reports")
+            for rel, digest in tree_digest(run / part).items() if reproducible(f"{part}/{rel}")}
+
+
+@pytest.mark.slow
+def test_two_runs_from_scratch_byte_identical(sample_run, tmp_path):
+    """Every output of a second run from scratch (same params) has the same bytes, except the
+    few in NOT_REPRODUCIBLE.
+
+    Can fail intermittently while the features stage sums revenue as DOUBLE in parallel DuckDB
+    aggregates: the summation order, hence the last bit of `revenue_*` features, depends on
+    thread scheduling, and `expected_revenue_at_risk` in scores.parquet inherits it.
+    """
+    again = run_pipeline(tmp_path / "again", overrides=FAST_TRAIN)
+    first, second = output_digests(sample_run), output_digests(again)
+    assert set(first) == set(second)
+    differ = sorted(k for k in first if first[k] != second[k])
+    assert differ == [], f"outputs that differ between two identical runs: {differ}"
+    assert (again / "reports/scores.parquet").read_bytes() \
+        == (sample_run / "reports/scores.parquet").read_bytes()
+
+
+# ================================================================ 3. killed stages
+KILL_ON_WRITE = textwrap.dedent("""
+    import os, pathlib, signal, sys
+    import pandas as pd
+
+    victim = os.environ["KILL_WRITING"]   # file name: killed halfway through writing it
+    write_text, to_parquet = pathlib.Path.write_text, pd.DataFrame.to_parquet
+
+    def die_half_written(path, data):
+        with open(path, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def killing_write_text(self, text, *args, **kwargs):
+        if self.name == victim:
+            die_half_written(self, text.encode())
+        return write_text(self, text, *args, **kwargs)
+
+    def killing_to_parquet(self, path, *args, **kwargs):
+        if pathlib.Path(str(path)).name == victim:
+            import io
+            buffer = io.BytesIO()
+            to_parquet(self, buffer, *args, **kwargs)
+            die_half_written(path, buffer.getvalue())
+        return to_parquet(self, path, *args, **kwargs)
+
+    pathlib.Path.write_text = killing_write_text
+    pd.DataFrame.to_parquet = killing_to_parquet
+    stage = sys.argv[1]
+    module = __import__(f"churnlens.stages.{stage}", fromlist=["run"])
+    if stage == "validate":
+        module.run(sys.argv[2], sys.argv[3])
+    else:
+        module.run(pathlib.Path("params.yaml"))
+""")
+
+
+def run_killed(cwd: Path, victim: str, *args: str, env: dict | None = None) -> int:
+    proc = subprocess.run([sys.executable, "-c", KILL_ON_WRITE, *args], cwd=cwd,
+                          env={**os.environ, "KILL_WRITING": victim, **(env or {})},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    return proc.returncode
+
+
+def leftovers(folder: Path, before: set[str]) -> tuple[list[str], list[str]]:
+    """(new visible entries, new hidden entries) in `folder` compared to `before`."""
+    new = sorted(set(os.listdir(folder)) - before)
+    return [n for n in new if not n.startswith(".")], [n for n in new if n.startswith(".")]
+
+
+def test_killed_validate_leaves_previous_outputs(sample_run, tmp_path):
+    """validate writes OUT_DIR in a hidden temp folder and renames it at the end: a SIGKILL
+    while it writes validation.json (the last file) leaves the previous OUT_DIR byte-identical.
+    """
+    out = tmp_path / "interim"
+    copy_raw(sample_run / "data/interim", out)
+    before, listing = tree_digest(out), set(os.listdir(tmp_path))
+    raw = REPO / "tests/data/bad/purchase_only"  # other input: a finished run would change OUT
+    run_killed(tmp_path, "validation.json", "validate", str(raw), str(out))
+    assert tree_digest(out) == before
+    visible, hidden = leftovers(tmp_path, listing)
+    assert visible == []
+    assert all(h.startswith(".interim.") for h in hidden), hidden  # SIGKILL: no cleanup possible
+
+
+def test_killed_validate_midway_through_a_parquet_file(sample_run, tmp_path):
+    """With foreign files in OUT_DIR, validate replaces its files one by one, each with
+    `churnlens.io.write_parquet` (temp file + rename), validation.json last. Killed halfway
+    through writing events.parquet: events.parquet and every later file keep their old bytes,
+    no file is torn, and validation.json (the DVC metrics file) still describes the old run."""
+    out = tmp_path / "interim"
+    copy_raw(sample_run / "data/interim", out)
+    (out / "notes.txt").write_text("not written by validate")
+    before, listing = tree_digest(out), set(os.listdir(out))
+    run_killed(tmp_path, "events.parquet", "validate",
+               str(REPO / "tests/data/bad/purchase_only"), str(out))
+    after = tree_digest(out, hidden=False)
+    assert set(after) == set(before)
+    assert after["customers.parquet"] != before["customers.parquet"]  # killed midway, not before
+    for rel in ("events.parquet", "tickets.parquet", "nps.parquet", "validation.json",
+                "notes.txt"):
+        assert after[rel] == before[rel], rel
+    for rel in after:
+        if rel.endswith(".parquet"):
+            pq.read_metadata(out / rel)  # every file whole: the old or the new version
+    visible, hidden = leftovers(out, listing)
+    assert visible == [] and all(h.startswith(".events.parquet.") for h in hidden), hidden
+
+
+@pytest.mark.slow
+def test_killed_score_leaves_previous_predictions(sample_run, tmp_path):
+    """score killed halfway through writing predictions.parquet: the old file stays."""
+    run = copy_outputs(sample_run, tmp_path / "run",
+                       ["data/features", "models", "data/processed/predictions.parquet"])
+    run.params["score"]["tiers"] = {"high": 0.9, "medium": 0.5, "low": 0.0}  # would change it
+    (run / "params.yaml").write_text(yaml.safe_dump(run.params))
+    processed = run / "data/processed"
+    before, listing = tree_digest(processed), set(os.listdir(processed))
+    run_killed(run.root, "predictions.parquet", "score",
+               env={"MLFLOW_TRACKING_URI": run.tracking_uri})
+    assert tree_digest(processed, hidden=False) == before
+    visible, hidden = leftovers(processed, listing)
+    assert visible == [] and all(h.startswith(".predictions.parquet.") for h in hidden), hidden
+
+
+@pytest.mark.slow
+def test_dvc_sees_a_killed_stage_as_not_done(sample_run, tmp_path):
+    """A real `dvc repro` whose validate command is SIGKILLed while writing validation.json.
+
+    DVC itself removes a stage's outputs before running it, so what must hold is: the stage is
+    not recorded as done (`dvc status` reports it changed), no half-written output sits in
+    place, and `dvc checkout` brings back the previous outputs byte for byte.
+    """
+    dvc = Path(sys.executable).with_name("dvc")
+    script = tmp_path / "kill_or_validate.py"
+    script.write_text("import os, sys\n"
+                      "if os.environ.get('KILL_WRITING'):\n"
+                      f"    exec(compile({KILL_ON_WRITE!r}, 'kill', 'exec'))\n"
+                      "else:\n"
+                      "    from churnlens.stages import validate\n"
+                      "    validate.run(sys.argv[2], sys.argv[3])\n")
+    copy_raw(sample_run.raw_dir, tmp_path / "raw")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"validate": {
+        "cmd": f"{sys.executable} {script.name} validate raw data/interim",
+        "deps": ["raw"], "outs": ["data/interim"]}}}))
+    env = {k: v for k, v in os.environ.items() if k != "KILL_WRITING"}
+    env["DVC_NO_ANALYTICS"] = "1"
+
+    def dvc_cmd(*args, check=True, extra=None):
+        proc = subprocess.run([str(dvc), *args], cwd=tmp_path, env={**env, **(extra or {})},
+                              capture_output=True, text=True, timeout=600)
+        assert not check or proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    dvc_cmd("init", "--no-scm", "-q")
+    dvc_cmd("repro", "-q")
+    assert json.loads(dvc_cmd("status", "--json").stdout) == {}
+    before = tree_digest(tmp_path / "data/interim")
+    copy_raw(REPO / "tests/data/bad/purchase_only", tmp_path / "raw")
+    killed = dvc_cmd("repro", check=False, extra={"KILL_WRITING": "validation.json"})
+    assert killed.returncode != 0 and "-9" in killed.stderr, killed.stderr
+    status = json.loads(dvc_cmd("status", "--json").stdout)
+    changes = {k for item in status["validate"] for k in item}
+    assert "changed deps" in changes, status
+    assert not (tmp_path / "data/interim/validation.json").exists()  # nothing half-written
+    visible = [p.name for p in (tmp_path / "data").iterdir() if not p.name.startswith(".")]
+    assert visible in ([], ["interim"]), visible
+    dvc_cmd("checkout", "--force", "-q")
+    assert tree_digest(tmp_path / "data/interim") == before
+
+
+# ================================================================ 4. personal data (GDPR)
+def pii_needles(run: PipelineRun) -> set[str]:
+    """Every e-mail and name of the raw customers table that is not a literal in our source code
+    (the generator spells a few bad-row names, e.g. 'Bad Date', in its code, which the model
+    package ships), in the spellings a file may hold: as is, JSON-escaped, HTML-escaped."""
+    customers = read_raw(run, "customers")
+    values = {v.strip() for column in ("email", "name") for v in customers[column] if v.strip()}
+    values = {v for v in values if v not in SOURCE_TEXT}
+    spellings = set()
+    for value in values:
+        spellings |= {value, json.dumps(value)[1:-1], html.escape(value)}
+    return spellings
+
+
+def trie_pattern(words: list):
+    """One regex (str or bytes, like `words`) matching any of `words`, built as a trie: the
+    engine branches on the next character instead of trying ~1000 words at every position."""
+    bar, open_, close, optional = ((b"|", b"(?:", b")", b"?") if isinstance(words[0], bytes)
+                                   else ("|", "(?:", ")", "?"))
+    end = words[0][:0]  # "" or b"": marks the end of a word in the trie
+    trie: dict = {}
+    for word in words:
+        node = trie
+        for i in range(len(word)):
+            node = node.setdefault(word[i:i + 1], {})
+        node[end] = {}
+
+    def build(node: dict):
+        branches = [re.escape(k) + build(v) for k, v in sorted(node.items()) if k != end]
+        if not branches:
+            return end
+        body = branches[0] if len(branches) == 1 else open_ + bar.join(branches) + close
+        if end in node:
+            body = (body if len(branches) > 1 else open_ + body + close) + optional
+        return body
+
+    return build(trie)
+
+
+class PiiScanner:
+    def __init__(self, needles: set[str]) -> None:
+        ordered = sorted(needles)
+        self.text = re.compile(trie_pattern(ordered))
+        self.raw = re.compile(trie_pattern([n.encode() for n in ordered]))
+        self.hits: dict[str, set[str]] = {}
+        self.scanned: list[str] = []
+
+    def add(self, where: str, found) -> None:
+        found = {f.decode(errors="replace") if isinstance(f, bytes) else f for f in found}
+        if found:
+            self.hits.setdefault(where, set()).update(found)
+
+    def scan_text(self, where: str, text: str) -> None:
+        self.scanned.append(where)
+        self.add(where, self.text.findall(text))
+
+    def scan_file(self, where: str, path: Path) -> None:
+        self.scanned.append(where)
+        self.add(where, self.raw.findall(path.read_bytes()))
+        if path.suffix == ".parquet":
+            values = "\n".join(sorted(string_values(path)))
+            self.add(f"{where} (columns)", self.text.findall(values))
+
+    def scan_tree(self, where: str, folder: Path, skip: tuple[Path, ...] = ()) -> None:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not any(path.is_relative_to(s) for s in skip):
+                self.scan_file(f"{where}/{path.relative_to(folder)}", path)
+
+
+def scan_mlflow(scanner: PiiScanner, run: PipelineRun, download_dir: Path) -> None:
+    """Params, tags, metric names and every artifact of every run and logged model, plus the
+    registry, read through MlflowClient; artifacts downloaded and scanned file by file."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(tracking_uri=run.tracking_uri, registry_uri=run.tracking_uri)
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    ids = [e.experiment_id for e in experiments]
+    runs = client.search_runs(ids, run_view_type=ViewType.ALL)
+    assert runs, "no MLflow run to scan"
+    for mlrun in runs:
+        data = mlrun.data
+        scanner.scan_text(f"mlflow run {mlrun.info.run_id} params/tags/metrics", "\n".join(
+            [*data.params, *data.params.values(), *data.tags, *data.tags.values(),
+             *data.metrics, mlrun.info.run_name or ""]))
+        target = download_dir / mlrun.info.run_id
+        client.download_artifacts(mlrun.info.run_id, "", str(target))
+        scanner.scan_tree(f"mlflow run {mlrun.info.run_id} artifacts", target)
+    models = client.search_logged_models(ids)
+    assert models, "no logged model to scan"
+    for model in models:
+        scanner.scan_text(f"mlflow logged model {model.model_id}", "\n".join(
+            [model.name or "", *model.params, *model.params.values(), *model.tags,
+             *model.tags.values()]))
+        import mlflow.artifacts
+
+        target = download_dir / model.model_id
+        mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location,
+                                            dst_path=str(target))
+        scanner.scan_tree(f"mlflow logged model {model.model_id} artifacts", target)
+    for registered in client.search_registered_models():
+        scanner.scan_text(f"mlflow registered model {registered.name}", "\n".join(
+            [registered.name, registered.description or "", *registered.tags,
+             *registered.tags.values()]))
+        for version in client.search_model_versions(f"name='{registered.name}'"):
+            scanner.scan_text(f"mlflow model version {version.version}", "\n".join(
+                [version.description or "", version.source or "", *version.tags,
+                 *version.tags.values()]))
+
+
+def test_no_personal_data_outside_the_contact_column(sample_run, tmp_path):
+    needles = pii_needles(sample_run)
+    assert len(needles) > 300  # ~400 customers, each with an e-mail, most with a name
+    scanner = PiiScanner(needles)
+    for part in ("data", "models", "reports", "mlruns"):
+        scanner.scan_tree(part, sample_run / part,
+                          skip=(sample_run.raw_dir, sample_run / "reports/at_risk.csv"))
+    scanner.scan_file("mlflow.db", sample_run / "mlflow.db")
+    scan_mlflow(scanner, sample_run, tmp_path / "mlflow_download")
+    scanner.scan_text("the run's log messages", "\n".join(sample_run.log))
+
+    rows = read_at_risk(sample_run)
+    for row in rows:
+        scanner.scan_text("reports/at_risk.csv (all but contact)",
+                          "\n".join(v for k, v in row.items() if k != "contact"))
+    assert any(p.endswith("scores.parquet") for p in scanner.scanned)
+    assert any("estimator.joblib" in p for p in scanner.scanned)
+    assert sample_run.log, "no log messages were captured"
+    assert scanner.hits == {}, f"personal data found: {scanner.hits}"
+    # the scan can fail: the contact column itself is full of the same needles
+    contacts = "\n".join(row["contact"] for row in rows)
+    assert len(set(scanner.text.findall(contacts))) >= len(rows) // 2
+
+
+# ================================================================ 5. pseudonymous ids
+def raw_id_pattern(run: PipelineRun) -> tuple[set[str], re.Pattern]:
+    """The raw customer ids, and a regex finding any of them as a whole token in text."""
+    ids = {v.strip() for v in read_raw(run, "customers")["customer_id"] if v.strip()}
+    return ids, re.compile(rf"(?<![\w.\-])(?:{trie_pattern(sorted(ids))})(?![\w.\-])")
+
+
+def check_no_raw_ids(run: PipelineRun, parquet: list[Path], texts: list[Path]) -> None:
+    """Every `customer_id` in `parquet` is a pseudonym and no string column holds a raw id;
+    no raw id appears as a token in `texts` (embedded images left out)."""
+    raw_ids, pattern = raw_id_pattern(run)
+    assert parquet
+    for path in parquet:
+        ids = [v for v in pq.read_table(path).column("customer_id").to_pylist() if v is not None]
+        assert all(re.fullmatch(r"p_[0-9a-f]{16}", v) for v in ids), path
+        assert not raw_ids & string_values(path), path
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        text = re.sub(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+", "", text)
+        assert pattern.findall(text) == [], path
+
+
+def check_at_risk_real_ids(run: PipelineRun) -> None:
+    """at_risk.csv: real ids, exactly the customers (and order) the pseudonymous scores rank,
+    each with their own contact."""
+    from churnlens.export import rank_at_risk
+    from churnlens.privacy import pseudonymise
+
+    raw_ids, _ = raw_id_pattern(run)
+    rows = pd.DataFrame(read_at_risk(run))
+    assert len(rows) > 0 and set(rows["customer_id"]) <= raw_ids
+    scores = pd.read_parquet(run / "reports/scores.parquet")
+    ranked = rank_at_risk(scores, top_n=run.params["export"]["top_n"],
+                          tiers=run.params["export"]["tiers"])
+    assert pseudonymise(rows["customer_id"], SALT.encode()).tolist() \
+        == ranked["customer_id"].tolist()
+    assert rows["churn_probability"].astype(float).tolist() == pytest.approx(
+        ranked["churn_probability"].round(3).tolist())
+    customers = read_raw(run, "customers").drop_duplicates("customer_id")
+    email = dict(zip(customers["customer_id"], customers["email"], strict=True))
+    with_email = [(cid, c) for cid, c in zip(rows["customer_id"], rows["contact"], strict=True)
+                  if email.get(cid)]
+    assert with_email and all(email[cid] in contact for cid, contact in with_email)
+
+
+def pseudonymous_params(sample_run: PipelineRun) -> dict:
+    return small_params(overrides={**AUX, "privacy.pseudonymise_ids": True,
+                                   "data.raw_dir": str(sample_run.raw_dir)})
+
+
+def test_pseudonymised_validate_and_export(sample_run, tmp_path):
+    """Cheap version: validate + export with pseudonymisation on; the scores are the clean
+    run's, with the ids hashed as the score stage would see them."""
+    from churnlens.privacy import pseudonymise
+
+    run = new_run(tmp_path, pseudonymous_params(sample_run), env={"CHURNLENS_ID_SALT": SALT})
+    run_stages(run, ["validate"])
+    scores = pd.read_parquet(sample_run / "reports/scores.parquet")
+    scores["customer_id"] = pseudonymise(scores["customer_id"], SALT.encode())
+    (run / "reports").mkdir()
+    scores.to_parquet(run / "reports/scores.parquet", index=False)
+    run_stages(run, ["export"])
+    check_no_raw_ids(run, sorted((run / "data/interim").rglob("*.parquet")),
+                     [run / "data/interim/validation.json", run / "reports/at_risk_history.json"])
+    check_at_risk_real_ids(run)
+
+
+@pytest.fixture(scope="module")
+def pseudo_run(tmp_path_factory, sample_run) -> PipelineRun:
+    return run_pipeline(tmp_path_factory.mktemp("pseudo"), raw_from=sample_run.raw_dir,
+                        overrides={**AUX, "privacy.pseudonymise_ids": True},
+                        env={"CHURNLENS_ID_SALT": SALT})
+
+
+@pytest.mark.slow
+def test_pseudonymised_pipeline_carries_no_raw_ids(pseudo_run):
+    parquet = [pseudo_run / "reports/scores.parquet",
+               pseudo_run / "data/processed/predictions.parquet",
+               *sorted((pseudo_run / "data/interim").rglob("*.parquet")),
+               *sorted((pseudo_run / "data/features").glob("*.parquet"))]
+    texts = [pseudo_run / "reports/weekly_report.html",
+             *sorted((pseudo_run / "reports").glob("*.json")),
+             *sorted((pseudo_run / "data").rglob("*.json")),
+             *sorted(p for p in (pseudo_run / "reports").rglob("*.csv") if p.name != "at_risk.csv")]
+    check_no_raw_ids(pseudo_run, parquet, texts)
+    page = (pseudo_run / "reports/weekly_report.html").read_text(encoding="utf-8")
+    assert re.search(r"\bp_[0-9a-f]{16}\b", page), "the report shows no pseudonym at all"
+    check_at_risk_real_ids(pseudo_run)
+
+
+def test_pseudonymisation_without_a_salt_refuses_to_run(sample_run, tmp_path, monkeypatch):
+    run = new_run(tmp_path, small_params(overrides={"privacy.pseudonymise_ids": True,
+                                                    "data.raw_dir": str(sample_run.raw_dir)}))
+    monkeypatch.delenv("CHURNLENS_ID_SALT", raising=False)
+    with pytest.raises(ChurnlensError, match="CHURNLENS_ID_SALT"):
+        run_stages(run, ["validate"])
+    assert not (run / "data/interim").exists()
+
+
+# ================================================================ 6. injection
+def test_injection_escaped_in_the_weekly_report(injected_run):
+    page = (injected_run / "reports/weekly_report.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    quoted = next(p["segment"] for p in PAYLOADS["customers"] if "&" in p.get("segment", ""))
+    assert quoted not in page and str(markupsafe.escape(quoted)) in page
+    assert PAYLOADS["event_type"] not in page
+    assert "<script" not in page.lower()
+    for payload in PAYLOADS["customers"]:  # personal data never reaches the report
+        for field in ("name", "email"):
+            if payload.get(field):
+                assert payload[field].split("\n")[0].strip() not in page
+
+
+def test_injection_neutralised_in_the_at_risk_csv(injected_run):
+    text = (injected_run / "reports/at_risk.csv").read_text(encoding="utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(text.splitlines()) == len(rows)  # no record spans two lines
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(FORMULA_START), cell
+            assert "\n" not in cell and "\r" not in cell, cell
+    listed = {row["customer_id"]: row for row in read_at_risk(injected_run)}
+    customers = read_raw(injected_run, "customers").drop_duplicates("customer_id")
+    email = dict(zip(customers["customer_id"], customers["email"], strict=True))
+    checked = 0
+    for cid, payload in zip(injected_run.targets, PAYLOADS["customers"], strict=True):
+        if "expect_contact" in payload and cid in listed:
+            assert listed[cid]["contact"] == payload["expect_contact"].format(email=email[cid])
+            checked += 1
+        if "segment" in payload and cid in listed:
+            assert listed[cid]["segment"] == payload["segment"]
+    assert checked >= 3, "the injected contacts fell off the at-risk list"
+    scores = pd.read_parquet(injected_run / "reports/scores.parquet")
+    segments = set(scores["segment"].dropna())
+    assert {p["segment"] for p in PAYLOADS["customers"] if "segment" in p} <= segments
+
+
+# ================================================================ 7. bad inputs, whole pipeline
+def test_purchase_only_log_runs_every_stage(purchase_run):
+    out = check_all_outputs(purchase_run)
+    for table in ("events", "tickets", "nps"):
+        assert out["validation"][table]["present"] is False
+        assert out["validation"][table]["rows_in"] == 0
+    assert out["kpis"]["current"]["nps"] is None and "current.nps" in out["kpis"]["notes"]
+    assert out["metrics"]["model"]["roc_auc"] is not None
+    assert all(row["contact"] == "" for row in read_at_risk(purchase_run))
+
+
+def truncate_history(raw_dir: Path, first_day: str) -> None:
+    """Keep only the log rows on or after `first_day`; nobody signs up before it."""
+    for table, column in (("transactions", "timestamp"), ("events", "timestamp"),
+                          ("tickets", "opened_at"), ("nps", "timestamp")):
+        frame = pd.read_csv(raw_dir / f"{table}.csv", dtype=str, keep_default_na=False)
+        write_raw(frame[frame[column].str[:10] >= first_day], raw_dir, table)
+    customers = pd.read_csv(raw_dir / "customers.csv", dtype=str, keep_default_na=False)
+    customers["signup_date"] = customers["signup_date"].where(
+        customers["signup_date"] >= first_day, first_day)
+    write_raw(customers, raw_dir, "customers")
+
+
+def prepared(tmp_path: Path, sample_run: PipelineRun, hook, overrides=None) -> PipelineRun:
+    run = new_run(tmp_path, small_params(overrides=overrides))
+    copy_raw(sample_run.raw_dir, run.raw_dir)
+    hook(run.raw_dir)
+    return run
+
+
+def test_history_shorter_than_the_horizon_stops_features(sample_run, tmp_path, monkeypatch):
+    run = prepared(tmp_path, sample_run, lambda raw: truncate_history(raw, "2026-07-01"))
+    run_stages(run, ["validate"])
+    with pytest.raises(NotEnoughHistoryError) as err:
+        run_stages(run, ["features"])
+    assert "need 90 days" in str(err.value) and "\n" not in str(err.value)
+    code, stderr = stage_cli(monkeypatch, run, "features")
+    assert code == 1 and "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("churnlens features: error:")]
+    assert len(lines) == 1 and "need 90 days" in lines[0], stderr
+    assert not (run / "data/features/training.parquet").exists()
+
+
+def test_history_shorter_than_horizon_plus_training_window_stops_train(sample_run, tmp_path,
+                                                                       monkeypatch):
+    run = prepared(tmp_path, sample_run, lambda raw: truncate_history(raw, "2026-02-01"))
+    run_stages(run, ["validate", "features"])
+    with pytest.raises(NotEnoughHistoryError) as err:
+        run_stages(run, ["train"])
+    message = str(err.value)
+    assert "\n" not in message and "Need at least 390 days" in message, message
+    code, stderr = stage_cli(monkeypatch, run, "train")
+    assert code == 1 and "Traceback" not in stderr
+    assert [line for line in stderr.splitlines()
+            if line.startswith("churnlens train: error:") and "390 days" in line], stderr
+    assert not (run / "models/churn_model").exists()
+
+
+def test_single_class_label_stops_train_with_a_clear_message(sample_run, tmp_path, monkeypatch):
+    def no_cancellations(raw: Path) -> None:
+        customers = pd.read_csv(raw / "customers.csv", dtype=str, keep_default_na=False)
+        write_raw(customers.drop(columns=["cancel_date"]), raw, "customers")
+
+    run = prepared(tmp_path, sample_run, no_cancellations,
+                   overrides={"label.definition": "cancellation"})
+    run_stages(run, ["validate", "features"])
+    code, stderr = stage_cli(monkeypatch, run, "train")
+    assert code == 1 and "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("churnlens train: error:")]
+    assert len(lines) == 1 and "single class" in lines[0] and "cancel_date" in lines[0], stderr
+    assert not (run / "models/churn_model").exists()
+    assert not (run / "reports/metrics.json").exists()
+
+
+AS_OF = "2026-05-31"
+
+
+def cut_at(interim: Path, as_of: str) -> None:
+    """What the data looked like at the end of `as_of`: later rows gone, later closings and
+    cancellations not yet known."""
+    def after(column: pa.ChunkedArray) -> pa.ChunkedArray:
+        """True where a date/timestamp lies after the end of `as_of` (null -> False)."""
+        if pa.types.is_date(column.type):
+            later = pc.greater(column, pa.scalar(pd.Timestamp(as_of).date(), pa.date32()))
+        else:
+            end = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+            later = pc.greater_equal(column, pa.scalar(end, column.type))
+        return pc.fill_null(later, False)
+
+    def rewrite(name: str, happened_at: str, unknown_after: list[str]) -> None:
+        path = interim / f"{name}.parquet"
+        table = pq.read_table(path)
+        table = table.filter(pc.invert(after(table.column(happened_at))))
+        for column_name in unknown_after:
+            column = table.column(column_name)
+            known = pc.if_else(after(column), pa.nulls(len(table), column.type), column)
+            table = table.set_column(table.schema.get_field_index(column_name), column_name,
+                                     known)
+        pq.write_table(table, path)
+
+    rewrite("customers", "signup_date", ["cancel_date"])
+    rewrite("transactions", "timestamp", [])
+    rewrite("events", "timestamp", [])
+    rewrite("tickets", "opened_at", ["closed_at"])
+    rewrite("nps", "timestamp", [])
+
+
+def test_rows_after_as_of_are_invisible_not_quarantined(sample_run, tmp_path):
+    overrides = {"snapshot.as_of": AS_OF}
+    full = new_run(tmp_path / "full", small_params(overrides={
+        **overrides, "data.raw_dir": str(sample_run.raw_dir)}))
+    run_stages(full, ["validate"])
+    assert (full / "data/interim/validation.json").read_bytes() \
+        == (sample_run / "data/interim/validation.json").read_bytes()
+    events = pd.read_parquet(full / "data/interim/events.parquet", columns=["timestamp"])
+    assert (events["timestamp"] > pd.Timestamp(AS_OF) + pd.Timedelta(days=1)).sum() > 1000
+
+    cut = copy_outputs(full, tmp_path / "cut", ["data/interim"])
+    cut_at(cut / "data/interim", AS_OF)
+    assert pq.read_metadata(cut / "data/interim/events.parquet").num_rows < len(events)
+    for run in (full, cut):
+        run_stages(run, ["features", "kpis"])
+
+    for rel in ("data/features/training.parquet", "data/features/scoring.parquet"):
+        a, b = (pd.read_parquet(r / rel).sort_values(["customer_id", "cutoff"])
+                .reset_index(drop=True) for r in (full, cut))
+        assert len(a) > 0
+        pd.testing.assert_frame_equal(a, b, obj=rel)
+    meta_full, meta_cut = (json.loads((r / "data/features/meta.json").read_text())
+                           for r in (full, cut))
+    for meta in (meta_full, meta_cut):
+        meta.pop("seconds")
+    assert meta_full == meta_cut and meta_full["as_of"] == AS_OF
+    assert json.loads((full / "reports/kpis.json").read_text()) \
+        == json.loads((cut / "reports/kpis.json").read_text())
