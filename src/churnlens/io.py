@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_debris(target)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     tmp = tmp_dir / target.name
     try:
@@ -35,6 +37,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _remove_debris(target: Path) -> None:
+    """Delete temp folders a killed writer of `target` left behind (hidden `.NAME.*` siblings)."""
+    for debris in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        if debris.is_dir():
+            shutil.rmtree(debris, ignore_errors=True)
 
 
 def _write_atomic(target: str | Path, writer: Callable[[Path], Any]) -> Path:
