@@ -103,6 +103,13 @@ NPS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def con():
+    connection = connect(threads=1)
+    yield connection
+    connection.close()
+
+
 @pytest.fixture
 def fixture_paths(tmp_path):
     return write_interim(tmp_path / "interim", customers=CUSTOMERS, events=EVENTS,
@@ -226,6 +233,12 @@ def test_bad_params_are_user_errors(fixture_paths):
         compute_features(fixture_paths, cutoffs=[T1], as_of=AS_OF, windows=[0, 30])
 
 
+def test_intermediate_tables_are_dropped(fixture_paths, con):
+    compute_features(fixture_paths, cutoffs=[T1], as_of=AS_OF, con=con)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert tables == {"feature_rows"}
+
+
 def test_windows_come_from_params_change_features_always_present(fixture_paths):
     df = compute_features(fixture_paths, cutoffs=[T1], as_of=AS_OF, windows=[14])
     assert "events_14d" in df and "events_30d" not in df
@@ -301,13 +314,6 @@ def perturb_after(tables: dict, cutoff: date, rng: random.Random) -> dict:
                 for r in fresh["tickets"]]
     out["tickets"] = tickets
     return out
-
-
-@pytest.fixture(scope="module")
-def con():
-    connection = connect(threads=1)
-    yield connection
-    connection.close()
 
 
 def assert_same_features(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -421,6 +427,15 @@ def test_stage_writes_training_scoring_and_meta(tmp_path, monkeypatch):
     assert "label" not in scoring.columns and training["label"].notna().all()
     assert sorted(scoring["customer_id"]) == ["c1", "c3"]   # c2 cancelled 05-10, c4 03-31
     assert not any(p.name.startswith(".") for p in (tmp_path / "data" / "features").iterdir())
+
+
+def test_stage_rejects_an_engine_it_does_not_have(tmp_path, monkeypatch):
+    from churnlens.stages import features as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(PARAMS.replace("engine: duckdb", "engine: polars"))
+    with pytest.raises(ChurnlensError, match="engine"):
+        stage.run(tmp_path / "params.yaml")
 
 
 def test_stage_not_enough_history(tmp_path, monkeypatch):

@@ -8,33 +8,42 @@ in order. `churnlens.features` runs them in DuckDB; a Spark runner does the same
 Time is integer arithmetic on *epoch days* (days since 1970-01-01, column `day_n`): a row with a
 timestamp on day `d` is visible at cutoff `t` iff `d <= t`; "the W days up to t" is `(t - W, t]`.
 
-Plan (many cutoffs in one pass):
+Plan (all cutoffs in one pass):
 
 1. staging views `cl_*` (**dialect-specific**, `staging_steps`): read the five validated tables,
    cast columns, turn timestamps/dates into epoch days;
-2. `cutoffs`: a small inline VALUES table, one row per cutoff (plus `as_of`), with the previous
-   cutoff (`prev_cutoff`) so the cutoffs also cut time into non-overlapping buckets
-   `(prev_cutoff, cutoff]`; flags `is_output` and `is_labelled`;
+2. `cutoffs` (the output cutoffs plus `as_of`, flags `is_output`/`is_labelled`) and `points`: small
+   inline VALUES tables. `points` holds every window boundary `cutoff - o` (o = 0, each window,
+   30, 60, 90, 180) and cuts time into non-overlapping segments `(prev_p, p]`, each tagged with its
+   `bucket` (the first cutoff on or after it); `cust`: customers with an integer key `ck`;
 3. `act_daily`: events and transactions aggregated to one row per (customer, day);
-   `ev_type_daily`: distinct (customer, day, event_type);
-4. `win_act` / `win_types`: daily rows range-joined to the cutoffs
-   (`day_n > cutoff - span AND day_n <= cutoff`, span = the longest look-back needed) with
-   conditional aggregation per window;
-5. `buckets` + `grid`: lifetime quantities (last event / purchase / activity day, first event day,
+4. `segments`: the daily rows rolled up per (customer, segment): since every window `(t - W, t]`
+   is an exact union of segments, windows are summed from segments instead of days;
+   `ev_type_seg`: distinct (customer, segment, event_type);
+5. `win_act` / `win_types`: segments range-joined to the cutoffs
+   (`p > cutoff - span AND p <= cutoff`, span = the longest look-back) with conditional
+   aggregation per window;
+6. `buckets` + `grid`: lifetime quantities (last event / purchase / activity day, first event day,
    events in the first 14 days after signup, and for labels the next activity day *after* a cutoff)
-   are aggregated per (customer, bucket) and carried over the cutoffs with running window
-   functions over a customers x cutoffs grid: no row after `t` can reach a feature at `t`;
-6. `win_tickets`, `last_nps`: the small support tables joined to the cutoffs (`day <= cutoff`);
-7. `feature_rows`: population at each output cutoff + features + label.
+   per (customer, bucket), carried over the cutoffs with running window functions on a
+   customers x cutoffs grid: no row after `t` can reach a feature at `t`;
+7. `win_tickets`, `last_nps`: the small support tables joined to the cutoffs (`day <= cutoff`);
+8. `feature_rows`: population at each output cutoff + features + label.
+
+Sums are accumulated as DOUBLE (DuckDB would widen integer sums to HUGEINT, which is slow) and cast
+to BIGINT at the end. Measured on 200k customers / 20M events / 22 cutoffs the segment roll-up cut
+the windowed aggregation about 5x compared with joining the daily rows directly.
 
 Dialect-specific pieces, and only these, live in `DIALECTS` and `staging_steps`:
-* timestamp/date -> epoch day (`epoch_day`), epoch day -> DATE (`to_date`);
+* timestamp/date -> epoch day (`epoch_day`), epoch day -> DATE (`to_date`, last step only);
 * identifier quoting (the column `timestamp` is quoted);
 * reading the tables: `staging_steps` takes a FROM-able source per table (DuckDB:
   `read_parquet('...')` or an empty typed subquery; Spark: a temp view over `spark.read.parquet`).
 Everything else (`feature_steps`, `bounds_sql`) is plain SQL that DuckDB and Spark SQL (ANSI mode)
-both accept: CASE, SUM/MIN/MAX/COUNT, COALESCE, GREATEST, LOWER, TRIM, NULLIF, inline VALUES,
-CROSS/LEFT JOIN, and ROW_NUMBER / running MIN/MAX/SUM windows with explicit ROWS frames.
+both accept: CASE, SUM/MIN/MAX/COUNT, COALESCE, GREATEST, LOWER, TRIM, NULLIF, ABS, inline VALUES,
+CROSS/LEFT JOIN, and ROW_NUMBER / running MIN/MAX/SUM windows with explicit ROWS frames. (On Spark,
+`cust` numbers customers with a global `ROW_NUMBER() OVER (ORDER BY customer_id)`: one partition,
+fine for millions of customers.)
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ CHANGE_EVENTS_DAYS = 30      # events_change_30d compares (t-30, t] with (t-60, 
 CHANGE_REVENUE_DAYS = 90     # revenue_change_90d compares (t-90, t] with (t-180, t-90]
 ONBOARDING_DAYS = 14         # events_first_14d: events on signup day .. signup day + 13
 TICKETS_DAYS = 90            # tickets_90d
-NO_PREVIOUS_CUTOFF = -1_000_000_000  # prev_cutoff of the first bucket: "since the beginning"
+NO_PREVIOUS_CUTOFF = -1_000_000_000  # prev_p of the first segment: "since the beginning"
 
 # --- dialect-specific snippets -------------------------------------------------------------------
 
@@ -170,10 +179,15 @@ def check_windows(windows: Sequence[int]) -> list[int]:
     return clean
 
 
+def window_offsets(windows: Sequence[int]) -> list[int]:
+    """Every look-back boundary (days before a cutoff) some feature needs, ascending."""
+    return sorted({0, *check_windows(windows), CHANGE_EVENTS_DAYS, 2 * CHANGE_EVENTS_DAYS,
+                   CHANGE_REVENUE_DAYS, 2 * CHANGE_REVENUE_DAYS})
+
+
 def lookback_span(windows: Sequence[int]) -> int:
     """Days before a cutoff that the windowed range join must reach."""
-    return max(max(check_windows(windows)), 2 * CHANGE_EVENTS_DAYS, 2 * CHANGE_REVENUE_DAYS,
-               TICKETS_DAYS)
+    return max(window_offsets(windows))
 
 
 def feature_names(windows: Sequence[int]) -> list[str]:
@@ -204,23 +218,30 @@ def feature_names(windows: Sequence[int]) -> list[str]:
     ]
 
 
-def _cutoffs_values(cutoffs: Sequence[int], as_of: int, horizon_days: int) -> str:
-    """Inline table of the buckets: every output cutoff plus as_of (end of all label windows)."""
+def _values(rows: list[tuple[int, ...]], alias: str, columns: str) -> str:
+    body = ", ".join("(" + ", ".join(str(int(v)) for v in row) + ")" for row in rows)
+    return f"SELECT * FROM (VALUES {body}) AS {alias}({columns})"
+
+
+def _cutoffs_sql(cutoffs: Sequence[int], as_of: int, horizon_days: int) -> str:
+    """Every output cutoff plus as_of (the end of all label windows)."""
     outputs = set(cutoffs)
-    points = sorted(outputs | {as_of})
-    rows, prev = [], NO_PREVIOUS_CUTOFF
-    for c in points:
-        is_output = int(c in outputs)
-        is_labelled = int(is_output and c + horizon_days <= as_of)
-        rows.append(f"({c}, {prev}, {is_output}, {is_labelled})")
-        prev = c
-    return ("SELECT * FROM (VALUES " + ", ".join(rows)
-            + ") AS v(cutoff, prev_cutoff, is_output, is_labelled)")
+    rows = [(c, int(c in outputs), int(c in outputs and c + horizon_days <= as_of))
+            for c in sorted(outputs | {as_of})]
+    return _values(rows, "v", "cutoff, is_output, is_labelled")
 
 
-def _in(lo: str, hi: str) -> str:
-    """`day_n` in the half-open day range (cutoff - lo, cutoff - hi]."""
-    return f"a.day_n > c.cutoff - {lo} AND a.day_n <= c.cutoff - {hi}"
+def _points_sql(cutoffs: Sequence[int], as_of: int, offsets: Sequence[int]) -> str:
+    """Segment ends: all `cutoff - offset` and as_of; `bucket` = first grid cutoff >= p."""
+    grid = sorted(set(cutoffs) | {as_of})
+    points = sorted({c - o for c in cutoffs for o in offsets} | set(grid))
+    rows, prev, gi = [], NO_PREVIOUS_CUTOFF, 0
+    for p in points:
+        while grid[gi] < p:
+            gi += 1
+        rows.append((p, prev, grid[gi]))
+        prev = p
+    return _values(rows, "v", "p, prev_p, bucket")
 
 
 def feature_steps(
@@ -246,37 +267,40 @@ def feature_steps(
     if not cutoffs:
         raise ChurnlensError("no cutoffs to compute features for")
     ws = check_windows(windows)
-    span = lookback_span(ws)
+    offsets = window_offsets(ws)
+    span = max(offsets)
     horizon_days, inactivity_days, as_of = int(horizon_days), int(inactivity_days), int(as_of)
-    cutoffs = [int(c) for c in cutoffs]
-    if max(cutoffs) > as_of:
+    cutoffs = sorted({int(c) for c in cutoffs})
+    if cutoffs[-1] > as_of:
         raise ChurnlensError("a cutoff lies after as_of")
-    first_needed = min(cutoffs) - span
+    first_needed = cutoffs[0] - span   # segments ending on/before this are in no window
+    last_needed = cutoffs[-1]
+
+    def within(lo: int, hi: int = 0) -> str:
+        """Segment inside the day range (cutoff - lo, cutoff - hi]."""
+        upper = "s.p <= c.cutoff" if hi == 0 else f"s.p <= c.cutoff - {hi}"
+        return f"s.p > c.cutoff - {lo} AND {upper}"
+
+    def wsum(cond: str, value: str, alias: str) -> str:
+        return f"SUM(CASE WHEN {cond} THEN {value} ELSE 0.0 END) AS {alias}"
 
     win_act_cols = ",\n  ".join(
-        [f"SUM(CASE WHEN a.day_n > c.cutoff - {w} THEN a.ev_qty ELSE 0 END) AS events_{w}d"
-         for w in ws]
-        + [f"SUM(CASE WHEN a.day_n > c.cutoff - {w} THEN 1 ELSE 0 END) AS active_days_{w}d"
-           for w in ws]
-        + [f"SUM(CASE WHEN a.day_n > c.cutoff - {w} THEN a.purchases ELSE 0 END) AS purchases_{w}d"
-           for w in ws]
-        + [f"SUM(CASE WHEN a.day_n > c.cutoff - {w} THEN a.revenue ELSE 0 END) AS revenue_{w}d"
-           for w in ws]
-        + [f"SUM(CASE WHEN a.day_n > c.cutoff - {w} THEN a.refunds ELSE 0 END) AS refunds_{w}d"
-           for w in ws]
+        [wsum(within(w), "s.ev_qty", f"events_{w}d") for w in ws]
+        + [wsum(within(w), "s.act_days", f"active_days_{w}d") for w in ws]
+        + [wsum(within(w), "s.purchases", f"purchases_{w}d") for w in ws]
+        + [wsum(within(w), "s.revenue", f"revenue_{w}d") for w in ws]
+        + [wsum(within(w), "s.refunds", f"refunds_{w}d") for w in ws]
         + [
-            f"SUM(CASE WHEN {_in(str(CHANGE_EVENTS_DAYS), '0')} THEN a.ev_qty ELSE 0 END)"
-            " AS ev_cur_30",
-            f"SUM(CASE WHEN {_in(str(2 * CHANGE_EVENTS_DAYS), str(CHANGE_EVENTS_DAYS))}"
-            " THEN a.ev_qty ELSE 0 END) AS ev_prev_30",
-            f"SUM(CASE WHEN {_in(str(CHANGE_REVENUE_DAYS), '0')} THEN a.revenue ELSE 0 END)"
-            " AS rev_cur_90",
-            f"SUM(CASE WHEN {_in(str(2 * CHANGE_REVENUE_DAYS), str(CHANGE_REVENUE_DAYS))}"
-            " THEN a.revenue ELSE 0 END) AS rev_prev_90",
+            wsum(within(CHANGE_EVENTS_DAYS), "s.ev_qty", "ev_cur_30"),
+            wsum(within(2 * CHANGE_EVENTS_DAYS, CHANGE_EVENTS_DAYS), "s.ev_qty", "ev_prev_30"),
+            wsum(within(CHANGE_REVENUE_DAYS), "s.revenue", "rev_cur_90"),
+            wsum(within(2 * CHANGE_REVENUE_DAYS, CHANGE_REVENUE_DAYS), "s.revenue",
+                 "rev_prev_90"),
         ]
     )
     win_type_cols = ",\n  ".join(
-        f"SUM(CASE WHEN last_day > cutoff - {w} THEN 1 ELSE 0 END) AS event_types_{w}d" for w in ws
+        f"SUM(CASE WHEN last_p > cutoff - {w} THEN 1.0 ELSE 0.0 END) AS event_types_{w}d"
+        for w in ws
     )
 
     if definition == "inactivity":
@@ -321,102 +345,120 @@ def feature_steps(
         ]
     )
     assert len(final_cols) == len(feature_names(ws))
-    running = "PARTITION BY s.customer_id ORDER BY c.cutoff"
+    sep = ",\n       "
+    upto = "PARTITION BY k.ck ORDER BY c.cutoff ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+    after = "PARTITION BY k.ck ORDER BY c.cutoff ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
 
     return [
-        Step("cutoffs", _cutoffs_values(cutoffs, as_of, horizon_days), materialize=False),
+        Step("cutoffs", _cutoffs_sql(cutoffs, as_of, horizon_days), materialize=False),
+        Step("points", _points_sql(cutoffs, as_of, offsets), materialize=False),
+        Step("cust", """
+SELECT customer_id, CAST(ROW_NUMBER() OVER (ORDER BY customer_id) AS INT) AS ck,
+       signup_day, cancel_day, segment
+FROM cl_customers"""),
         Step("act_daily", f"""
-SELECT customer_id, day_n,
-       SUM(ev_qty) AS ev_qty, SUM(ev_rows) AS ev_rows,
-       SUM(purchases) AS purchases, SUM(refunds) AS refunds, SUM(revenue) AS revenue,
-       SUM(tx_rows) AS tx_rows
+SELECT k.ck, u.day_n,
+       SUM(u.ev_qty) AS ev_qty, SUM(u.ev_rows) AS ev_rows,
+       SUM(CASE WHEN u.day_n >= k.signup_day AND u.day_n < k.signup_day + {ONBOARDING_DAYS}
+                THEN u.ev_qty ELSE 0.0 END) AS first14_qty,
+       SUM(u.purchases) AS purchases, SUM(u.refunds) AS refunds, SUM(u.revenue) AS revenue
 FROM (
-  SELECT customer_id, day_n, SUM(qty) AS ev_qty, COUNT(*) AS ev_rows,
-         CAST(0 AS BIGINT) AS purchases, CAST(0 AS BIGINT) AS refunds,
-         CAST(0 AS DOUBLE) AS revenue, CAST(0 AS BIGINT) AS tx_rows
-  FROM cl_events WHERE day_n <= {as_of}
+  SELECT customer_id, day_n, SUM(qty) AS ev_qty, CAST(COUNT(*) AS DOUBLE) AS ev_rows,
+         CAST(0 AS DOUBLE) AS purchases, CAST(0 AS DOUBLE) AS refunds,
+         CAST(0 AS DOUBLE) AS revenue
+  FROM cl_events
+  WHERE day_n <= {as_of}
   GROUP BY customer_id, day_n
   UNION ALL
-  SELECT customer_id, day_n, CAST(0 AS DOUBLE), CAST(0 AS BIGINT),
-         SUM(CASE WHEN amount > 0 THEN 1 ELSE 0 END), SUM(CASE WHEN amount < 0 THEN 1 ELSE 0 END),
-         SUM(amount), COUNT(*)
-  FROM cl_transactions WHERE day_n <= {as_of}
+  SELECT customer_id, day_n, CAST(0 AS DOUBLE), CAST(0 AS DOUBLE),
+         SUM(CASE WHEN amount > 0 THEN 1.0 ELSE 0.0 END),
+         SUM(CASE WHEN amount < 0 THEN 1.0 ELSE 0.0 END),
+         SUM(amount)
+  FROM cl_transactions
+  WHERE day_n <= {as_of}
   GROUP BY customer_id, day_n
 ) u
-GROUP BY customer_id, day_n"""),
-        Step("ev_type_daily", f"""
-SELECT customer_id, day_n, event_type
-FROM cl_events
-WHERE day_n <= {as_of} AND day_n > {first_needed} AND event_type IS NOT NULL
-GROUP BY customer_id, day_n, event_type"""),
-        Step("win_act", f"""
-SELECT a.customer_id, c.cutoff,
-  {win_act_cols}
-FROM act_daily a
-JOIN cutoffs c ON a.day_n > c.cutoff - {span} AND a.day_n <= c.cutoff
-WHERE c.is_output = 1 AND a.day_n > {first_needed}
-GROUP BY a.customer_id, c.cutoff"""),
-        Step("win_types", f"""
-SELECT customer_id, cutoff,
-  {win_type_cols}
-FROM (
-  SELECT a.customer_id, c.cutoff, a.event_type, MAX(a.day_n) AS last_day
-  FROM ev_type_daily a
-  JOIN cutoffs c ON a.day_n > c.cutoff - {max(ws)} AND a.day_n <= c.cutoff
-  WHERE c.is_output = 1
-  GROUP BY a.customer_id, c.cutoff, a.event_type
-) x
-GROUP BY customer_id, cutoff"""),
-        Step("buckets", f"""
-SELECT a.customer_id, c.cutoff AS bucket,
+JOIN cust k ON k.customer_id = u.customer_id
+GROUP BY k.ck, u.day_n"""),
+        Step("segments", """
+SELECT a.ck, p.p, p.bucket,
+       SUM(a.ev_qty) AS ev_qty, CAST(COUNT(*) AS DOUBLE) AS act_days,
+       SUM(a.purchases) AS purchases, SUM(a.refunds) AS refunds, SUM(a.revenue) AS revenue,
+       SUM(a.first14_qty) AS first14_qty,
        MAX(CASE WHEN a.ev_rows > 0 THEN a.day_n END) AS last_ev_day,
        MIN(CASE WHEN a.ev_rows > 0 THEN a.day_n END) AS first_ev_day,
        MAX(CASE WHEN a.purchases > 0 THEN a.day_n END) AS last_purchase_day,
        MAX(a.day_n) AS last_act_day,
-       MIN(a.day_n) AS first_act_day,
-       SUM(CASE WHEN a.day_n >= s.signup_day AND a.day_n < s.signup_day + {ONBOARDING_DAYS}
-                THEN a.ev_qty ELSE 0 END) AS first14_qty
+       MIN(a.day_n) AS first_act_day
 FROM act_daily a
-JOIN cl_customers s ON s.customer_id = a.customer_id
-JOIN cutoffs c ON a.day_n > c.prev_cutoff AND a.day_n <= c.cutoff
-GROUP BY a.customer_id, c.cutoff"""),
+JOIN points p ON a.day_n > p.prev_p AND a.day_n <= p.p
+GROUP BY a.ck, p.p, p.bucket"""),
+        Step("ev_type_seg", f"""
+SELECT k.ck, p.p, e.event_type
+FROM cl_events e
+JOIN cust k ON k.customer_id = e.customer_id
+JOIN points p ON e.day_n > p.prev_p AND e.day_n <= p.p
+WHERE e.day_n > {cutoffs[0] - max(ws)} AND e.day_n <= {last_needed}
+  AND e.event_type IS NOT NULL
+GROUP BY k.ck, p.p, e.event_type"""),
+        Step("win_act", f"""
+SELECT s.ck, c.cutoff,
+  {win_act_cols}
+FROM segments s
+JOIN cutoffs c ON s.p > c.cutoff - {span} AND s.p <= c.cutoff
+WHERE c.is_output = 1 AND s.p > {first_needed} AND s.p <= {last_needed}
+GROUP BY s.ck, c.cutoff"""),
+        Step("win_types", f"""
+SELECT ck, cutoff,
+  {win_type_cols}
+FROM (
+  SELECT s.ck, c.cutoff, s.event_type, MAX(s.p) AS last_p
+  FROM ev_type_seg s
+  JOIN cutoffs c ON s.p > c.cutoff - {max(ws)} AND s.p <= c.cutoff
+  WHERE c.is_output = 1
+  GROUP BY s.ck, c.cutoff, s.event_type
+) x
+GROUP BY ck, cutoff"""),
+        Step("buckets", """
+SELECT ck, bucket,
+       MAX(last_ev_day) AS last_ev_day, MIN(first_ev_day) AS first_ev_day,
+       MAX(last_purchase_day) AS last_purchase_day, MAX(last_act_day) AS last_act_day,
+       MIN(first_act_day) AS first_act_day, SUM(first14_qty) AS first14_qty
+FROM segments
+GROUP BY ck, bucket"""),
         Step("grid", f"""
-SELECT s.customer_id, s.signup_day, s.cancel_day, s.segment,
+SELECT k.ck, k.customer_id, k.signup_day, k.cancel_day, k.segment,
        c.cutoff, c.is_output, c.is_labelled,
-       MAX(b.last_ev_day) OVER ({running} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-         AS last_ev_day,
-       MIN(b.first_ev_day) OVER ({running} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-         AS first_ev_day,
-       MAX(b.last_purchase_day) OVER ({running} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-         AS last_purchase_day,
-       MAX(b.last_act_day) OVER ({running} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-         AS last_act_day,
-       SUM(b.first14_qty) OVER ({running} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-         AS first14_qty,
-       MIN(b.first_act_day) OVER ({running} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
-         AS next_act_day
-FROM cl_customers s
+       MAX(b.last_ev_day) OVER ({upto}) AS last_ev_day,
+       MIN(b.first_ev_day) OVER ({upto}) AS first_ev_day,
+       MAX(b.last_purchase_day) OVER ({upto}) AS last_purchase_day,
+       MAX(b.last_act_day) OVER ({upto}) AS last_act_day,
+       SUM(b.first14_qty) OVER ({upto}) AS first14_qty,
+       MIN(b.first_act_day) OVER ({after}) AS next_act_day
+FROM cust k
 CROSS JOIN cutoffs c
-LEFT JOIN buckets b ON b.customer_id = s.customer_id AND b.bucket = c.cutoff"""),
+LEFT JOIN buckets b ON b.ck = k.ck AND b.bucket = c.cutoff"""),
         Step("win_tickets", f"""
-SELECT a.customer_id, c.cutoff,
-       SUM(CASE WHEN a.closed_day IS NULL OR a.closed_day > c.cutoff THEN 1 ELSE 0 END)
+SELECT k.ck, c.cutoff,
+       SUM(CASE WHEN a.closed_day IS NULL OR a.closed_day > c.cutoff THEN 1.0 ELSE 0.0 END)
          AS open_tickets,
        MAX(CASE WHEN a.closed_day IS NULL OR a.closed_day > c.cutoff
                 THEN c.cutoff - a.opened_day END) AS oldest_open_ticket_days,
-       SUM(CASE WHEN a.opened_day > c.cutoff - {TICKETS_DAYS} THEN 1 ELSE 0 END) AS tickets_90d
+       SUM(CASE WHEN a.opened_day > c.cutoff - {TICKETS_DAYS} THEN 1.0 ELSE 0.0 END)
+         AS tickets_90d
 FROM cl_tickets a
+JOIN cust k ON k.customer_id = a.customer_id
 JOIN cutoffs c ON a.opened_day <= c.cutoff
 WHERE c.is_output = 1
   AND (a.closed_day IS NULL OR a.closed_day > c.cutoff
        OR a.opened_day > c.cutoff - {TICKETS_DAYS})
-GROUP BY a.customer_id, c.cutoff"""),
+GROUP BY k.ck, c.cutoff"""),
         Step("last_nps", """
-SELECT customer_id, cutoff, score FROM (
-  SELECT a.customer_id, c.cutoff, a.score,
-         ROW_NUMBER() OVER (PARTITION BY a.customer_id, c.cutoff
-                            ORDER BY a.ts DESC, a.score DESC) AS rn
+SELECT ck, cutoff, score FROM (
+  SELECT k.ck, c.cutoff, a.score,
+         ROW_NUMBER() OVER (PARTITION BY k.ck, c.cutoff ORDER BY a.ts DESC, a.score DESC) AS rn
   FROM cl_nps a
+  JOIN cust k ON k.customer_id = a.customer_id
   JOIN cutoffs c ON a.day_n <= c.cutoff
   WHERE c.is_output = 1
 ) x
@@ -425,12 +467,12 @@ WHERE rn = 1"""),
 SELECT g.customer_id,
        {to_date('g.cutoff', dialect)} AS cutoff,
        CAST(CASE WHEN g.is_labelled = 1 THEN {label_expr} END AS INT) AS label,
-       {(','+chr(10)+'       ').join(final_cols)}
+       {sep.join(final_cols)}
 FROM grid g
-LEFT JOIN win_act w ON w.customer_id = g.customer_id AND w.cutoff = g.cutoff
-LEFT JOIN win_types t ON t.customer_id = g.customer_id AND t.cutoff = g.cutoff
-LEFT JOIN win_tickets k ON k.customer_id = g.customer_id AND k.cutoff = g.cutoff
-LEFT JOIN last_nps n ON n.customer_id = g.customer_id AND n.cutoff = g.cutoff
+LEFT JOIN win_act w ON w.ck = g.ck AND w.cutoff = g.cutoff
+LEFT JOIN win_types t ON t.ck = g.ck AND t.cutoff = g.cutoff
+LEFT JOIN win_tickets k ON k.ck = g.ck AND k.cutoff = g.cutoff
+LEFT JOIN last_nps n ON n.ck = g.ck AND n.cutoff = g.cutoff
 WHERE g.is_output = 1
   AND g.signup_day <= g.cutoff
   AND (g.cancel_day IS NULL OR g.cancel_day > g.cutoff)"""),

@@ -7,6 +7,8 @@ DuckDB temp tables, which spill to the connection's `temp_directory` beyond `mem
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -54,10 +56,14 @@ def sql_literal(value: str | Path) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def connect(memory_limit: str = "4GB", threads: int = 2,
-            temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection that spills to `temp_directory` beyond `memory_limit`."""
-    con = duckdb.connect()
+def connect(memory_limit: str = "4GB", threads: int = 2, temp_directory: str | Path | None = None,
+            database: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that spills to `temp_directory` beyond `memory_limit`.
+
+    `database`: a scratch database file for the intermediate tables (big inputs: they then live
+    on disk and only their working set in memory); None = in memory (small inputs, tests).
+    """
+    con = duckdb.connect(str(database) if database is not None else ":memory:")
     configure(con, memory_limit=memory_limit, threads=threads, temp_directory=temp_directory)
     return con
 
@@ -94,7 +100,7 @@ def register_tables(con: duckdb.DuckDBPyConnection,
     sources = {t: parquet_source(paths.get(t), t) for t in feature_sql.TABLES}
     for step in feature_sql.staging_steps(sources, "duckdb"):
         try:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {step.name} AS {step.sql}")
+            con.execute(f"CREATE OR REPLACE VIEW {step.name} AS {step.sql}")
         except duckdb.Error as err:
             raise ChurnlensError(f"cannot read validated table for {step.name}: {err}") from err
 
@@ -106,17 +112,53 @@ def data_day_range(con: duckdb.DuckDBPyConnection) -> tuple[date | None, date | 
             None if last is None else from_epoch_day(last))
 
 
-def run_steps(con: duckdb.DuckDBPyConnection, steps: Sequence[feature_sql.Step]) -> None:
-    for step in steps:
+def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    for kind in ("VIEW", "TABLE"):
+        try:
+            con.execute(f"DROP {kind} IF EXISTS {name}")
+        except duckdb.CatalogException:  # exists as the other kind
+            pass
+
+
+def _last_uses(steps: Sequence[feature_sql.Step]) -> dict[int, list[str]]:
+    """step index -> tables no later step reads (safe to drop once that step is done).
+
+    Tables read by a view are kept: a view is evaluated wherever it is used.
+    """
+    refs = {s.name: re.compile(rf"\b{re.escape(s.name)}\b") for s in steps}
+    drops: dict[int, list[str]] = {}
+    for i, step in enumerate(steps):
+        if not step.materialize:
+            continue
+        readers = [j for j in range(i + 1, len(steps)) if refs[step.name].search(steps[j].sql)]
+        if readers and all(steps[j].materialize for j in readers):
+            drops.setdefault(max(readers), []).append(step.name)
+    return drops
+
+
+def run_steps(con: duckdb.DuckDBPyConnection, steps: Sequence[feature_sql.Step],
+              drop_intermediate: bool = True) -> None:
+    """Create each step as a table (or view), in order; drop tables once no later step reads them.
+
+    The last step is always kept. Raises `ChurnlensError` when DuckDB runs out of memory.
+    """
+    drops = _last_uses(steps) if drop_intermediate else {}
+    for i, step in enumerate(steps):
         kind = "TABLE" if step.materialize else "VIEW"
-        for other in ("VIEW", "TABLE"):  # a name may switch kind between runs
-            if other != kind:
-                try:
-                    con.execute(f"DROP {other} IF EXISTS {step.name}")
-                except duckdb.CatalogException:
-                    pass
-        log.debug("step %s", step.name)
-        con.execute(f"CREATE OR REPLACE TEMP {kind} {step.name} AS {step.sql}")
+        started = time.perf_counter()
+        _drop(con, step.name)
+        try:
+            con.execute(f"CREATE {kind} {step.name} AS {step.sql}")
+        except duckdb.OutOfMemoryException as err:
+            limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+            raise ChurnlensError(
+                f"DuckDB ran out of memory in feature step '{step.name}' (memory_limit {limit}): "
+                "raise features.memory_limit or lower features.threads"
+            ) from err
+        if step.materialize:
+            log.info("step %-12s %6.1fs", step.name, time.perf_counter() - started)
+        for name in drops.get(i, []):
+            _drop(con, name)
 
 
 def build_feature_rows(

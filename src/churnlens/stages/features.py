@@ -102,7 +102,8 @@ def run(params_path: Path = Path("params.yaml")) -> None:
     started = time.perf_counter()
     paths.FEATURES_DIR.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=".duckdb_tmp.", dir=paths.FEATURES_DIR))
-    con = connect(cfg["memory_limit"], cfg["threads"], spill)
+    # a scratch database file: intermediate tables live on disk, memory holds the working set
+    con = connect(cfg["memory_limit"], cfg["threads"], spill, database=spill / "features.duckdb")
     try:
         register_tables(con, interim_paths(paths.INTERIM))
         first_day, last_day = data_day_range(con)
