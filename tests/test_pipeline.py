@@ -287,11 +287,6 @@ def test_saved_model_loads_and_scores_the_scoring_rows(sample_run):
             == pytest.approx(stored["churn_probability"].to_numpy(), abs=1e-12))
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="known bug: the MLflow signature declares every numeric feature "
-                          "double, and MLflow refuses int64 -> double, so the pyfunc model "
-                          "rejects the feature rows exactly as the features stage writes them; "
-                          "callers need churnlens.packaging.to_model_input first")
 def test_saved_model_accepts_feature_rows_as_written(sample_run):
     import mlflow.pyfunc
 
