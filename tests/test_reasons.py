@@ -40,3 +40,17 @@ def test_features_of_one_story_share_a_family():
     assert family("days_since_last_event") == family("active_days_7d") == family("events_90d")
     assert family("tickets_90d") == family("open_tickets")
     assert family("revenue_180d") != family("events_180d")
+
+
+def test_values_that_tell_no_risk_story_give_no_sentence():
+    assert describe("tenure_days", {"tenure_days": 400}) is None
+    assert describe("tenure_days", {"tenure_days": 40}) == "customer for only 40 days"
+    assert describe("events_first_14d", {"events_first_14d": 136}) is None
+    assert describe("revenue_180d", {"revenue_180d": 2376.99}) is None
+    assert describe("revenue_90d", {"revenue_90d": 0.0}) == "no net revenue in the last 90 days"
+
+
+def test_plan_and_trial_are_one_story():
+    from churnlens.reasons import family
+
+    assert family("segment") == family("is_trial")

@@ -65,10 +65,10 @@ def _trial(value: float, row: Row) -> str | None:
     return "still on a trial plan"
 
 
-def _first_weeks(value: float, row: Row) -> str:
+def _first_weeks(value: float, row: Row) -> str | None:
     if value == 0:
         return "no product use in the first 14 days (not onboarded)"
-    return f"only {_plural(value, 'action')} in the first 14 days"
+    return f"only {_plural(value, 'action')} in the first 14 days" if value < 5 else None
 
 
 def _nps(value: float, row: Row) -> str | None:
@@ -78,8 +78,8 @@ def _nps(value: float, row: Row) -> str | None:
     return f"last NPS answer {value:.0f}/10 ({kind})"
 
 
-def _tenure(value: float, row: Row) -> str:
-    return f"customer for only {value:.0f} days" if value < 180 else f"customer for {value:.0f} days"
+def _tenure(value: float, row: Row) -> str | None:
+    return f"customer for only {value:.0f} days" if value < 180 else None
 
 
 FIXED: dict[str, Template] = {
@@ -95,10 +95,11 @@ FIXED: dict[str, Template] = {
     "last_nps": _nps,
     "tenure_days": _tenure,
     "inactive_flag": lambda v, row: "inactive for 30+ days" if v >= 1 else None,
-    "days_to_first_event": lambda v, row: f"took {v:.0f} days to first use the product",
+    "days_to_first_event": lambda v, row: (f"took {v:.0f} days to first use the product"
+                                           if v >= 7 else None),
 }
 
-WINDOWED_TEMPLATES: dict[str, Callable[[float, int], str]] = {
+WINDOWED_TEMPLATES: dict[str, Callable[[float, int], str | None]] = {
     "events": lambda v, d: (f"no product usage in the last {d} days" if v == 0
                             else f"only {_plural(v, 'usage event')} in the last {d} days"),
     "active_days": lambda v, d: (f"not active on any of the last {d} days" if v == 0
@@ -106,7 +107,7 @@ WINDOWED_TEMPLATES: dict[str, Callable[[float, int], str]] = {
     "event_types": lambda v, d: f"used only {_plural(v, 'feature')} in the last {d} days",
     "purchases": lambda v, d: (f"no purchase in the last {d} days" if v == 0
                                else f"only {_plural(v, 'purchase')} in the last {d} days"),
-    "revenue": lambda v, d: f"revenue of {v:,.2f} in the last {d} days",
+    "revenue": lambda v, d: f"no net revenue in the last {d} days" if v <= 0 else None,
     "refunds": lambda v, d: f"{_plural(v, 'refund')} in the last {d} days",
     "tickets": lambda v, d: f"{_plural(v, 'support ticket')} in the last {d} days",
 }
@@ -120,8 +121,9 @@ FAMILIES = {
     "purchases": ("days_since_last_purchase", "purchases", "revenue", "revenue_change_90d", "refunds"),
     "support": ("open_tickets", "oldest_open_ticket_days", "tickets"),
     "satisfaction": ("last_nps",),
-    "onboarding": ("is_trial", "events_first_14d", "days_to_first_event"),
-    "lifecycle": ("tenure_days", "segment"),
+    "plan": ("is_trial", "segment"),
+    "onboarding": ("events_first_14d", "days_to_first_event"),
+    "lifecycle": ("tenure_days",),
 }
 _FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in names}
 
