@@ -4,6 +4,7 @@ Reads params `snapshot`, `label`, `features` and `data/interim/*.parquet`; write
 `data/features/training.parquet` (all labelled cutoffs), `data/features/scoring.parquet`
 (population at `as_of`, no label) and `data/features/meta.json`, each atomically. DuckDB reads the
 Parquet files and COPYs the results back to Parquet; nothing big passes through pandas.
+`features.engine: spark` runs the same SQL on Spark instead (`churnlens.spark_features`).
 """
 
 from __future__ import annotations
@@ -42,17 +43,15 @@ def _settings(params: dict[str, Any]) -> dict[str, Any]:
     label = params.get("label") or {}
     feats = params.get("features") or {}
     engine = str(feats.get("engine", "duckdb"))
-    if engine != "duckdb":
-        raise ChurnlensError(
-            f"features.engine={engine!r} is not available in this build; use 'duckdb' "
-            "(the SQL in churnlens.feature_sql is ready for a Spark runner)"
-        )
+    if engine not in ("duckdb", "spark"):
+        raise ChurnlensError(f"features.engine must be duckdb or spark, got {engine!r}")
     definition = str(label.get("definition", "inactivity"))
     if definition not in LABEL_DEFINITIONS:
         raise ChurnlensError(
             f"label.definition must be one of {', '.join(LABEL_DEFINITIONS)}, got {definition!r}"
         )
     return {
+        "engine": engine,
         "as_of": snapshot.get("as_of"),
         "definition": definition,
         "horizon_days": int(label.get("horizon_days", 90)),
@@ -99,6 +98,16 @@ def _meta(con: Any, snap: Snapshot, cfg: dict[str, Any], columns: list[str],
 
 def run(params_path: Path = Path("params.yaml")) -> None:
     cfg = _settings(load_params(params_path))
+    if cfg["engine"] == "spark":
+        from churnlens.spark_features import run_stage
+
+        meta = run_stage(cfg, interim=paths.INTERIM, training_path=paths.TRAINING_ROWS,
+                         scoring_path=paths.SCORING_ROWS)
+        write_json(meta, paths.FEATURES_META)
+        log.info("wrote %s (%d rows), %s (%d rows) with Spark in %.1fs", paths.TRAINING_ROWS,
+                 meta["n_training_rows"], paths.SCORING_ROWS, meta["n_scoring_rows"],
+                 meta["seconds"])
+        return
     started = time.perf_counter()
     paths.FEATURES_DIR.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=".duckdb_tmp.", dir=paths.FEATURES_DIR))
