@@ -51,6 +51,17 @@ TEST_CONF = {
 }
 
 
+def test_memory_limit_and_write_batches_without_a_jvm():
+    assert sf._spark_memory("4GB") == "4g" and sf._spark_memory("512 mb") == "512m"
+    assert sf._spark_memory("lots") is None and sf._spark_memory(None) is None
+    counts = {D("2025-01-01"): (5, 0.2), D("2025-02-01"): (4, 0.0), D("2025-03-01"): (9, 0.5),
+              D("2025-04-01"): (1, None)}
+    assert sf._batches(counts, 10) == [[D("2025-01-01"), D("2025-02-01")], [D("2025-03-01"),
+                                                                           D("2025-04-01")]]
+    assert sf._batches(counts, 1) == [[c] for c in sorted(counts)]   # one cutoff at least
+    assert sf.interim_paths("s3a://b/interim/")["events"] == "s3a://b/interim/events.parquet"
+
+
 @pytest.fixture(scope="module")
 def spark():
     session = sf.spark_session(threads=2, shuffle_partitions=2, app_name="churnlens-tests",

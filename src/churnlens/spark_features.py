@@ -144,8 +144,10 @@ def spark_session(
         settings.update(conf or {})
         for key, value in settings.items():
             builder = builder.config(key, value)
-        log.info("starting Spark (%s)", master or "spark-submit master")
+        started = time.perf_counter()
         spark = builder.getOrCreate()
+        log.info("Spark session (%s) started in %.1fs", spark.sparkContext.master,
+                 time.perf_counter() - started)
     for key, value in SQL_CONF.items():
         spark.conf.set(key, value)
     return spark
