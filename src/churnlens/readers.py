@@ -3,6 +3,7 @@
 The validation stage wants every value exactly as it was written, so that it can
 parse it explicitly (and quarantine the original text when it does not parse).
 `read_table` therefore never lets pandas infer types: `00042` stays `"00042"`.
+`open_table` gives the same frame in chunks of rows, for files larger than memory.
 
 CSV handling
 ------------
@@ -29,6 +30,15 @@ use the shortest round-trip representation; NaN becomes `"nan"`, null stays NA).
 float column holding only integral values whose name ends in `_id` is cast via int64 first
 so that `42.0` becomes `"42"`. Nested types in a requested column are an error.
 
+Chunks (`open_table(path, columns, chunk_rows)`)
+-----------------------------------------------
+Parquet: record batches of `chunk_rows` rows (`ParquetFile.iter_batches`); the `_id`
+float decision above is taken over the whole column first. CSV: pandas' C parser with
+`chunksize`; the row parser yields chunks too. Concatenated, the chunks equal the frame of
+`read_table`, row positions included. One exception cannot be streamed: a malformed row
+met after chunks were handed out means the whole file must be read by the row parser, so
+iterating raises `RowParserNeeded` and the caller starts again with `row_parser=True`.
+
 File-level problems raise `churnlens.errors.InputFileError(file, column, expected)`:
 missing file, unknown suffix, empty file (0 bytes or no header line), unreadable file,
 a requested column that appears twice.
@@ -40,11 +50,15 @@ import codecs
 import csv
 import io
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from churnlens.errors import InputFileError
 
@@ -52,8 +66,11 @@ __all__ = [
     "ROW_ERROR_COLUMN",
     "ROW_POSITION_COLUMN",
     "RawTable",
+    "RowParserNeeded",
+    "TableChunks",
     "detect_encoding",
     "normalize_column_name",
+    "open_table",
     "read_table",
     "sniff_delimiter",
 ]
@@ -89,6 +106,30 @@ class RawTable:
         return int(self.frame[ROW_ERROR_COLUMN].notna().sum())
 
 
+@dataclass(frozen=True)
+class TableChunks:
+    """One raw file opened by `open_table`: its frames come one chunk of rows at a time.
+
+    frames: like `RawTable.frame`, `chunk_rows` rows each (the last may be shorter); at least
+        one frame (0 rows for a file without data rows); ROW_POSITION_COLUMN counts from the
+        start of the file. columns / format / encoding / delimiter: as in RawTable.
+    """
+
+    columns: tuple[str, ...]
+    format: str
+    frames: Iterator[pd.DataFrame]
+    encoding: str | None = None
+    delimiter: str | None = None
+
+
+class RowParserNeeded(Exception):
+    """A malformed CSV row was met after the first chunks were handed out by the fast parser.
+
+    Such a file is read entirely with the row parser: start again with
+    `open_table(..., row_parser=True)`.
+    """
+
+
 def normalize_column_name(name: object) -> str:
     """Strip whitespace (and a stray BOM) and lower-case a column name."""
     return str(name).replace("\ufeff", "").strip().lower()
@@ -100,15 +141,34 @@ def read_table(path: str | Path, columns: Collection[str] | None = None) -> RawT
     `columns`: normalised names to keep (missing ones are simply absent from the frame);
     None keeps every column.
     """
+    table = open_table(path, columns)
+    frame = next(table.frames)
+    return RawTable(frame, table.columns, table.format, table.encoding, table.delimiter)
+
+
+def open_table(
+    path: str | Path,
+    columns: Collection[str] | None = None,
+    chunk_rows: int | None = None,
+    *,
+    row_parser: bool = False,
+) -> TableChunks:
+    """Open one `.csv` or `.parquet` file for reading in chunks of `chunk_rows` rows.
+
+    chunk_rows None: one frame, the whole file (what `read_table` returns). Problems with the
+    file itself or its header raise InputFileError here; problems further into the file raise
+    it while iterating `frames`, and so can RowParserNeeded (CSV; `row_parser=True` reads
+    with the csv module from the start). The frames are the same, chunked or not.
+    """
     path = Path(path)
     file = str(path)
     if not path.is_file():
         raise InputFileError(file, None, "file not found")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path, columns)
+        return _open_csv(path, columns, chunk_rows, row_parser)
     if suffix == ".parquet":
-        return _read_parquet(path, columns)
+        return _open_parquet(path, columns, chunk_rows)
     raise InputFileError(file, None, "unsupported file type: expected .csv or .parquet")
 
 
@@ -171,7 +231,9 @@ def _header_fields(path: Path, encoding: str) -> list[str] | None:
     return [delimiter, *next(reader)]
 
 
-def _read_csv(path: Path, columns: Collection[str] | None) -> RawTable:
+def _open_csv(
+    path: Path, columns: Collection[str] | None, chunk_rows: int | None, row_parser: bool
+) -> TableChunks:
     file = str(path)
     try:
         if path.stat().st_size == 0:
@@ -186,7 +248,42 @@ def _read_csv(path: Path, columns: Collection[str] | None) -> RawTable:
         raise InputFileError(file, None, "file has no header line: expected column names")
     delimiter, *raw_names = header
     names = _unique_names(file, [normalize_column_name(n) for n in raw_names], columns)
-    options = dict(
+    parse = _row_parser_chunks if row_parser else _c_parser_chunks
+    chunks = parse(path, encoding, delimiter, names, chunk_rows)
+    frames = _positioned(file, chunks, columns)
+    return TableChunks(tuple(names), "csv", frames, encoding=encoding, delimiter=delimiter)
+
+
+def _positioned(file: str, chunks: Iterator[pd.DataFrame], columns) -> Iterator[pd.DataFrame]:
+    """Add the row positions (counted over the whole file), keep `columns`, name read errors."""
+    start = 0
+    try:
+        for frame in chunks:
+            frame[ROW_POSITION_COLUMN] = pd.array(range(start, start + len(frame)), dtype="Int64")
+            start += len(frame)
+            yield _select(frame, columns)
+    except (OSError, UnicodeError, ValueError, csv.Error) as err:
+        raise InputFileError(file, None, f"unreadable CSV ({_short(err)})") from None
+
+
+def _c_parser_chunks(path, encoding, delimiter, names, chunk_rows) -> Iterator[pd.DataFrame]:
+    """Fast path: pandas' C parser. A malformed row sends the file to the row parser."""
+    handed_out = False
+    try:
+        for frame in _c_parser_frames(path, _csv_options(encoding, delimiter, names), chunk_rows):
+            frame[ROW_ERROR_COLUMN] = pd.Series(pd.NA, index=frame.index, dtype="str")
+            handed_out = True
+            yield frame
+    except (pd.errors.ParserError, pd.errors.ParserWarning):
+        # A row with more fields than the header, or a quote left open: parse row by row
+        # with the csv module, keeping over-long rows (marked) instead of losing them.
+        if handed_out:
+            raise RowParserNeeded(str(path)) from None
+        yield from _row_parser_chunks(path, encoding, delimiter, names, chunk_rows)
+
+
+def _csv_options(encoding: str, delimiter: str, names: list[str]) -> dict:
+    return dict(
         sep=delimiter,
         dtype=str,
         encoding=encoding,
@@ -199,30 +296,42 @@ def _read_csv(path: Path, columns: Collection[str] | None) -> RawTable:
         quotechar='"',
         doublequote=True,
     )
-    try:
-        try:
-            with warnings.catch_warnings():
-                # e.g. "Length of header or names does not match length of data": pandas would
-                # drop the extra fields of a long first row silently
-                warnings.simplefilter("error", pd.errors.ParserWarning)
-                frame = pd.read_csv(path, engine="c", **options)
-            frame[ROW_ERROR_COLUMN] = pd.Series(pd.NA, index=frame.index, dtype="str")
-        except (pd.errors.ParserError, pd.errors.ParserWarning):
-            # A row with more fields than the header, or a quote left open: parse row by row
-            # with the csv module, keeping over-long rows (marked) instead of losing them.
-            frame = _read_csv_rows(path, encoding, delimiter, names)
-    except (OSError, UnicodeError, ValueError, csv.Error) as err:
-        raise InputFileError(file, None, f"unreadable CSV ({_short(err)})") from None
-    frame[ROW_POSITION_COLUMN] = pd.array(range(len(frame)), dtype="Int64")
-    frame = _select(frame, columns)
-    return RawTable(frame, tuple(names), "csv", encoding=encoding, delimiter=delimiter)
 
 
-def _read_csv_rows(path: Path, encoding: str, delimiter: str, names: list[str]) -> pd.DataFrame:
-    """Slow path: parse with the csv module; over-long rows are cut and marked `malformed_row`."""
+def _c_parser_frames(path, options: dict, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """The whole file (chunk_rows None) or chunks of it; at least one frame."""
+    if chunk_rows is None:
+        yield _strict(lambda: pd.read_csv(path, engine="c", **options))
+        return
+    with _strict(lambda: pd.read_csv(path, engine="c", chunksize=chunk_rows, **options)) as reader:
+        empty = True
+        while (frame := _strict(lambda: next(reader, None))) is not None:
+            empty = False
+            yield frame
+    if empty:
+        yield _empty_frame(options["names"])
+
+
+def _strict(call):
+    """Run a pandas parser call with ParserWarning as an error.
+
+    (e.g. "Length of header or names does not match length of data": pandas would drop the
+    extra fields of a long first row silently.)
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return call()
+
+
+def _row_parser_chunks(path, encoding, delimiter, names, chunk_rows) -> Iterator[pd.DataFrame]:
+    """Slow path: parse with the csv module; over-long rows are cut and marked `malformed_row`.
+
+    Yields frames of `chunk_rows` rows (the whole file when None); at least one frame.
+    """
     width = len(names)
     rows: list[list[str | None]] = []
     errors: list[str | None] = []
+    empty = True
     with open(path, encoding=encoding, newline="") as handle:
         reader = csv.reader(
             handle, delimiter=delimiter, quotechar='"', doublequote=True, strict=True
@@ -236,13 +345,21 @@ def _read_csv_rows(path: Path, encoding: str, delimiter: str, names: list[str]) 
                 continue
             errors.append("malformed_row" if len(row) > width else None)
             rows.append((row + [None] * width)[:width])
-    frame = (
-        pd.DataFrame(rows, columns=names, dtype="str")
-        if rows
-        else pd.DataFrame({n: pd.Series([], dtype="str") for n in names})
-    )
+            if chunk_rows is not None and len(rows) >= chunk_rows:
+                yield _rows_frame(rows, errors, names)
+                rows, errors, empty = [], [], False
+    if rows or empty:
+        yield _rows_frame(rows, errors, names)
+
+
+def _rows_frame(rows: list, errors: list, names: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=names, dtype="str") if rows else _empty_frame(names)
     frame[ROW_ERROR_COLUMN] = pd.Series(errors, index=frame.index, dtype="str")
     return frame
+
+
+def _empty_frame(names: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({n: pd.Series([], dtype="str") for n in names})
 
 
 def _unique_names(file: str, names: list[str], wanted: Collection[str] | None) -> list[str]:
@@ -286,54 +403,118 @@ def _short(err: BaseException) -> str:
 # --------------------------------------------------------------------------- Parquet
 
 
-def _read_parquet(path: Path, columns: Collection[str] | None) -> RawTable:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
+def _open_parquet(
+    path: Path, columns: Collection[str] | None, chunk_rows: int | None
+) -> TableChunks:
     file = str(path)
     if path.stat().st_size == 0:
         raise InputFileError(file, None, "file is empty (0 bytes): expected a Parquet file")
+    with _unreadable_parquet(file):
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+    names = _unique_names(file, [normalize_column_name(n) for n in schema.names], columns)
+    picked = [i for i, n in enumerate(names) if columns is None or n in columns]
+    frames = _parquet_frames(file, parquet, picked, names, chunk_rows)
+    return TableChunks(tuple(names), "parquet", frames)
+
+
+@contextmanager
+def _unreadable_parquet(file: str) -> Iterator[None]:
+    """pyarrow raises many kinds of errors (ArrowInvalid, OSError, ...): one file error."""
     try:
-        schema = pq.read_schema(path)
-        raw_names = list(schema.names)
-        names = _unique_names(file, [normalize_column_name(n) for n in raw_names], columns)
-        picked = [i for i, n in enumerate(names) if columns is None or n in columns]
-        table = pq.read_table(path, columns=[raw_names[i] for i in picked]) if picked else None
-        n_rows = pq.ParquetFile(path).metadata.num_rows
+        yield
     except InputFileError:
         raise
-    except Exception as err:  # pyarrow raises many kinds (ArrowInvalid, OSError, ...)
+    except Exception as err:
         raise InputFileError(file, None, f"unreadable Parquet ({_short(err)})") from None
 
-    data: dict[str, pd.Series] = {}
-    for position, i in enumerate(picked):
-        column = table.column(position)
-        data[names[i]] = _arrow_to_str(file, names[i], column, pa, pc)
-    frame = pd.DataFrame(data, index=pd.RangeIndex(n_rows))
-    frame[ROW_POSITION_COLUMN] = pd.array(range(n_rows), dtype="Int64")
-    frame[ROW_ERROR_COLUMN] = pd.Series(pd.NA, index=frame.index, dtype="str")
-    return RawTable(frame, tuple(names), "parquet")
+
+def _parquet_frames(file, parquet, picked, names, chunk_rows) -> Iterator[pd.DataFrame]:
+    """The picked columns as string frames of `chunk_rows` rows (all rows when None)."""
+    schema = parquet.schema_arrow
+    raw = [schema.names[i] for i in picked]
+    as_int = _integral_float_ids(file, parquet, picked, names, chunk_rows)
+    start = 0
+    for batch in _parquet_batches(file, parquet, raw, chunk_rows):
+        data = {
+            names[i]: _arrow_to_str(file, names[i], batch.column(k), names[i] in as_int)
+            for k, i in enumerate(picked)
+        }
+        frame = pd.DataFrame(data, index=pd.RangeIndex(batch.num_rows))
+        frame[ROW_POSITION_COLUMN] = pd.array(range(start, start + batch.num_rows), dtype="Int64")
+        frame[ROW_ERROR_COLUMN] = pd.Series(pd.NA, index=frame.index, dtype="str")
+        start += batch.num_rows
+        yield frame
 
 
-def _arrow_to_str(file, name, column, pa, pc) -> pd.Series:
+def _integral_float_ids(file, parquet, picked, names, chunk_rows) -> set[str]:
+    """Float `_id` columns holding only whole numbers: read via int64 (`42.0` -> `"42"`).
+
+    Decided over the whole column (a pass over that column alone), not batch by batch.
+    """
+    schema = parquet.schema_arrow
+    found = set()
+    for i in picked:
+        if names[i].endswith("_id") and pa.types.is_floating(_value_type(schema.field(i).type)):
+            batches = _parquet_batches(file, parquet, [schema.names[i]], chunk_rows)
+            if _whole_numbers(batch.column(0) for batch in batches):
+                found.add(names[i])
+    return found
+
+
+def _parquet_batches(file, parquet, raw_columns, chunk_rows):
+    """Record batches (one table when chunk_rows is None) of `raw_columns`; at least one."""
+    with _unreadable_parquet(file):
+        if chunk_rows is None or not raw_columns:
+            batches = iter([parquet.read(columns=raw_columns)])
+        else:
+            batches = parquet.iter_batches(batch_size=chunk_rows, columns=raw_columns)
+    empty = True
+    while True:
+        with _unreadable_parquet(file):
+            batch = next(batches, None)
+        if batch is None:
+            break
+        empty = False
+        yield batch
+    if empty:
+        yield parquet.schema_arrow.empty_table().select(raw_columns)
+
+
+def _value_type(kind):
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
+def _decoded(column):
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+
+
+def _whole_numbers(columns: Iterable) -> bool:
+    """At least one value, and every present value is a finite whole number (float ids)."""
+    seen = False
+    for column in columns:
+        present = pc.drop_null(_decoded(column))
+        if len(present) == 0:
+            continue
+        if not (
+            pc.all(pc.is_finite(present)).as_py()
+            and pc.all(pc.equal(present, pc.round(present))).as_py()
+        ):
+            return False
+        seen = True
+    return seen
+
+
+def _arrow_to_str(file: str, name: str, column, as_int: bool) -> pd.Series:
+    column = _decoded(column)
     kind = column.type
-    if pa.types.is_dictionary(kind):
-        column = column.dictionary_decode()
-        kind = column.type
     if pa.types.is_nested(kind):
         raise InputFileError(file, name, f"unsupported nested type {kind}: expected scalar values")
     try:
-        if pa.types.is_floating(kind) and name.endswith("_id"):
-            present = pc.drop_null(column)
-            if (
-                len(present)
-                and pc.all(pc.is_finite(present)).as_py()
-                and pc.all(pc.equal(present, pc.round(present))).as_py()
-            ):
-                column = pc.cast(column, pa.int64())
+        if as_int:
+            column = pc.cast(column, pa.int64())
         as_str = pc.cast(column, pa.large_string())  # binary: fails unless valid UTF-8
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise InputFileError(file, name, f"cannot read values as text ({_short(err)})") from None

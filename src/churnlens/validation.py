@@ -28,6 +28,14 @@ Quarantine rows carry the contract columns as the raw strings of the file (perso
 excluded), `reason`, and `source_row`: the 0-based position of the row among the data rows
 of the file (blank lines not counted).
 
+Chunks
+------
+`TableValidator` validates a table chunk by chunk (`add`, then `finish`); `validate_table` is
+the one-chunk case, so both give the same rows. Row checks and the `unknown_customer` check
+are per row; what concerns the whole table is decided over all chunks: "wrong type
+throughout" (counts summed, checked at `finish`), the report (counts and reasons summed).
+`customers` comes as one chunk (duplicate ids are checked across its rows).
+
 Reason codes (one per quarantined row)
 --------------------------------------
 `malformed_row` (CSV row with more fields than the header), `missing_<column>`,
@@ -90,6 +98,7 @@ __all__ = [
     "TABLE_NAMES",
     "TableResult",
     "TableSpec",
+    "TableValidator",
     "contract_columns",
     "empty_quarantine",
     "empty_result",
@@ -98,6 +107,7 @@ __all__ = [
     "reason_order",
     "schema",
     "summary_line",
+    "validate_customers",
     "validate_table",
     "validate_tables",
 ]
@@ -409,25 +419,12 @@ def validate_tables(
                 None,
                 f"required table '{name}' is missing: expected {name}.csv or {name}.parquet",
             )
-    results: dict[str, TableResult] = {}
-    customers = validate_table(
-        "customers",
+    customers = validate_customers(
         raw["customers"],
         source=sources.get("customers"),
         file_columns=file_columns.get("customers"),
     )
-    source = sources.get("customers", "customers")
-    report = customers.report
-    if report["rows_in"] == 0:
-        raise InputFileError(
-            source, None, "no customer rows (header only): expected at least one customer"
-        )
-    if report["rows_accepted"] == 0:
-        why = ", ".join(f"{r}={n}" for r, n in report["reasons"].items())
-        raise InputFileError(
-            source, None, f"no valid customer row: all {report['rows_in']} rows rejected ({why})"
-        )
-    results["customers"] = customers
+    results: dict[str, TableResult] = {"customers": customers}
     known = customers.accepted["customer_id"]
     for name in TABLE_NAMES[1:]:
         frame = raw.get(name)
@@ -442,6 +439,25 @@ def validate_tables(
                 file_columns=file_columns.get(name),
             )
     return results
+
+
+def validate_customers(
+    raw: pd.DataFrame, *, source: str | None = None, file_columns: Sequence[str] | None = None
+) -> TableResult:
+    """`validate_table("customers", ...)`, and an error when no customer row is usable."""
+    result = validate_table("customers", raw, source=source, file_columns=file_columns)
+    source = source or "customers"
+    report = result.report
+    if report["rows_in"] == 0:
+        raise InputFileError(
+            source, None, "no customer rows (header only): expected at least one customer"
+        )
+    if report["rows_accepted"] == 0:
+        why = ", ".join(f"{r}={n}" for r, n in report["reasons"].items())
+        raise InputFileError(
+            source, None, f"no valid customer row: all {report['rows_in']} rows rejected ({why})"
+        )
+    return result
 
 
 def validate_table(
@@ -460,31 +476,97 @@ def validate_table(
     file_columns: every column of the file, if `raw` holds only a selection of them.
     Raises InputFileError for a missing required column or a column of the wrong type throughout.
     """
-    spec = TABLES[name]
-    source = source or name
-    raw = _normalise_names(raw, source)
-    reader_cols = {ROW_ERROR_COLUMN, ROW_POSITION_COLUMN}
-    if file_columns is None:
-        file_columns = [c for c in raw.columns if c not in reader_cols]
-    else:
-        file_columns = [normalize_column_name(c) for c in file_columns]
-    known_names = set(spec.names) | set(spec.pii)
-    unknown = [c for c in file_columns if c not in known_names]
-    pii_dropped = [c for c in spec.pii if c in file_columns]
-    raw = raw.drop(columns=[c for c in spec.pii if c in raw.columns])  # personal data: gone here
-    absent_required = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
-    if absent_required:
-        found = ", ".join(file_columns[:15]) + (", ..." if len(file_columns) > 15 else "")
-        needed = ", ".join(c.name for c in spec.columns if c.required)
-        raise InputFileError(
-            source,
-            absent_required[0],
-            f"required column missing: table {name} needs {needed} (found: {found or 'none'})",
-        )
-    missing_optional = [c.name for c in spec.columns if c.name not in raw.columns]
+    validator = TableValidator(
+        name, known_customers=known_customers, source=source, file_columns=file_columns
+    )
+    result = validator.add(raw)
+    result.report = validator.finish()
+    return result
 
+
+@dataclass
+class _Tally:
+    """A required typed column over the chunks so far: non-empty values, how many do not parse."""
+
+    present: int = 0
+    unparseable: int = 0
+    decimal_comma: bool = False  # a value like `12,50` among columns that parse nowhere
+
+
+class TableValidator:
+    """Validate one table chunk by chunk, with the meaning `validate_table` has on the whole.
+
+    `add(raw)` validates the next chunk of rows (raw strings, as from `churnlens.readers`) and
+    returns its accepted and quarantined rows and that chunk's report. `finish()` returns the
+    report of the whole table (counts summed) and raises InputFileError for a required typed
+    column in which no value of the whole table parses. `customers` must come as one chunk:
+    its duplicate ids are checked within a chunk.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        known_customers: pd.Series | pd.Index | Sequence[str] | None = None,
+        source: str | None = None,
+        file_columns: Sequence[str] | None = None,
+    ) -> None:
+        self.name, self.source, self.file_columns = name, source or name, file_columns
+        self._known = None if known_customers is None else _value_set(known_customers)
+        self._tallies = {c.name: _Tally() for c in _typed_required(name)}
+        self._reasons: dict[str, int] = {}
+        self._first: dict[str, Any] | None = None  # report of the first chunk
+        self._rows_in = self._rows_accepted = 0
+
+    def add(self, raw: pd.DataFrame) -> TableResult:
+        """Validate the next chunk; source rows continue from the previous chunks."""
+        if self.name == "customers" and self._first is not None:
+            raise ValueError("customers must be validated in one chunk (duplicate ids)")
+        result, tallies = _validate_chunk(
+            self.name, raw, self._known, self.source, self.file_columns, self._rows_in
+        )
+        report = result.report
+        if self._first is None:
+            self._first = report
+        self._rows_in += report["rows_in"]
+        self._rows_accepted += report["rows_accepted"]
+        for reason, count in report["reasons"].items():
+            self._reasons[reason] = self._reasons.get(reason, 0) + count
+        for column, tally in self._tallies.items():
+            _add_tally(tally, tallies[column])
+        return result
+
+    def finish(self) -> dict[str, Any]:
+        """The report of all chunks; raises InputFileError for a column of the wrong type."""
+        for col in _typed_required(self.name):
+            _check_parses_somewhere(self.source, col, self._tallies[col.name])
+        first = self._first
+        reasons = dict(sorted(self._reasons.items(), key=lambda kv: -kv[1]))  # stable
+        report = _report(
+            self.name,
+            self.source,
+            self._rows_in,
+            self._rows_accepted,
+            reasons,
+            first["unknown_columns"],
+            first["missing_optional_columns"],
+        )
+        if "pii_columns_dropped" in first:
+            report["pii_columns_dropped"] = first["pii_columns_dropped"]
+        return report
+
+
+def _validate_chunk(
+    name, raw, known, source, file_columns, offset
+) -> tuple[TableResult, dict[str, _Tally]]:
+    """validate_table on one chunk, without the whole-column type check (see TableValidator).
+
+    Returns the chunk's result and the tallies for that check. `offset`: rows in the chunks
+    before (for source row positions when `raw` has no ROW_POSITION_COLUMN).
+    """
+    spec = TABLES[name]
+    raw, unknown, pii_dropped, missing_optional = _contract_frame(name, raw, source, file_columns)
     n = len(raw)
-    raw = raw.reset_index(drop=True)
     strings = {
         c: raw[c].astype("str")
         if c in raw.columns
@@ -508,13 +590,14 @@ def validate_table(
 
     parsed: dict[str, pd.Series] = {}
     raw_missing: dict[str, np.ndarray] = {}
+    tallies: dict[str, _Tally] = {}
     for col in spec.columns:
         values, missing, flags = _coerce(col, strings[col.name])
         parsed[col.name], raw_missing[f"missing_{col.name}"] = values, missing
         for reason, mask in flags.items():
             flag(reason, mask)
         if col.required and col.kind in _EXPECTED:
-            _check_parses_somewhere(source, col, strings[col.name], missing, flags)
+            tallies[col.name] = _tally(col, strings[col.name], missing, flags)
     parsed_df = pd.DataFrame(parsed, index=raw.index)
 
     for reason, mask in _schema_failures(name, parsed_df).items():
@@ -525,18 +608,47 @@ def validate_table(
     if name == "customers":
         for reason, mask in _duplicates(parsed_df, rank == _OK).items():
             flag(reason, mask)
-    elif known_customers is not None:
-        flag("unknown_customer", ~_isin(parsed_df["customer_id"], known_customers))
+    elif known is not None:
+        flag("unknown_customer", ~_isin(parsed_df["customer_id"], known))
 
     ok = rank == _OK
     accepted = _to_output(name, parsed_df.loc[ok].reset_index(drop=True))
-    quarantined = _quarantine(name, strings, raw, ~ok, rank, order)
+    quarantined = _quarantine(name, strings, raw, ~ok, rank, order, offset)
     counts = pd.Series(rank[~ok]).value_counts()
     reasons = {order[int(r)]: int(c) for r, c in counts.sort_values(ascending=False).items()}
     report = _report(name, source, n, int(ok.sum()), reasons, unknown, missing_optional)
     if spec.pii:
         report["pii_columns_dropped"] = pii_dropped
-    return TableResult(accepted, quarantined, report)
+    return TableResult(accepted, quarantined, report), tallies
+
+
+def _contract_frame(name, raw, source, file_columns):
+    """Normalised names, personal data dropped, required columns checked.
+
+    Returns (frame, unknown columns, personal data columns dropped, absent optional columns).
+    """
+    spec = TABLES[name]
+    raw = _normalise_names(raw, source)
+    reader_cols = {ROW_ERROR_COLUMN, ROW_POSITION_COLUMN}
+    if file_columns is None:
+        file_columns = [c for c in raw.columns if c not in reader_cols]
+    else:
+        file_columns = [normalize_column_name(c) for c in file_columns]
+    known_names = set(spec.names) | set(spec.pii)
+    unknown = [c for c in file_columns if c not in known_names]
+    pii_dropped = [c for c in spec.pii if c in file_columns]
+    raw = raw.drop(columns=[c for c in spec.pii if c in raw.columns])  # personal data: gone here
+    absent_required = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
+    if absent_required:
+        found = ", ".join(file_columns[:15]) + (", ..." if len(file_columns) > 15 else "")
+        needed = ", ".join(c.name for c in spec.columns if c.required)
+        raise InputFileError(
+            source,
+            absent_required[0],
+            f"required column missing: table {name} needs {needed} (found: {found or 'none'})",
+        )
+    missing_optional = [c.name for c in spec.columns if c.name not in raw.columns]
+    return raw.reset_index(drop=True), unknown, pii_dropped, missing_optional
 
 
 # --------------------------------------------------------------------------- internals
@@ -625,33 +737,50 @@ def _to_float(values: pd.Series) -> pd.Series:
         return pd.to_numeric(values, errors="coerce").astype("float64")
 
 
-def _isin(values: pd.Series, allowed) -> np.ndarray:
+def _value_set(ids) -> pa.Array:
+    """Distinct non-null ids as an Arrow array, for `_isin` (built once per table)."""
+    distinct = pd.Series(ids, dtype="str").dropna().unique()
+    return pa.array(distinct, type=pa.large_string(), from_pandas=True)
+
+
+def _isin(values: pd.Series, value_set: pa.Array) -> np.ndarray:
     """Vectorised membership of strings (Arrow `is_in`; pandas' str isin is slow for large sets)."""
-    allowed = pd.Series(allowed, dtype="str").dropna().unique()
     result = pc.is_in(
-        pa.array(values, type=pa.large_string(), from_pandas=True),
-        value_set=pa.array(allowed, type=pa.large_string(), from_pandas=True),
+        pa.array(values, type=pa.large_string(), from_pandas=True), value_set=value_set
     )
     return result.fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def _check_parses_somewhere(
-    source: str, col: Col, raw: pd.Series, missing: np.ndarray, flags: Mapping[str, np.ndarray]
-) -> None:
-    """A required typed column in which no non-empty value parses is the wrong type throughout."""
+def _typed_required(name: str) -> list[Col]:
+    """The columns checked for "wrong type throughout": required dates, timestamps, numbers."""
+    return [c for c in TABLES[name].columns if c.required and c.kind in _EXPECTED]
+
+
+def _tally(
+    col: Col, raw: pd.Series, missing: np.ndarray, flags: Mapping[str, np.ndarray]
+) -> _Tally:
+    """Count the non-empty and the unparseable values of one chunk of a column."""
     unparseable = flags.get(f"unparseable_{col.name}", flags.get(f"non_numeric_{col.name}"))
-    present = int((~missing).sum())
-    if present and int(unparseable.sum()) == present:
-        hint = ""
-        if (
-            col.kind in ("float", "int")
-            and raw.str.strip().str.fullmatch(r"-?\d+,\d+").fillna(False).any()
-        ):
-            hint = "; decimal commas are not supported, use a dot"
+    tally = _Tally(int((~missing).sum()), int(unparseable.sum()))
+    if tally.present and tally.unparseable == tally.present and col.kind in ("float", "int"):
+        tally.decimal_comma = bool(raw.str.strip().str.fullmatch(r"-?\d+,\d+").fillna(False).any())
+    return tally
+
+
+def _add_tally(total: _Tally, chunk: _Tally) -> None:
+    total.present += chunk.present
+    total.unparseable += chunk.unparseable
+    total.decimal_comma |= chunk.decimal_comma
+
+
+def _check_parses_somewhere(source: str, col: Col, tally: _Tally) -> None:
+    """A required typed column in which no non-empty value parses is the wrong type throughout."""
+    if tally.present and tally.unparseable == tally.present:
+        hint = "; decimal commas are not supported, use a dot" if tally.decimal_comma else ""
         raise InputFileError(
             source,
             col.name,
-            f"expected {_EXPECTED[col.kind]}, but none of the {present} values parse{hint}",
+            f"expected {_EXPECTED[col.kind]}, but none of the {tally.present} values parse{hint}",
         )
 
 
@@ -712,7 +841,7 @@ def _to_output(name: str, parsed: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=parsed.index)
 
 
-def _quarantine(name, strings, raw, bad, rank, order) -> pd.DataFrame:
+def _quarantine(name, strings, raw, bad, rank, order, offset=0) -> pd.DataFrame:
     if not bad.any():
         return empty_quarantine(name)
     out = {c: strings[c][bad].reset_index(drop=True) for c in contract_columns(name)}
@@ -720,6 +849,6 @@ def _quarantine(name, strings, raw, bad, rank, order) -> pd.DataFrame:
     if ROW_POSITION_COLUMN in raw.columns:
         position = raw[ROW_POSITION_COLUMN].astype("Int64")[bad]
     else:
-        position = pd.Series(np.flatnonzero(bad), dtype="Int64")
+        position = pd.Series(np.flatnonzero(bad) + offset, dtype="Int64")
     out[SOURCE_ROW_COLUMN] = position.reset_index(drop=True).astype("Int64")
     return pd.DataFrame(out)
