@@ -629,8 +629,9 @@ def probe_score() -> dict[str, Any]:
         # what `churnlens score` does:
         timed("pyfunc", lambda: model.predict(to_model_input(features, expected)))
         frame = timed("to_model_input", to_model_input, features, expected)
-        matrix = timed("transform", estimator.transform, frame)
-        timed("booster", lambda m: estimator.lgbm_.predict(m, raw_score=True), matrix)
+        matrix = timed("transform", estimator.preprocessor_.matrix, frame)
+        timed("booster", lambda m: estimator.booster_.predict(
+            m, raw_score=True, num_iteration=estimator.best_iteration_), matrix)
         timed("estimator", estimator.predict_proba, frame)
         if runs["pyfunc"][-1] > 30:
             break

@@ -479,3 +479,20 @@ def test_spark_runs_the_same_sql(fixture_paths):
     want = compute_features(fixture_paths, cutoffs=[T1, T2], as_of=AS_OF)
     got["cutoff"] = pd.to_datetime(got["cutoff"]).astype(want["cutoff"].dtype)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_more_event_types_than_one_bit_mask_holds(tmp_path, con):
+    """150 types need three 62-bit masks; each window still counts every distinct type once."""
+    start = D("2025-01-01")
+    events = [("c1", datetime.combine(start + timedelta(days=i % 200), datetime.min.time()),
+               f"type_{i:03d}", 1.0) for i in range(150)]
+    events += [("c1", TS("2025-07-15"), "type_149", 1.0), ("c1", TS("2025-07-15"), None, 1.0)]
+    paths = write_interim(tmp_path, customers=[("c1", D("2024-12-01"), "pro", None, None)],
+                          events=events)
+    cutoff = D("2025-07-19")
+    rows = compute_features(paths, cutoffs=[cutoff], as_of=cutoff, con=con)
+    for w in WINDOWS:
+        lo = cutoff - timedelta(days=w)
+        want = len({t for _, ts, t, _ in events if t is not None and lo < ts.date() <= cutoff})
+        assert rows[f"event_types_{w}d"].iloc[0] == want, w
+    assert rows["event_types_180d"].iloc[0] > 62  # spans more than one mask

@@ -120,6 +120,28 @@ def test_unknown_and_missing_segment_are_scored(fitted):
     assert (matrix.dtypes == "float64").all()
 
 
+def test_model_matrix_matches_the_ordinal_encoder_and_float_casts(fitted):
+    model, Xt, _ = fitted
+    odd = Xt.head(6).copy()
+    odd["segment"] = ["enterprise", None, "pro", np.nan, "trial", "basic"]
+    odd["events_90d"] = pd.array([1, None, 3, 4, 5, 6], dtype="Int64")  # nullable ints
+    pre = model.preprocessor_
+    matrix = pre.matrix(odd)
+    encoded = pre.encoder_.transform(odd[["segment"]].astype(object).where(
+        odd[["segment"]].notna(), None).to_numpy())
+    assert np.array_equal(matrix[:, pre.feature_names_.index("segment")], encoded.ravel(),
+                          equal_nan=True)
+    events = matrix[:, pre.feature_names_.index("events_90d")]
+    assert np.array_equal(events, [1, np.nan, 3, 4, 5, 6], equal_nan=True)
+    assert matrix.dtype == np.float64
+
+
+def test_raw_score_uses_the_best_iteration_like_lightgbm(fitted):
+    model, Xt, _ = fitted
+    expected = model.lgbm_.predict(model.transform(Xt), raw_score=True)
+    assert np.allclose(model.raw_score(Xt), expected, rtol=0, atol=1e-12)
+
+
 def test_extra_columns_are_ignored_and_order_is_fixed(fitted):
     model, Xt, _ = fitted
     shuffled = Xt[list(reversed(Xt.columns))].assign(customer_id="x")

@@ -86,10 +86,13 @@ def assert_same_rows(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 @pytest.fixture
 def mixed_paths(tmp_path):
-    """The hand-made customers c1..c4 plus 10 random ones (ids 000..009), some rows after as_of."""
+    """The hand-made customers c1..c4 plus 10 random ones (ids 000..009), some rows after as_of;
+    customer 000 also uses 80 event types."""
     tables = random_tables(random.Random(3), n_customers=10, n_rows=150)
-    hand = dict(customers=CUSTOMERS, events=EVENTS, transactions=TRANSACTIONS, tickets=TICKETS,
-                nps=NPS)
+    many_types = [("000", TS("2025-03-01") + timedelta(days=i), f"kind_{i:02d}", 1.0)
+                  for i in range(80)]  # more types than one 62-bit mask holds
+    hand = dict(customers=CUSTOMERS, events=EVENTS + many_types, transactions=TRANSACTIONS,
+                tickets=TICKETS, nps=NPS)
     return write_interim(tmp_path / "interim", **{t: hand[t] + rows for t, rows in tables.items()})
 
 
@@ -107,6 +110,7 @@ def test_same_features_as_duckdb(spark, mixed_paths, definition, windows):
     assert want["label"].isna().any() and (want["label"] == 1).any() and (want["label"] == 0).any()
     assert want["customer_id"].isin(["c1", "000"]).any() and want["last_nps"].notna().any()
     assert (want["events_30d"] > 0).any() and (want["open_tickets"] > 0).any()
+    assert want["event_types_180d"].max() > 62
 
 
 def test_purchase_only_log(spark, tmp_path):

@@ -183,6 +183,7 @@ def build_feature_rows(
         definition=definition,
         windows=windows,
         inactivity_days=inactivity_days,
+        event_type_count=con.execute(feature_sql.event_type_count_sql()).fetchone()[0],
         dialect="duckdb",
     )
     run_steps(con, steps)

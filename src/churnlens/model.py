@@ -48,14 +48,38 @@ class Preprocessor:
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        out = X[self.feature_names_].copy()
-        for col in self.feature_names_:
+        return pd.DataFrame(self.matrix(X), columns=self.feature_names_, index=X.index, copy=False)
+
+    def matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """The float64 model matrix, filled column by column (one copy of the data)."""
+        out = np.empty((len(X), len(self.feature_names_)), dtype="float64", order="F")
+        for i, col in enumerate(self.feature_names_):
             if col not in self.categorical_:
-                out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
-        if self.encoder_ is not None:
-            codes = self.encoder_.transform(_as_strings(X[self.categorical_]))
-            out[self.categorical_] = codes.astype("float64")
-        return out.astype("float64")
+                out[:, i] = _floats(X[col])
+        for col, categories in zip(self.categorical_, self._categories(), strict=True):
+            out[:, self.feature_names_.index(col)] = _codes(X[col], categories)
+        return out
+
+    def _categories(self) -> list[np.ndarray]:
+        return list(self.encoder_.categories_) if self.encoder_ is not None else []
+
+
+def _codes(col: pd.Series, categories: np.ndarray) -> np.ndarray:
+    """`OrdinalEncoder` codes as float64 (unknown or missing -> NaN), by an index lookup."""
+    present = col.notna().to_numpy()
+    found = pd.Index(categories).get_indexer(col.astype(object).where(present, "").astype(str))
+    codes = found.astype("float64")
+    codes[(found < 0) | ~present] = np.nan
+    return codes
+
+
+def _floats(col: pd.Series) -> np.ndarray:
+    """A column as float64 (missing and unparseable values -> NaN), without a copy when possible."""
+    if pd.api.types.is_float_dtype(col.dtype) and col.dtype == np.float64:
+        return col.to_numpy()
+    if _is_numeric(col):
+        return col.to_numpy(dtype="float64", na_value=np.nan)
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _is_numeric(col: pd.Series) -> bool:
@@ -205,7 +229,14 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
 
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated log-odds at the best iteration."""
-        return np.asarray(self.lgbm_.predict(self.transform(X), raw_score=True), dtype=float)
+        matrix = self.preprocessor_.matrix(X)
+        return np.asarray(self.lgbm_.booster_.predict(matrix, raw_score=True,
+                                                      num_iteration=self._iterations()), dtype=float)
+
+    def _iterations(self) -> int | None:
+        """Trees to use: the early-stopping best iteration, like `LGBMClassifier.predict`."""
+        best = getattr(self.lgbm_, "best_iteration_", None)
+        return best if best else None
 
     def predict_proba_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
         return _two_columns(1.0 / (1.0 + np.exp(-self.raw_score(X))))

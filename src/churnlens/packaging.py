@@ -41,7 +41,7 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
 
 def to_model_input(df: pd.DataFrame, feature_columns: list[str]) -> pd.DataFrame:
     """Feature columns in model order; numbers as float64 so the MLflow signature never narrows."""
-    frame = df[list(feature_columns)].copy()
+    frame = df[list(feature_columns)]  # copy-on-write: changing a column never touches `df`
     for column in frame.columns:
         if pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
             frame[column] = frame[column].astype("float64")

@@ -267,6 +267,7 @@ def build_feature_rows(
         definition=definition,
         windows=windows,
         inactivity_days=inactivity_days,
+        event_type_count=spark.sql(feature_sql.event_type_count_sql()).collect()[0][0],
         dialect=ENGINE,
     )
     run_steps(spark, steps)
