@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout even without an installed package
 
 FULL = {"customers": 1_000_000, "events": 50_000_000}
-VALIDATE_MAX_EVENTS = 80_000_000  # beyond this, validate would not fit in 24 GiB
+FULL_PIPELINE_MAX_EVENTS = 80_000_000  # beyond this: validate + features only (`--only`)
 FULL_TRAIN_SAMPLE = 0.1  # the full run trains on 10 % of the customers (budget; README)
 QUICK = {"customers": 3_000, "events": 150_000}
 MINIMUM = {"customers": 1_000_000, "events": 50_000_000, "transactions": 5_000_000}
@@ -64,7 +64,6 @@ PILOT_CUSTOMERS = 20_000
 EVENT_MARGIN = 1.04  # thin to 4 % above --events: the pilot's rate is an estimate
 RAW_TABLES = ("customers", "transactions", "events", "tickets", "nps")
 SAMPLE_JOB, PANDAS_JOB, PROBE_JOB = "sample-training-rows", "pandas-features", "probes"
-INGEST_JOB = "ingest"
 PANDAS_SCRIPT = REPO / "scripts" / "bench_pandas_features.py"
 STAGES = ("validate", "features", "train", "score", "drift", "explain", "export", "kpis", "report")
 REQUIRED_KEYS = ("customers", "events", "transactions", "features_s", "features_peak_rss_mb",
@@ -111,9 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="bench.json path (default reports/bench.json; --quick: in the workdir)")
     p.add_argument("--regenerate", action="store_true", help="generate raw data even if cached")
     p.add_argument("--only", choices=("features",),
-                   help="features: generate, ingest the raw tables with DuckDB (instead of "
-                        "`churnlens validate`) and time the feature stage (+ floor, snapshots) "
-                        f"only; implied when --events > {VALIDATE_MAX_EVENTS:,}")
+                   help="features: generate, validate and time the feature stage (+ floor, "
+                        f"snapshots) only; implied when --events > {FULL_PIPELINE_MAX_EVENTS:,}")
     p.add_argument("--skip-pandas", action="store_true", help="do not run the pandas baseline")
     p.add_argument("--train-sample", type=float, default=None,
                    help="train on the rows of this fraction of customers (default: 1 with "
@@ -132,10 +130,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                     if x.strip()})
     args.customers = args.customers or size["customers"]
     args.events = args.events if args.events is not None else size["events"]
-    if args.events > VALIDATE_MAX_EVENTS and args.only is None:
-        print(f"--events {args.events:,} > {VALIDATE_MAX_EVENTS:,}: running --only features "
-              "(`churnlens validate` holds every table in pandas, ~0.3 GB per million rows)",
-              file=sys.stderr)
+    if args.events > FULL_PIPELINE_MAX_EVENTS and args.only is None:
+        print(f"--events {args.events:,} > {FULL_PIPELINE_MAX_EVENTS:,}: running --only features "
+              "(validate + features: the out-of-core check)", file=sys.stderr)
         args.only = "features"
     default_dir = REPO / "bench" / ("quick" if args.quick else "")
     args.workdir = (args.workdir or default_dir).resolve()
@@ -375,9 +372,8 @@ def run_jobs(jobs: list[dict[str, Any]], in_process: bool, workdir: Path, env: d
     for job in jobs:
         say(f"{job['name']} ...")
         cwd, log, kind = Path(job["cwd"]), Path(job["log"]), job["stage"]
-        if kind in (SAMPLE_JOB, PROBE_JOB, INGEST_JOB):  # helpers, in a child like the stages
-            spec = {SAMPLE_JOB: {"sample_training": job["args"]},
-                    INGEST_JOB: {"ingest": job["args"]}}.get(kind) or job["args"][0]
+        if kind in (SAMPLE_JOB, PROBE_JOB):  # helpers, in a child like the stages
+            spec = {SAMPLE_JOB: {"sample_training": job["args"]}}.get(kind) or job["args"][0]
             spec_path, out = log.with_suffix(".spec.json"), log.with_suffix(".result.json")
             spec_path.write_text(json.dumps(spec))
             results[job["name"]] = run_measured([*me, "--probe", str(out), "--spec",
@@ -391,68 +387,6 @@ def run_jobs(jobs: list[dict[str, Any]], in_process: bool, workdir: Path, env: d
         say(f"{job['name']}: {results[job['name']]['wall_s']:.1f} s, "
             f"{results[job['name']]['peak_rss_mb']:,.0f} MB peak")
     return results
-
-
-def ingest_raw(memory_limit: str, threads: int) -> dict[str, Any]:
-    """`--only features`: raw Parquet -> data/interim/ with DuckDB, streaming and out-of-core.
-
-    A stand-in for `churnlens validate` at sizes where it cannot run (it holds every table in
-    pandas: ~0.3 GB per million rows). Same output schema; rows that do not parse, unknown
-    customers and duplicated customer ids are dropped instead of quarantined.
-    """
-    import duckdb
-
-    out = Path("data/interim")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path("data/.ingest_tmp")
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.execute(f"SET threads = {int(threads)}")
-    con.execute(f"SET temp_directory = '{tmp}'")
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET preserve_insertion_order = false")
-
-    def ts(col: str) -> str:  # ISO text, naive = UTC, offsets converted -> naive UTC
-        return f'CAST(TRY_CAST("{col}" AS TIMESTAMPTZ) AS TIMESTAMP)'
-
-    def day(col: str) -> str:
-        return f"CAST({ts(col)} AS DATE)"
-
-    raw = {t: f"read_parquet('raw/{t}.parquet')" for t in RAW_TABLES}
-    known = ("customer_id IN (SELECT customer_id FROM read_parquet("
-             f"'{out / 'customers.parquet'}'))")
-    queries = {
-        "customers": f"""SELECT customer_id, {day('signup_date')} AS signup_date, segment,
-            country, {day('cancel_date')} AS cancel_date FROM {raw['customers']}
-            WHERE customer_id IS NOT NULL AND {day('signup_date')} IS NOT NULL
-            QUALIFY COUNT(*) OVER (PARTITION BY customer_id) = 1""",
-        "transactions": f"""SELECT customer_id, {ts('timestamp')} AS "timestamp",
-            TRY_CAST(amount AS DOUBLE) AS amount, CAST(quantity AS BIGINT) AS quantity
-            FROM {raw['transactions']} WHERE {ts('timestamp')} IS NOT NULL
-            AND TRY_CAST(amount AS DOUBLE) IS NOT NULL AND {known}""",
-        "events": f"""SELECT customer_id, {ts('timestamp')} AS "timestamp", event_type,
-            CAST(COALESCE(quantity, 1) AS DOUBLE) AS quantity FROM {raw['events']}
-            WHERE {ts('timestamp')} IS NOT NULL AND event_type IS NOT NULL AND {known}""",
-        "tickets": f"""SELECT customer_id, {ts('opened_at')} AS opened_at,
-            {ts('closed_at')} AS closed_at, priority FROM {raw['tickets']}
-            WHERE {ts('opened_at')} IS NOT NULL AND {known}""",
-        "nps": f"""SELECT customer_id, {ts('timestamp')} AS "timestamp",
-            CAST(score AS BIGINT) AS score FROM {raw['nps']}
-            WHERE {ts('timestamp')} IS NOT NULL AND score BETWEEN 0 AND 10 AND {known}""",
-    }
-    report = {}
-    for table, query in queries.items():  # customers first: the others keep known ids only
-        target = out / f"{table}.parquet"
-        con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
-        rows_in = con.execute(f"SELECT COUNT(*) FROM {raw[table]}").fetchone()[0]
-        kept = con.execute(f"SELECT COUNT(*) FROM read_parquet('{target}')").fetchone()[0]
-        report[table] = {"present": True, "rows_in": rows_in, "rows_accepted": kept,
-                         "rows_quarantined": rows_in - kept, "source": f"raw/{table}.parquet",
-                         "note": "bench ingest (DuckDB), not churnlens validate"}
-    con.close()
-    shutil.rmtree(tmp, ignore_errors=True)
-    (out / "validation.json").write_text(json.dumps(report, indent=2))
-    return report
 
 
 def sample_training_rows(fraction: float, seed: int) -> dict[str, Any]:
@@ -496,8 +430,6 @@ def run_jobs_here(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             started = time.perf_counter()
             if kind == SAMPLE_JOB:
                 detail = sample_training_rows(*job["args"])
-            elif kind == INGEST_JOB:
-                detail = ingest_raw(*job["args"])
             elif kind == PROBE_JOB:
                 detail = probe(job["args"][0])
             elif kind == PANDAS_JOB:
@@ -529,8 +461,6 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
         return {"jobs": run_jobs_here(spec["jobs"])}
     if "sample_training" in spec:
         return sample_training_rows(*spec["sample_training"])
-    if "ingest" in spec:
-        return ingest_raw(*spec["ingest"])
     out: dict[str, Any] = {}
     if spec.get("floor"):
         out["floor"] = probe_floor(spec)
@@ -872,13 +802,8 @@ def main(argv: list[str] | None = None) -> int:
     params = write_params(args, workdir / "params.yaml")
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    plan = ("features",) if args.only == "features" else STAGES
+    plan = ("validate", "features") if args.only == "features" else STAGES
     jobs = [stage_job(stage, stage, workdir, logs) for stage in plan]
-    if args.only == "features":  # validate cannot hold 200M rows in pandas: DuckDB ingest
-        jobs.insert(0, {"name": "ingest (DuckDB)", "stage": INGEST_JOB, "cwd": str(workdir),
-                        "args": [params["features"]["memory_limit"],
-                                 params["features"]["threads"]],
-                        "log": str(logs / "ingest.log")})
     if args.train_sample < 1 and "train" in plan:
         jobs.insert(plan.index("train"), {
             "name": "sample training rows", "stage": SAMPLE_JOB, "cwd": str(workdir),
@@ -928,9 +853,6 @@ def main(argv: list[str] | None = None) -> int:
                   "kpis": (n_logs, "event + transaction rows"),
                   "report": (n_score, "customers scored")}
     extra_runs: dict[str, dict[str, Any]] = {}
-    if "ingest (DuckDB)" in ran:
-        extra_runs["ingest (DuckDB)"] = {**ran["ingest (DuckDB)"], "rows": n_raw,
-                                         "rows_are": "raw rows in (all tables)"}
     if "pandas features" in ran:
         extra_runs["pandas features"] = {**ran["pandas features"], "rows": n_logs,
                                          "rows_are": "event + transaction rows",

@@ -1,5 +1,6 @@
 """Snapshot semantics: as_of, cutoffs, labelled cutoffs, history requirements."""
 
+import logging
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from churnlens.snapshot import (
     from_epoch_day,
     labelled_cutoffs,
     list_cutoffs,
+    plan_for_stage,
     plan_snapshot,
     required_history_days,
     required_max_cutoffs,
@@ -100,3 +102,14 @@ def test_plan_snapshot():
     assert snap.cutoffs[-1] == snap.as_of and snap.cutoffs[0] >= date(2025, 1, 1)
     assert len(snap.cutoffs) == 13  # 360 days back: k = 0..12
     assert snap.labelled == snap.cutoffs[:-3]
+
+
+def test_plan_for_stage_warns_when_as_of_is_after_the_data(caplog):
+    cfg = {"as_of": "2026-01-31", "horizon_days": 90, "step_days": 30, "max_cutoffs": 6,
+           "definition": "inactivity"}
+    with caplog.at_level(logging.INFO, logger="test_plan"):
+        snap = plan_for_stage(cfg, date(2025, 1, 1), date(2025, 12, 31),
+                              logging.getLogger("test_plan"))
+    assert snap.as_of == date(2026, 1, 31) and len(snap.cutoffs) == 6
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "after the last event/transaction day" in warnings[0].message

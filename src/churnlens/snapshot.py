@@ -8,9 +8,12 @@ Pure date arithmetic; the SQL that applies it lives in `feature_sql.py`.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from churnlens.errors import ChurnlensError, NotEnoughHistoryError
 
@@ -123,6 +126,27 @@ def plan_snapshot(
                     as_date(first_day) if first_day is not None else None)
     if len(labelled) < min_labelled:
         check_enough_history(snap, min_labelled, max_cutoffs)
+    return snap
+
+
+def plan_for_stage(cfg: Mapping[str, Any], first_day: date | None, last_day: date | None,
+                   log: logging.Logger) -> Snapshot:
+    """The features stage's plan from its settings and the data's day range (both engines).
+
+    `cfg`: `as_of`, `horizon_days`, `step_days`, `max_cutoffs`, `definition`. Logs the plan and
+    how `as_of` relates to the last event/transaction day.
+    """
+    snap = plan_snapshot(as_of=cfg["as_of"], first_day=first_day, last_day=last_day,
+                         horizon_days=cfg["horizon_days"], step_days=cfg["step_days"],
+                         max_cutoffs=cfg["max_cutoffs"], min_labelled=1)
+    if last_day is not None and snap.as_of > last_day:
+        log.warning("as_of %s is after the last event/transaction day %s: inactivity labels "
+                    "near as_of will count the missing days as inactive", snap.as_of, last_day)
+    elif last_day is not None and snap.as_of < last_day:
+        log.info("rows after as_of %s (up to %s) are ignored", snap.as_of, last_day)
+    log.info("as_of %s; %d cutoffs from %s, %d labelled (%s .. %s); label %s, horizon %d days",
+             snap.as_of, len(snap.cutoffs), snap.cutoffs[0], len(snap.labelled),
+             snap.labelled[0], snap.labelled[-1], cfg["definition"], cfg["horizon_days"])
     return snap
 
 

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from churnlens import feature_sql
 from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
-from churnlens.snapshot import Snapshot, as_date, from_epoch_day, plan_snapshot, to_epoch_day
+from churnlens.snapshot import Snapshot, as_date, from_epoch_day, plan_for_stage, to_epoch_day
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -426,19 +426,7 @@ def run_stage(
     try:
         register_tables(spark, interim_paths(source))
         first_day, last_day = data_day_range(spark)
-        snap = plan_snapshot(
-            as_of=cfg["as_of"], first_day=first_day, last_day=last_day,
-            horizon_days=cfg["horizon_days"], step_days=cfg["step_days"],
-            max_cutoffs=cfg["max_cutoffs"], min_labelled=1,
-        )
-        if last_day is not None and snap.as_of > last_day:
-            log.warning("as_of %s is after the last event/transaction day %s: inactivity labels "
-                        "near as_of will count the missing days as inactive", snap.as_of, last_day)
-        elif last_day is not None and snap.as_of < last_day:
-            log.info("rows after as_of %s (up to %s) are ignored", snap.as_of, last_day)
-        log.info("as_of %s; %d cutoffs from %s, %d labelled; label %s, horizon %d days (Spark)",
-                 snap.as_of, len(snap.cutoffs), snap.cutoffs[0], len(snap.labelled),
-                 cfg["definition"], cfg["horizon_days"])
+        snap = plan_for_stage(cfg, first_day, last_day, log)
         rows = build_feature_rows(
             spark, cutoffs=[*snap.labelled, snap.as_of], as_of=snap.as_of,
             horizon_days=cfg["horizon_days"], definition=cfg["definition"],

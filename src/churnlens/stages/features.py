@@ -33,7 +33,7 @@ from churnlens.features import (
 )
 from churnlens.io import atomic_path, write_json
 from churnlens.logs import get_logger
-from churnlens.snapshot import Snapshot, plan_snapshot
+from churnlens.snapshot import Snapshot, plan_for_stage
 
 log = get_logger("features")
 
@@ -116,19 +116,7 @@ def run(params_path: Path = Path("params.yaml")) -> None:
     try:
         register_tables(con, interim_paths(paths.INTERIM))
         first_day, last_day = data_day_range(con)
-        snap = plan_snapshot(
-            as_of=cfg["as_of"], first_day=first_day, last_day=last_day,
-            horizon_days=cfg["horizon_days"], step_days=cfg["step_days"],
-            max_cutoffs=cfg["max_cutoffs"], min_labelled=1,
-        )
-        if last_day is not None and snap.as_of > last_day:
-            log.warning("as_of %s is after the last event/transaction day %s: inactivity labels "
-                        "near as_of will count the missing days as inactive", snap.as_of, last_day)
-        elif last_day is not None and snap.as_of < last_day:
-            log.info("rows after as_of %s (up to %s) are ignored", snap.as_of, last_day)
-        log.info("as_of %s; %d cutoffs from %s, %d labelled (%s .. %s); label %s, horizon %d days",
-                 snap.as_of, len(snap.cutoffs), snap.cutoffs[0], len(snap.labelled),
-                 snap.labelled[0], snap.labelled[-1], cfg["definition"], cfg["horizon_days"])
+        snap = plan_for_stage(cfg, first_day, last_day, log)
 
         rel = build_feature_rows(
             con, cutoffs=[*snap.labelled, snap.as_of], as_of=snap.as_of,
