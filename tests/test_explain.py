@@ -1,7 +1,12 @@
 import numpy as np
 import pandas as pd
 
-from churnlens.explain import global_importance, select_for_explanation, shap_contributions, top_reasons
+from churnlens.explain import (
+    global_importance,
+    select_for_explanation,
+    shap_contributions,
+    top_reasons,
+)
 from model_fixtures import FEATURES, churn_rows, fitted_model
 
 

@@ -229,9 +229,9 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
 
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated log-odds at the best iteration."""
-        matrix = self.preprocessor_.matrix(X)
-        return np.asarray(self.lgbm_.booster_.predict(matrix, raw_score=True,
-                                                      num_iteration=self._iterations()), dtype=float)
+        score = self.lgbm_.booster_.predict(self.preprocessor_.matrix(X), raw_score=True,
+                                            num_iteration=self._iterations())
+        return np.asarray(score, dtype=float)
 
     def _iterations(self) -> int | None:
         """Trees to use: the early-stopping best iteration, like `LGBMClassifier.predict`."""

@@ -9,8 +9,13 @@ import pandas as pd
 
 from churnlens import paths
 from churnlens.config import load_params
-from churnlens.explain import (REASON_COLUMNS, global_importance, select_for_explanation,
-                               shap_contributions, top_reasons)
+from churnlens.explain import (
+    REASON_COLUMNS,
+    global_importance,
+    select_for_explanation,
+    shap_contributions,
+    top_reasons,
+)
 from churnlens.export import rank_at_risk
 from churnlens.io import atomic_path, read_json, write_parquet, write_text
 from churnlens.logs import get_logger

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from churnlens import export, paths, report
+from churnlens import paths, report
 from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.io import read_json, write_text
