@@ -34,5 +34,6 @@ def fitted_model(seed: int = 0) -> ChurnClassifier:
     train, valid, calib = (churn_rows(1500, seed + k) for k in range(3))
     model = ChurnClassifier(lgbm_params={"n_estimators": 60, "num_leaves": 7, "learning_rate": 0.1},
                             seed=seed, early_stopping_rounds=10, calibration="sigmoid")
-    return model.fit(train[FEATURES], train["label"], X_valid=valid[FEATURES], y_valid=valid["label"],
+    return model.fit(train[FEATURES], train["label"],
+                     X_valid=valid[FEATURES], y_valid=valid["label"],
                      X_calib=calib[FEATURES], y_calib=calib["label"])

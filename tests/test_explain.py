@@ -51,6 +51,9 @@ def test_each_story_is_told_once():
     contributions = pd.DataFrame({"days_since_last_activity": [0.9], "days_since_last_event": [0.8],
                                   "active_days_7d": [0.7], "open_tickets": [0.5]})
     rows = pd.DataFrame({"days_since_last_activity": [40.0], "days_since_last_event": [40.0],
-                         "active_days_7d": [0], "open_tickets": [1], "oldest_open_ticket_days": [12]})
+                         "active_days_7d": [0], "open_tickets": [1],
+                         "oldest_open_ticket_days": [12]})
     reasons = top_reasons(contributions, rows)
-    assert reasons.iloc[0].tolist() == ["no activity for 40 days", "1 support ticket open for 12+ days", None]
+    assert reasons.iloc[0].tolist() == [
+        "no activity for 40 days", "1 support ticket open for 12+ days", None
+    ]

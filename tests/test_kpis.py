@@ -253,7 +253,8 @@ def test_inactivity_kpis_by_hand():
     # period 04-01..04-10: start (03-31) A, F; end A, B, F, H; new H; B came back
     row = trend.set_index("period_end").loc["2024-04-10"]
     assert row["customers_end"] == 4
-    assert row["crr"] == pytest.approx((4 - 1 - 1) / 2)  # a returning customer counts like a new one
+    # a returning customer counts like a new one
+    assert row["crr"] == pytest.approx((4 - 1 - 1) / 2)
     assert row["churn_rate"] == 0.0
     # B lapsed in March and came back in April: its cohort's curve rises again
     assert [c["retention"] for c in rep["cohorts"]] == [

@@ -4,7 +4,8 @@ from churnlens.reasons import describe
 
 
 def test_usage_drop_is_a_percentage_vs_previous_window():
-    assert describe("events_change_30d", {"events_change_30d": -0.62}) == "usage down 62% vs previous 30 days"
+    assert (describe("events_change_30d", {"events_change_30d": -0.62})
+            == "usage down 62% vs previous 30 days")
 
 
 def test_usage_increase_tells_no_risk_story():
@@ -12,25 +13,30 @@ def test_usage_increase_tells_no_risk_story():
 
 
 def test_recency_and_tickets_read_as_plain_words():
-    assert describe("days_since_last_purchase", {"days_since_last_purchase": 74.0}) == "no purchase for 74 days"
+    assert (describe("days_since_last_purchase", {"days_since_last_purchase": 74.0})
+            == "no purchase for 74 days")
     row = {"open_tickets": 2, "oldest_open_ticket_days": 12}
     assert describe("open_tickets", row) == "2 support tickets open for 12+ days"
 
 
 def test_trial_without_key_action():
-    assert describe("is_trial", {"is_trial": 1, "events_first_14d": 0}) == "trial user with no key action yet"
+    assert (describe("is_trial", {"is_trial": 1, "events_first_14d": 0})
+            == "trial user with no key action yet")
     assert describe("is_trial", {"is_trial": 0}) is None
 
 
 def test_windowed_features_and_missing_values():
-    assert describe("active_days_30d", {"active_days_30d": 2}) == "active on only 2 of the last 30 days"
-    assert describe("days_since_last_event", {"days_since_last_event": math.nan}) == "has never used the product"
+    assert (describe("active_days_30d", {"active_days_30d": 2})
+            == "active on only 2 of the last 30 days")
+    assert (describe("days_since_last_event", {"days_since_last_event": math.nan})
+            == "has never used the product")
     assert describe("last_nps", {"last_nps": 3}) == "last NPS answer 3/10 (detractor)"
     assert describe("last_nps", {"last_nps": 10}) is None
 
 
 def test_zero_counts_read_naturally():
-    assert describe("active_days_7d", {"active_days_7d": 0}) == "not active on any of the last 7 days"
+    assert (describe("active_days_7d", {"active_days_7d": 0})
+            == "not active on any of the last 7 days")
     assert describe("events_30d", {"events_30d": 0}) == "no product usage in the last 30 days"
 
 

@@ -25,7 +25,8 @@ def test_expected_revenue_needs_the_window_feature():
 def test_score_frame_revenue_at_risk_is_probability_times_expected_revenue():
     features = pd.DataFrame({"customer_id": ["002", "001"], "revenue_180d": [360.0, 100.0],
                              "segment": ["pro", "trial"], "open_tickets": [1, 0]})
-    scores = score_frame(features, np.array([0.5, 0.1]), tiers=TIERS, window_days=180, horizon_days=90)
+    scores = score_frame(features, np.array([0.5, 0.1]), tiers=TIERS, window_days=180,
+                         horizon_days=90)
     assert scores["customer_id"].tolist() == ["001", "002"]  # sorted, ids stay strings
     assert scores["expected_revenue_at_risk"].tolist() == pytest.approx([0.1 * 50.0, 0.5 * 180.0])
     assert scores["risk_tier"].tolist() == ["low", "high"]

@@ -104,6 +104,8 @@ def test_purging_property(n, step, horizon, valid, calib, drop):
 def test_lapsed_customers_leave_the_inactivity_population_only():
     from churnlens.split import modelling_population
 
-    rows = pd.DataFrame({"days_since_last_activity": [0.0, 89.0, 90.0, 400.0], "label": [0, 0, 1, 1]})
-    assert modelling_population(rows, "inactivity", 90)["days_since_last_activity"].tolist() == [0.0, 89.0]
+    rows = pd.DataFrame({"days_since_last_activity": [0.0, 89.0, 90.0, 400.0],
+                         "label": [0, 0, 1, 1]})
+    assert (modelling_population(rows, "inactivity", 90)["days_since_last_activity"].tolist()
+            == [0.0, 89.0])
     assert len(modelling_population(rows, "cancellation", 90)) == 4

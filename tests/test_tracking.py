@@ -9,7 +9,8 @@ def test_promotion_needs_auc_and_brier_at_least_as_good():
     assert tracking.decide_promotion({"roc_auc": 0.80, "brier": 0.15}, champion)[0]
     assert not tracking.decide_promotion({"roc_auc": 0.81, "brier": 0.16}, champion)[0]
     assert not tracking.decide_promotion({"roc_auc": 0.79, "brier": 0.10}, champion)[0]
-    assert tracking.decide_promotion({"roc_auc": 0.5, "brier": 0.3}, None) == (True, "no champion yet")
+    assert (tracking.decide_promotion({"roc_auc": 0.5, "brier": 0.3}, None)
+            == (True, "no champion yet"))
 
 
 def test_numeric_metrics_flatten_and_skip_non_numbers():
@@ -26,7 +27,9 @@ def test_fingerprint_changes_with_content(tmp_path):
     assert tracking.fingerprint_dir(tmp_path) != first
 
 
-def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(tmp_path, monkeypatch):
+def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     test = churn_rows(300, seed=42)
@@ -35,10 +38,12 @@ def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(tm
     save_model(good, FEATURES, tmp_path / "good", test)
     save_model(bad, FEATURES, tmp_path / "bad", test)
     metrics = {"test_cutoff": "2026-01-01", "model": {"roc_auc": 0.9, "brier": 0.1}}
-    first = tracking.log_training_run(params, metrics, tmp_path / "good", [], "fp1", test[FEATURES], test["label"])
+    first = tracking.log_training_run(params, metrics, tmp_path / "good", [], "fp1",
+                                      test[FEATURES], test["label"])
     assert first["is_champion"] and first["version"] == "1"
     worse = {"test_cutoff": "2026-01-01", "model": {"roc_auc": 0.5, "brier": 0.3}}
-    second = tracking.log_training_run(params, worse, tmp_path / "bad", [], "fp2", test[FEATURES], test["label"])
+    second = tracking.log_training_run(params, worse, tmp_path / "bad", [], "fp2",
+                                       test[FEATURES], test["label"])
     assert not second["is_champion"] and second["version"] == "2"
 
     import mlflow
@@ -82,7 +87,9 @@ def test_later_stages_add_artifacts_to_the_training_run(tmp_path, monkeypatch):
     with mlflow.start_run() as run:
         pass
     (tmp_path / "importance.csv").write_text("feature,mean_abs_shap\nx,1.0\n")
-    tracking.log_to_run(run.info.run_id, [tmp_path / "importance.csv"], {"explain.ms_per_customer": 0.5})
+    tracking.log_to_run(run.info.run_id, [tmp_path / "importance.csv"],
+                        {"explain.ms_per_customer": 0.5})
     client = mlflow.MlflowClient()
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "explain")] == ["explain/importance.csv"]
+    assert ([a.path for a in client.list_artifacts(run.info.run_id, "explain")]
+            == ["explain/importance.csv"])
     assert client.get_run(run.info.run_id).data.metrics["explain.ms_per_customer"] == 0.5

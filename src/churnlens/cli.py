@@ -95,7 +95,9 @@ def promote(version: str) -> None:
 
 
 @app.command()
-def rollback(version: str = typer.Argument(None, help="default: the version before the champion")) -> None:
+def rollback(
+    version: str = typer.Argument(None, help="default: the version before the champion"),
+) -> None:
     """Move the champion alias back to VERSION or the previous version."""
     _run_registry(version, rollback=True)
 

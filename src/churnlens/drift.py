@@ -20,15 +20,17 @@ def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def _numeric_counts(reference: pd.Series, current: pd.Series, bins: int) -> tuple[np.ndarray, np.ndarray]:
+def _numeric_counts(reference: pd.Series, current: pd.Series,
+                    bins: int) -> tuple[np.ndarray, np.ndarray]:
     ref, cur = reference.astype("float64"), current.astype("float64")
-    edges = np.unique(np.nanquantile(ref.dropna(), np.linspace(0, 1, bins + 1))) if ref.notna().any() \
-        else np.array([0.0])
+    edges = (np.unique(np.nanquantile(ref.dropna(), np.linspace(0, 1, bins + 1)))
+             if ref.notna().any() else np.array([0.0]))
     inner = edges[1:-1]
 
     def counts(values: pd.Series) -> np.ndarray:
         present = values.dropna().to_numpy()
-        binned = np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(inner) + 1)
+        binned = np.bincount(np.searchsorted(inner, present, side="right"),
+                             minlength=len(inner) + 1)
         return np.append(binned, values.isna().sum())
 
     return counts(ref), counts(cur)

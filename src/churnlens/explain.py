@@ -38,7 +38,8 @@ def shap_contributions(estimator, features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(values)[:, :-1], columns=matrix.columns, index=features.index)
 
 
-def top_reasons(contributions: pd.DataFrame, features: pd.DataFrame, k: int = N_REASONS) -> pd.DataFrame:
+def top_reasons(contributions: pd.DataFrame, features: pd.DataFrame,
+                k: int = N_REASONS) -> pd.DataFrame:
     """The `k` strongest risk-raising contributions of each row as sentences (None if fewer).
 
     Each story (activity, purchases, support, ...) is told once, by its strongest feature.

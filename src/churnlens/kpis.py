@@ -674,7 +674,10 @@ def kpi_report(panel: KpiPanel, crr_target: float | None = None) -> dict:
             "lost": "customers at the start or new in the period who are not customers at its end",
             "returned": "customers at the end who were neither customers at the start nor new",
             "churn_rate": "lost_from_start / customers_start",
-            "crr": "(customers_end - new - returned) / customers_start; customers who come back after lapsing count like new ones, so CRR never exceeds 1",
+            "crr": (
+                "(customers_end - new - returned) / customers_start; customers who come back "
+                "after lapsing count like new ones, so CRR never exceeds 1"
+            ),
             "clv": (
                 f"net revenue per purchase x purchases per purchasing customer per year (last "
                 f"{panel.clv_days} days) / annualised churn rate"

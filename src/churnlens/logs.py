@@ -41,7 +41,8 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"churnlens.{name}")
 
 
-def progress(items: Iterable[T], label: str, total: int | None = None, every_s: float = 5.0) -> Iterator[T]:
+def progress(items: Iterable[T], label: str, total: int | None = None,
+             every_s: float = 5.0) -> Iterator[T]:
     """Yield items, logging `label: i/total` at most every `every_s` seconds and at the end."""
     log = get_logger("progress")
     total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)

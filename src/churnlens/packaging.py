@@ -43,7 +43,8 @@ def to_model_input(df: pd.DataFrame, feature_columns: list[str]) -> pd.DataFrame
     """Feature columns in model order; numbers as float64 so the MLflow signature never narrows."""
     frame = df[list(feature_columns)]  # copy-on-write: changing a column never touches `df`
     for column in frame.columns:
-        if pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
+        if (pd.api.types.is_numeric_dtype(frame[column])
+                or pd.api.types.is_bool_dtype(frame[column])):
             frame[column] = frame[column].astype("float64")
         else:
             frame[column] = frame[column].astype(object).fillna("unknown").astype(str)
@@ -61,7 +62,8 @@ def _artifact_files(estimator: Any, feature_columns: list[str], folder: Path) ->
     return {"estimator": str(folder / ESTIMATOR_FILE), "features": str(folder / FEATURES_FILE)}
 
 
-def _model_kwargs(artifacts: dict[str, str], input_example: pd.DataFrame, output: pd.DataFrame) -> dict:
+def _model_kwargs(artifacts: dict[str, str], input_example: pd.DataFrame,
+                  output: pd.DataFrame) -> dict:
     example = input_example.head(5)
     return {
         "python_model": ChurnModel(),
@@ -73,8 +75,9 @@ def _model_kwargs(artifacts: dict[str, str], input_example: pd.DataFrame, output
     }
 
 
-def save_model(estimator: Any, feature_columns: list[str], path: Path, input_example: pd.DataFrame) -> None:
-    """Save `estimator` (with `predict_proba`) as an MLflow pyfunc model at `path` (must not exist)."""
+def save_model(estimator: Any, feature_columns: list[str], path: Path,
+               input_example: pd.DataFrame) -> None:
+    """Save `estimator` (with `predict_proba`) as an MLflow pyfunc model at `path` (must be new)."""
     import tempfile
 
     example = to_model_input(input_example.head(5), feature_columns)
@@ -99,7 +102,8 @@ def log_saved_model(model_dir: Path, name: str = "model", registered_name: str |
     example = to_model_input(example, inner.feature_columns)
     output = inner.predict(None, example)
     return mlflow.pyfunc.log_model(
-        name=name, registered_model_name=registered_name, **_model_kwargs(artifacts, example, output)
+        name=name, registered_model_name=registered_name,
+        **_model_kwargs(artifacts, example, output),
     )
 
 

@@ -31,7 +31,8 @@ def salt_from_env(variable: str = DEFAULT_SALT_ENV) -> bytes:
 def pseudonymise(ids: pd.Series, salt: bytes) -> pd.Series:
     """Keyed hash of each id: `p_` + 16 hex characters; equal ids give equal pseudonyms."""
     unique = pd.unique(ids.astype(str))
-    mapping = {raw: "p_" + hmac.new(salt, raw.encode(), hashlib.sha256).hexdigest()[:16] for raw in unique}
+    mapping = {raw: "p_" + hmac.new(salt, raw.encode(), hashlib.sha256).hexdigest()[:16]
+               for raw in unique}
     return ids.astype(str).map(mapping).where(ids.notna(), None)
 
 

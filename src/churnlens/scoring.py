@@ -11,7 +11,7 @@ CONTEXT_COLUMNS = ("segment", "days_since_last_activity", "open_tickets", "oldes
 
 
 def risk_tier(probability: pd.Series, tiers: dict[str, float]) -> pd.Series:
-    """Name of the highest tier whose lower bound the probability reaches (`tiers`: name -> bound)."""
+    """Name of the top tier whose lower bound the probability reaches (`tiers`: name -> bound)."""
     ordered = sorted(tiers.items(), key=lambda item: item[1], reverse=True)
     values = probability.to_numpy()
     conditions = [values >= bound for _, bound in ordered]
@@ -26,7 +26,8 @@ def expected_revenue(features: pd.DataFrame, window_days: int, horizon_days: int
     """
     column = f"revenue_{window_days}d"
     if column not in features.columns:
-        raise KeyError(f"feature '{column}' missing: score.revenue_window_days must be one of features.windows")
+        raise KeyError(f"feature '{column}' missing: "
+                       "score.revenue_window_days must be one of features.windows")
     recent = features[column].astype("float64").fillna(0.0).clip(lower=0.0)
     return recent * (horizon_days / window_days)
 

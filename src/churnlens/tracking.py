@@ -39,7 +39,7 @@ def fingerprint_dir(folder: str | Path, pattern: str = "**/*.parquet") -> str:
 
 
 def git_commit() -> str:
-    """Current commit hash, suffixed `-dirty` when the work tree has changes; `unknown` outside git."""
+    """Current commit hash, with `-dirty` when the work tree has changes; `unknown` outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -51,7 +51,7 @@ def git_commit() -> str:
 
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Flatten `metrics.json` to MLflow metric names (`model.roc_auc`, `baselines.recency.brier`)."""
+    """Flatten `metrics.json` to MLflow metric keys (`model.roc_auc`, `baselines.recency.brier`)."""
     return {key: float(value) for key, value in flatten(metrics).items()
             if isinstance(value, int | float) and not isinstance(value, bool) and value == value}
 
@@ -72,7 +72,8 @@ def _evaluate(model_uri: str, features: pd.DataFrame, labels: pd.Series) -> dict
 
     frame = to_model_input(features, list(features.columns))
     proba = load_model(model_uri).predict(frame)["churn_probability"].to_numpy()
-    return {"roc_auc": float(roc_auc_score(labels, proba)), "brier": float(brier_score_loss(labels, proba))}
+    return {"roc_auc": float(roc_auc_score(labels, proba)),
+            "brier": float(brier_score_loss(labels, proba))}
 
 
 def decide_promotion(new: dict[str, float], champion: dict[str, float] | None) -> tuple[bool, str]:
@@ -94,10 +95,11 @@ def _champion_figures(mlflow, features, labels) -> tuple[dict | None, str | None
     except mlflow.exceptions.MlflowException:
         return None, None
     try:
-        return _evaluate(f"models:/{REGISTERED_MODEL}@champion", features, labels), str(version.version)
+        return (_evaluate(f"models:/{REGISTERED_MODEL}@champion", features, labels),
+                str(version.version))
     except Exception as err:  # schema change etc.: the old champion cannot judge today's data
-        log.warning("champion v%s cannot be evaluated on the current test slice (%s)", version.version,
-                    type(err).__name__)
+        log.warning("champion v%s cannot be evaluated on the current test slice (%s)",
+                    version.version, type(err).__name__)
         return None, str(version.version)
 
 
@@ -120,7 +122,8 @@ def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_path
         for path in artifact_paths:
             if Path(path).is_file():
                 mlflow.log_artifact(str(path), artifact_path="reports")
-        info = log_saved_model(Path(model_dir), registered_name=REGISTERED_MODEL if register else None)
+        info = log_saved_model(Path(model_dir),
+                               registered_name=REGISTERED_MODEL if register else None)
         decision = {"run_id": run.info.run_id, "registered": register}
         if register:
             decision.update(_promote(mlflow, info, metrics, test_features, test_labels))
@@ -180,7 +183,8 @@ def move_champion(version: str | None, *, rollback: bool = False) -> dict:
         older = [int(v.version) for v in client.search_model_versions(f"name='{REGISTERED_MODEL}'")
                  if int(v.version) < int(current)]
         if not older:
-            raise ChurnlensError(f"champion v{current} is the oldest version: nothing to roll back to")
+            raise ChurnlensError(f"champion v{current} is the oldest version: "
+                                 "nothing to roll back to")
         version = str(max(older))
     try:
         client.get_model_version(REGISTERED_MODEL, str(version))

@@ -32,7 +32,8 @@ def _beeswarm(contributions: pd.DataFrame, matrix: pd.DataFrame, target: Path) -
     import matplotlib.pyplot as plt
     import shap
 
-    shap.summary_plot(contributions.to_numpy(), matrix, show=False, max_display=15, plot_size=(8, 6))
+    shap.summary_plot(contributions.to_numpy(), matrix, show=False, max_display=15,
+                      plot_size=(8, 6))
     plt.title("What drives the churn score (SHAP, log-odds)")
     with atomic_path(target) as tmp:
         plt.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
@@ -47,9 +48,11 @@ def run(params_path: Path) -> None:
     features = pd.read_parquet(paths.SCORING_ROWS).set_index("customer_id", drop=False)
     estimator = estimator_of(paths.MODEL_DIR)
 
-    at_risk = rank_at_risk(predictions, top_n=int(params["export"]["top_n"]), tiers=params["export"]["tiers"])
+    at_risk = rank_at_risk(predictions, top_n=int(params["export"]["top_n"]),
+                           tiers=params["export"]["tiers"])
     mask = select_for_explanation(at_risk["customer_id"], predictions["customer_id"],
-                                  int(params["explain"]["sample_size"]), int(params["explain"]["seed"]))
+                                  int(params["explain"]["sample_size"]),
+                                  int(params["explain"]["seed"]))
     chosen = features.loc[predictions.loc[mask, "customer_id"]]
     started = time.perf_counter()
     contributions = shap_contributions(estimator, chosen)
@@ -58,7 +61,8 @@ def run(params_path: Path) -> None:
     log.info("explained %d customers (%d at risk) in %.2f s = %.2f ms per customer", len(chosen),
              len(at_risk), elapsed, 1000 * elapsed / max(len(chosen), 1))
 
-    scores = predictions.merge(reasons.reset_index(names="customer_id"), on="customer_id", how="left")
+    scores = predictions.merge(reasons.reset_index(names="customer_id"), on="customer_id",
+                               how="left")
     ordered = SCORE_COLUMNS + [c for c in scores.columns if c not in SCORE_COLUMNS]
     write_parquet(scores[ordered], paths.SCORES)
     importance = global_importance(contributions)

@@ -35,7 +35,8 @@ def run(params_path: Path) -> None:
     expected = feature_columns_of(paths.MODEL_DIR)
     check_feature_schema(expected, features)
     model = load_model(paths.MODEL_DIR)
-    log.info("scoring %d customers at %s", len(features), features["cutoff"].max() if len(features) else "-")
+    log.info("scoring %d customers at %s", len(features),
+             features["cutoff"].max() if len(features) else "-")
     probability = model.predict(to_model_input(features, expected))["churn_probability"].to_numpy()
     scores = score_frame(features, probability, tiers=params["score"]["tiers"],
                          window_days=int(params["score"]["revenue_window_days"]),
