@@ -27,7 +27,7 @@ setup: $(STAMP)  ## create .venv from uv.lock (idempotent)
 run: setup  ## run the whole pipeline (dvc repro) on params.yaml's data
 	dvc repro
 
-test: setup  ## default test suite (fast; slow tests excluded)
+test: setup lint  ## lint, then the default test suite (fast; slow tests excluded)
 	pytest -q
 
 test-slow: setup  ## slow tests only
@@ -36,8 +36,8 @@ test-slow: setup  ## slow tests only
 test-all: setup
 	pytest -q -m ""
 
-lint: setup
-	ruff check src tests
+lint: setup  ## ruff (pyproject.toml's rules) over the code, tests and scripts
+	ruff check src tests scripts
 
 bench: setup  ## scale benchmark (1M customers); writes reports/bench.json
 	python scripts/bench.py
