@@ -123,16 +123,23 @@ def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
 def _last_uses(steps: Sequence[feature_sql.Step]) -> dict[int, list[str]]:
     """step index -> tables no later step reads (safe to drop once that step is done).
 
-    Tables read by a view are kept: a view is evaluated wherever it is used.
+    A view is evaluated wherever it is used, so a table read by a view counts as read by the
+    steps that read the view.
     """
     refs = {s.name: re.compile(rf"\b{re.escape(s.name)}\b") for s in steps}
+
+    def readers(i: int) -> list[int]:
+        """Materialized steps after `i` that read step `i`, directly or through views."""
+        found = []
+        for j in range(i + 1, len(steps)):
+            if refs[steps[i].name].search(steps[j].sql):
+                found.extend([j] if steps[j].materialize else readers(j))
+        return found
+
     drops: dict[int, list[str]] = {}
     for i, step in enumerate(steps):
-        if not step.materialize:
-            continue
-        readers = [j for j in range(i + 1, len(steps)) if refs[step.name].search(steps[j].sql)]
-        if readers and all(steps[j].materialize for j in readers):
-            drops.setdefault(max(readers), []).append(step.name)
+        if step.materialize and (read_by := readers(i)):
+            drops.setdefault(max(read_by), []).append(step.name)
     return drops
 
 
