@@ -65,7 +65,6 @@ CHANGE_EVENTS_DAYS = 30      # events_change_30d compares (t-30, t] with (t-60, 
 CHANGE_REVENUE_DAYS = 90     # revenue_change_90d compares (t-90, t] with (t-180, t-90]
 ONBOARDING_DAYS = 14         # events_first_14d: events on signup day .. signup day + 13
 TICKETS_DAYS = 90            # tickets_90d
-NO_PREVIOUS_CUTOFF = -1_000_000_000  # prev_p of the first segment: "since the beginning"
 TYPE_BITS = 62               # event types per BIGINT bit mask word (2^61 is still exact as DOUBLE)
 
 # --- dialect-specific snippets -------------------------------------------------------------------
@@ -192,11 +191,6 @@ def window_offsets(windows: Sequence[int]) -> list[int]:
                    CHANGE_REVENUE_DAYS, 2 * CHANGE_REVENUE_DAYS})
 
 
-def lookback_span(windows: Sequence[int]) -> int:
-    """Days before a cutoff that the windowed range join must reach."""
-    return max(window_offsets(windows))
-
-
 def feature_names(windows: Sequence[int]) -> list[str]:
     """Feature columns in output order (after `customer_id`, `cutoff`, `label`)."""
     ws = check_windows(windows)
@@ -243,16 +237,15 @@ def _segment_ends(cutoffs: Sequence[int], as_of: int, offsets: Sequence[int]) ->
     return sorted({c - o for c in cutoffs for o in offsets} | set(cutoffs) | {as_of})
 
 
-def _day_segments_sql(cutoffs: Sequence[int], as_of: int, offsets: Sequence[int]) -> str:
+def _day_segments_sql(ends: Sequence[int], grid: Sequence[int]) -> str:
     """Day -> (segment end `p`, `bucket`) for every day from the first segment end to as_of.
 
+    `ends`: the segment ends, ascending (the last is as_of); `grid`: cutoffs and as_of, ascending.
     Days before the first end belong to the first segment; callers look up `GREATEST(day, p0)`.
     An equi-join on this small table replaces a range join against the segment bounds.
     """
-    grid = sorted(set(cutoffs) | {as_of})
-    ends = _segment_ends(cutoffs, as_of, offsets)
     rows, pi, gi = [], 0, 0
-    for day in range(ends[0], as_of + 1):
+    for day in range(ends[0], ends[-1] + 1):
         while ends[pi] < day:
             pi += 1
         while grid[gi] < ends[pi]:
@@ -261,15 +254,13 @@ def _day_segments_sql(cutoffs: Sequence[int], as_of: int, offsets: Sequence[int]
     return _values(rows, "v", "day_n, p, bucket")
 
 
-def _window_map_sql(cutoffs: Sequence[int], as_of: int, offsets: Sequence[int],
+def _window_map_sql(ends: Sequence[int], cutoffs: Sequence[int], span: int,
                     bands: Sequence[tuple[str, int, int]]) -> str:
     """(segment end `p`, output `cutoff`, one 0/1 column per band) for every p in a cutoff's span.
 
     A band `(name, lo, hi)` is the day range `(cutoff - lo, cutoff - hi]`; it is an exact union of
     segments because every `cutoff - offset` is a segment end.
     """
-    span = max(offsets)
-    ends = _segment_ends(cutoffs, as_of, offsets)
     rows = [(p, c, *(int(c - lo < p <= c - hi) for _, lo, hi in bands))
             for c in sorted(set(cutoffs)) for p in ends if c - span < p <= c]
     return _values(rows, "v", "p, cutoff, " + ", ".join(name for name, _, _ in bands))
@@ -312,6 +303,7 @@ def feature_steps(
     if cutoffs[-1] > as_of:
         raise ChurnlensError("a cutoff lies after as_of")
 
+    ends = _segment_ends(cutoffs, as_of, offsets)
     words = range(max(1, -(-int(event_type_count) // TYPE_BITS)))
     bands = ([(f"in_{w}", w, 0) for w in ws]
              + [("cur_30", CHANGE_EVENTS_DAYS, 0),
@@ -397,8 +389,10 @@ def feature_steps(
 
     return [
         Step("cutoffs", _cutoffs_sql(cutoffs, as_of, horizon_days), materialize=False),
-        Step("day_segments", _day_segments_sql(cutoffs, as_of, offsets), materialize=False),
-        Step("window_map", _window_map_sql(cutoffs, as_of, offsets, bands), materialize=False),
+        Step("day_segments", _day_segments_sql(ends, sorted({*cutoffs, as_of})),
+             materialize=False),
+        Step("window_map", _window_map_sql(ends, cutoffs, max(offsets), bands),
+             materialize=False),
         Step("cust", """
 SELECT customer_id, CAST(ROW_NUMBER() OVER (ORDER BY customer_id) AS INT) AS ck,
        signup_day, cancel_day, segment
@@ -443,7 +437,7 @@ SELECT k.ck, m.p, m.bucket,
        MIN(a.day_n) AS first_act_day{type_or_cols.replace("u.", "a.")}
 FROM act_daily a
 JOIN cust k ON k.ck = a.ck
-JOIN day_segments m ON m.day_n = GREATEST(a.day_n, {_segment_ends(cutoffs, as_of, offsets)[0]})
+JOIN day_segments m ON m.day_n = GREATEST(a.day_n, {ends[0]})
 GROUP BY k.ck, m.p, m.bucket"""),
         Step("win_usage", f"""
 SELECT s.ck, m.cutoff,
