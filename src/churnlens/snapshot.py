@@ -150,6 +150,33 @@ def plan_for_stage(cfg: Mapping[str, Any], first_day: date | None, last_day: dat
     return snap
 
 
+def feature_meta(snap: Snapshot, cfg: Mapping[str, Any], feature_columns: list[str],
+                 per_cutoff: Mapping[date, tuple[int, float]], n_scoring: int, engine: str,
+                 seconds: float) -> dict[str, Any]:
+    """`data/features/meta.json` of either engine: the plan, the feature columns and the rows.
+
+    `per_cutoff`: labelled cutoff -> (training rows, churn rate), for cutoffs with rows.
+    """
+    return {
+        "as_of": snap.as_of.isoformat(),
+        "first_data_day": snap.first_day.isoformat() if snap.first_day else None,
+        "cutoffs": [c.isoformat() for c in snap.cutoffs],
+        "labelled_cutoffs": [c.isoformat() for c in snap.labelled],
+        "horizon_days": cfg["horizon_days"],
+        "definition": cfg["definition"],
+        "cutoff_step_days": cfg["step_days"],
+        "windows": cfg["windows"],
+        "feature_columns": list(feature_columns),
+        "categorical_columns": ["segment"],
+        "n_training_rows": int(sum(n for n, _ in per_cutoff.values())),
+        "n_scoring_rows": int(n_scoring),
+        "rows_per_cutoff": {c.isoformat(): int(n) for c, (n, _) in per_cutoff.items()},
+        "churn_rate": {c.isoformat(): float(rate) for c, (_, rate) in per_cutoff.items()},
+        "engine": engine,
+        "seconds": round(seconds, 2),
+    }
+
+
 def check_enough_history(snap: Snapshot, min_labelled: int, max_cutoffs: int) -> None:
     """Raise a readable error when `snap` has fewer than `min_labelled` labelled cutoffs."""
     if len(snap.labelled) >= min_labelled:

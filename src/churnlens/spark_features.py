@@ -42,7 +42,14 @@ import pyarrow.parquet as pq
 from churnlens import feature_sql
 from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
-from churnlens.snapshot import Snapshot, as_date, from_epoch_day, plan_for_stage, to_epoch_day
+from churnlens.snapshot import (
+    Snapshot,
+    as_date,
+    feature_meta,
+    from_epoch_day,
+    plan_for_stage,
+    to_epoch_day,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -379,24 +386,8 @@ def _meta(snap: Snapshot, cfg: Mapping[str, Any], columns: list[str],
           seconds: float) -> dict[str, Any]:
     """`meta.json` with the keys of the DuckDB stage (`churnlens.stages.features`)."""
     labelled = {c: v for c, v in per_cutoff.items() if v[0] > 0}   # as DuckDB's GROUP BY
-    return {
-        "as_of": snap.as_of.isoformat(),
-        "first_data_day": snap.first_day.isoformat() if snap.first_day else None,
-        "cutoffs": [c.isoformat() for c in snap.cutoffs],
-        "labelled_cutoffs": [c.isoformat() for c in snap.labelled],
-        "horizon_days": cfg["horizon_days"],
-        "definition": cfg["definition"],
-        "cutoff_step_days": cfg["step_days"],
-        "windows": cfg["windows"],
-        "feature_columns": [c for c in columns if c not in ID_COLUMNS],
-        "categorical_columns": ["segment"],
-        "n_training_rows": int(sum(n for n, _ in labelled.values())),
-        "n_scoring_rows": int(n_scoring),
-        "rows_per_cutoff": {c.isoformat(): int(n) for c, (n, _) in labelled.items()},
-        "churn_rate": {c.isoformat(): float(rate) for c, (_, rate) in labelled.items()},
-        "engine": ENGINE,
-        "seconds": round(seconds, 2),
-    }
+    return feature_meta(snap, cfg, [c for c in columns if c not in ID_COLUMNS], labelled,
+                        n_scoring, ENGINE, seconds)
 
 
 def run_stage(

@@ -33,7 +33,7 @@ from churnlens.features import (
 )
 from churnlens.io import atomic_path, write_json
 from churnlens.logs import get_logger
-from churnlens.snapshot import Snapshot, plan_for_stage
+from churnlens.snapshot import Snapshot, feature_meta, plan_for_stage
 
 log = get_logger("features")
 
@@ -76,24 +76,8 @@ def _meta(con: Any, snap: Snapshot, cfg: dict[str, Any], columns: list[str],
         f"SELECT cutoff, COUNT(*), AVG(label) FROM {FEATURE_TABLE} "
         "WHERE label IS NOT NULL GROUP BY cutoff ORDER BY cutoff"
     ).fetchall()
-    return {
-        "as_of": snap.as_of.isoformat(),
-        "first_data_day": snap.first_day.isoformat() if snap.first_day else None,
-        "cutoffs": [c.isoformat() for c in snap.cutoffs],
-        "labelled_cutoffs": [c.isoformat() for c in snap.labelled],
-        "horizon_days": cfg["horizon_days"],
-        "definition": cfg["definition"],
-        "cutoff_step_days": cfg["step_days"],
-        "windows": cfg["windows"],
-        "feature_columns": feature_columns(columns),
-        "categorical_columns": ["segment"],
-        "n_training_rows": int(sum(n for _, n, _ in per_cutoff)),
-        "n_scoring_rows": int(n_scoring),
-        "rows_per_cutoff": {c.isoformat(): int(n) for c, n, _ in per_cutoff},
-        "churn_rate": {c.isoformat(): float(rate) for c, _, rate in per_cutoff},
-        "engine": "duckdb",
-        "seconds": round(seconds, 2),
-    }
+    return feature_meta(snap, cfg, feature_columns(columns),
+                        {c: (n, rate) for c, n, rate in per_cutoff}, n_scoring, "duckdb", seconds)
 
 
 def run(params_path: Path = Path("params.yaml")) -> None:
