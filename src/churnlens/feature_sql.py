@@ -331,7 +331,9 @@ def feature_steps(
         f",\n         CASE WHEN t.word = {j} THEN t.mask ELSE CAST(0 AS BIGINT) END AS tm{j}"
         for j in words)
     no_type_cols = "".join(f", CAST(0 AS BIGINT) AS tm{j}" for j in words)
-    type_or_cols = "".join(f",\n       BIT_OR(u.tm{j}) AS tm{j}" for j in words)
+
+    def type_or_cols(alias: str) -> str:
+        return "".join(f",\n       BIT_OR({alias}.tm{j}) AS tm{j}" for j in words)
 
     def type_count(w: int) -> str:
         return " + ".join(f"COALESCE(CAST(BIT_COUNT(w.types_{w}d_{j}) AS INT), 0)" for j in words)
@@ -406,7 +408,7 @@ FROM (SELECT event_type, ROW_NUMBER() OVER (ORDER BY event_type) AS rn
 SELECT k.ck, u.day_n,
        SUM(u.ev_qty) AS ev_qty, SUM(u.is_event) AS ev_rows,
        SUM(u.purchases) AS purchases, SUM(u.refunds) AS refunds,
-       SUM(u.revenue) AS revenue{type_or_cols}
+       SUM(u.revenue) AS revenue{type_or_cols("u")}
 FROM (
   SELECT e.customer_id, e.day_n, 1.0 AS is_event, e.qty AS ev_qty,
          CAST(0 AS DOUBLE) AS purchases, CAST(0 AS DOUBLE) AS refunds,
@@ -434,7 +436,7 @@ SELECT k.ck, m.p, m.bucket,
        MIN(CASE WHEN a.ev_rows > 0 THEN a.day_n END) AS first_ev_day,
        MAX(CASE WHEN a.purchases > 0 THEN a.day_n END) AS last_purchase_day,
        MAX(a.day_n) AS last_act_day,
-       MIN(a.day_n) AS first_act_day{type_or_cols.replace("u.", "a.")}
+       MIN(a.day_n) AS first_act_day{type_or_cols("a")}
 FROM act_daily a
 JOIN cust k ON k.ck = a.ck
 JOIN day_segments m ON m.day_n = GREATEST(a.day_n, {ends[0]})

@@ -75,7 +75,7 @@ def _codes(col: pd.Series, categories: np.ndarray) -> np.ndarray:
 
 def _floats(col: pd.Series) -> np.ndarray:
     """A column as float64 (missing and unparseable values -> NaN), without a copy when possible."""
-    if pd.api.types.is_float_dtype(col.dtype) and col.dtype == np.float64:
+    if col.dtype == np.float64:
         return col.to_numpy()
     if _is_numeric(col):
         return col.to_numpy(dtype="float64", na_value=np.nan)
