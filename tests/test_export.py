@@ -1,4 +1,5 @@
-"""At-risk list: ranking, limits, columns, spreadsheet safety; contact data only in at_risk.csv."""
+"""At-risk and win-back lists: ranking, limits, columns, spreadsheet safety; contact data only in
+at_risk.csv and win_back.csv."""
 
 import csv
 import io
@@ -11,7 +12,13 @@ import pytest
 import yaml
 
 from churnlens import export
-from churnlens.export import AT_RISK_COLUMNS, build_at_risk, neutralise_cell, to_csv_text
+from churnlens.export import (
+    AT_RISK_COLUMNS,
+    build_at_risk,
+    build_win_back,
+    neutralise_cell,
+    to_csv_text,
+)
 from churnlens.stages import export as export_stage
 
 
@@ -56,6 +63,43 @@ def test_top_n_and_tier_limits():
     assert _table(top_n=2)["customer_id"].tolist() == ["c4", "c2"]
     assert _table(tiers=["high"])["customer_id"].tolist() == ["c4", "c1"]
     assert _table(top_n=0).empty
+
+
+def test_at_risk_holds_only_active_customers():
+    scores = _scores()
+    scores["active"] = [True, True, True, False, True, True]  # c4 lapsed: never on the list
+    assert _table(scores)["customer_id"].tolist() == ["c2", "c3", "c1", "c6"]
+
+
+def _lapsed():
+    """Six lapsed customers (and one active) with their value if they come back."""
+    return pd.DataFrame({
+        "customer_id": ["w1", "w2", "w3", "w4", "w5", "w6", "act"],
+        "churn_probability": [0.9, 0.5, 0.8, 0.6, 1.0, 0.7, 0.1],
+        "risk_tier": ["high", "high", "high", "high", "high", "high", "low"],
+        "expected_revenue_at_risk": [0.0] * 6 + [20.0],
+        "active": [False] * 6 + [True],
+        "win_back_value": [1000.0, 150.0, 250.0, 125.0, 900.0, 0.0, 5000.0],
+        "days_since_last_activity": [200, 95, 120, 400, 150, 700, 3],
+        "reason_1": [None, "no purchase for 95 days", None, None, None, None, None],
+        "segment": ["pro"] * 7,
+    })
+
+
+def test_win_back_ranks_lapsed_by_chance_of_return_times_value():
+    scores = _lapsed()
+    actions = pd.Series("Reactivation campaign", index=scores.index)
+    table = build_win_back(scores, actions, top_n=10)
+    assert list(table.columns) == list(AT_RISK_COLUMNS)
+    # (1 - p) x value: w1 100, w2 75, w3 50, w4 50 (tie: the higher value first); w5 (no chance
+    # of return), w6 (no value) and the active customer are left out
+    assert table["customer_id"].tolist() == ["w1", "w2", "w3", "w4"]
+    assert table["expected_revenue_at_risk"].tolist() == pytest.approx([100.0, 75.0, 50.0, 50.0])
+    assert table["rank"].tolist() == [1, 2, 3, 4]
+    assert table["reasons"].tolist() == ["no activity for 200 days", "no purchase for 95 days",
+                                         "no activity for 120 days", "no activity for 400 days"]
+    assert build_win_back(scores, actions, top_n=2)["customer_id"].tolist() == ["w1", "w2"]
+    assert build_win_back(scores.drop(columns="win_back_value"), actions, top_n=10).empty
 
 
 def test_csv_text_columns_and_decimals():
@@ -130,7 +174,9 @@ def test_history_keeps_one_entry_per_date_and_finds_previous():
 
 # --- the stage, end to end on a tiny project folder -------------------------------------------
 
-EMAILS = ("ann@example.com", "bob@example.org", "=evil@example.net")
+EMAILS = ("ann@example.com", "bob@example.org", "=evil@example.net", "sev@example.com",
+          "ate@example.com")
+OPEN = "Resolve the open support ticket first; no promotion"
 
 
 def _project(tmp_path: Path, raw_format="csv", with_email=True, actions=None):
@@ -152,16 +198,28 @@ def _project(tmp_path: Path, raw_format="csv", with_email=True, actions=None):
     scores["events_first_14d"] = [9, 9, 9, 9, 9, 0]
     scores["days_since_last_activity"] = [45, 1, 1, 1, 1, 1]
     scores["expected_revenue"] = [110.0, 500, 500, 5000, 1000, 90]
+    # lapsed (no activity for 90+ days, no `active` column: the stage derives it): high risk,
+    # nothing at risk, but w7 and w8 (open ticket) are worth winning back; w9 has no value
+    lapsed = pd.DataFrame({
+        "customer_id": ["w7", "w8", "w9"], "churn_probability": [0.7, 0.4, 0.95],
+        "risk_tier": ["high", "medium", "high"], "expected_revenue_at_risk": [0.0, 0.0, 0.0],
+        "segment": ["pro", "basic", "pro"], "open_tickets": [0, 0, 0],
+        "is_trial": [False, False, False], "events_first_14d": [9, 9, 9],
+        "days_since_last_activity": [200, 120, 300], "expected_revenue": [0.0, 0.0, 0.0],
+        "win_back_value": [500.0, 300.0, 0.0],
+    })
+    scores = pd.concat([scores, lapsed], ignore_index=True)
     scores.to_parquet(tmp_path / "reports" / "scores.parquet", index=False)
     pd.DataFrame(
-        {"customer_id": ["c4", "c1"],
-         "opened_at": pd.to_datetime(["2026-08-01", "2026-07-01"]),
-         "closed_at": pd.to_datetime([None, "2026-07-03"]),
-         "priority": ["high", "low"]}
+        {"customer_id": ["c4", "c1", "w8"],
+         "opened_at": pd.to_datetime(["2026-08-01", "2026-07-01", "2026-05-01"]),
+         "closed_at": pd.to_datetime([None, "2026-07-03", None]),
+         "priority": ["high", "low", "low"]}
     ).to_parquet(tmp_path / "data" / "interim" / "tickets.parquet", index=False)
     raw = pd.DataFrame(
-        {"customer_id": ["c1", "c2", "c4", "c6"], "signup_date": ["2025-01-01"] * 4,
-         "email": [EMAILS[0], EMAILS[1], EMAILS[2], ""], "name": ["Ann", "", "Eve", "Zed"]}
+        {"customer_id": ["c1", "c2", "c4", "c6", "w7", "w8"], "signup_date": ["2025-01-01"] * 6,
+         "email": [EMAILS[0], EMAILS[1], EMAILS[2], "", EMAILS[3], EMAILS[4]],
+         "name": ["Ann", "", "Eve", "Zed", "Sev", ""]}
     )
     if not with_email:
         raw = raw.drop(columns=["email", "name"])
@@ -190,7 +248,38 @@ def test_stage_writes_bom_csv_with_actions_and_contacts(tmp_path, monkeypatch, r
     assert history == {"runs": [{"as_of": "2026-08-31", "customer_ids": ["c4", "c2", "c3"]}]}
 
 
-def test_contact_appears_only_in_at_risk_csv_and_never_in_logs(tmp_path, monkeypatch, caplog):
+def test_stage_writes_win_back_csv_of_lapsed_customers(tmp_path, monkeypatch):
+    monkeypatch.chdir(_project(tmp_path))
+    export_stage.run("params.yaml")
+    at_risk = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
+    data = (tmp_path / "reports" / "win_back.csv").read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    rows = _rows(data.decode("utf-8-sig"))
+    assert list(rows[0]) == list(AT_RISK_COLUMNS)
+    # 0.6 x 300 = 180 before 0.3 x 500 = 150; w9 (no value) is not worth it; none is at risk
+    assert [(r["customer_id"], r["expected_revenue_at_risk"]) for r in rows] == [
+        ("w8", "180.00"), ("w7", "150.00")]
+    assert not {r["customer_id"] for r in at_risk} & {"w7", "w8", "w9"}
+    by_id = {r["customer_id"]: r for r in rows}
+    assert by_id["w8"]["suggested_action"] == OPEN  # open ticket: no promotion
+    assert by_id["w7"]["suggested_action"] == "Reactivation campaign"
+    assert by_id["w7"]["contact"] == "Sev <sev@example.com>"
+    assert by_id["w7"]["reasons"] == "no activity for 200 days"
+    history = json.loads((tmp_path / "reports" / "at_risk_history.json").read_text())
+    assert history["runs"][0]["customer_ids"] == ["c4", "c2", "c3"]  # the at-risk list only
+
+
+def test_win_back_is_cut_to_top_n(tmp_path, monkeypatch):
+    monkeypatch.chdir(_project(tmp_path))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["export"]["top_n"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    export_stage.run("params.yaml")
+    rows = _rows((tmp_path / "reports" / "win_back.csv").read_text(encoding="utf-8-sig"))
+    assert [r["customer_id"] for r in rows] == ["w8"]
+
+
+def test_contact_appears_only_in_the_lists_and_never_in_logs(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(_project(tmp_path))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["export"]["top_n"] = 10
@@ -203,9 +292,10 @@ def test_contact_appears_only_in_at_risk_csv_and_never_in_logs(tmp_path, monkeyp
             text = path.read_bytes().decode("utf-8", errors="replace")
             found[path.name] = [e for e in EMAILS if e in text]
     assert found.pop("at_risk.csv") == [EMAILS[0], EMAILS[1], EMAILS[2]]
+    assert found.pop("win_back.csv") == [EMAILS[3], EMAILS[4]]
     assert all(not hits for hits in found.values()), found
     assert not any(e in caplog.text for e in EMAILS)
-    assert "Ann" not in caplog.text
+    assert "Ann" not in caplog.text and "Sev" not in caplog.text
 
 
 def test_contact_that_looks_like_a_formula_is_neutralised(tmp_path, monkeypatch):
@@ -221,8 +311,9 @@ def test_contact_that_looks_like_a_formula_is_neutralised(tmp_path, monkeypatch)
 def test_no_email_column_gives_empty_contacts(tmp_path, monkeypatch):
     monkeypatch.chdir(_project(tmp_path, with_email=False))
     export_stage.run("params.yaml")
-    rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
-    assert rows and all(r["contact"] == "" for r in rows)
+    for name in ("at_risk.csv", "win_back.csv"):
+        rows = _rows((tmp_path / "reports" / name).read_text(encoding="utf-8-sig"))
+        assert rows and all(r["contact"] == "" for r in rows)
 
 
 def test_rules_from_params_are_used(tmp_path, monkeypatch):

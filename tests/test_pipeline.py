@@ -83,9 +83,13 @@ def write_raw(frame: pd.DataFrame, raw_dir: Path, table: str) -> None:
     frame.to_csv(raw_dir / f"{table}.csv", index=False)
 
 
-def read_at_risk(run: PipelineRun) -> list[dict[str, str]]:
-    text = (run / "reports/at_risk.csv").read_text(encoding="utf-8-sig")
+def read_at_risk(run: PipelineRun, name: str = "at_risk.csv") -> list[dict[str, str]]:
+    text = (run / "reports" / name).read_text(encoding="utf-8-sig")
     return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def read_win_back(run: PipelineRun) -> list[dict[str, str]]:
+    return read_at_risk(run, "win_back.csv")
 
 
 def string_values(path: Path) -> set[str]:
@@ -221,6 +225,15 @@ def check_all_outputs(run: PipelineRun) -> dict:
     assert set(at_risk["risk_tier"]) <= set(run.params["export"]["tiers"])
     assert (at_risk["reasons"] != "").all() and (at_risk["suggested_action"] != "").all()
 
+    win_back = pd.read_csv(run / "reports/win_back.csv", encoding="utf-8-sig", dtype=str,
+                           keep_default_na=False)
+    assert list(win_back.columns) == AT_RISK_COLUMNS
+    assert len(win_back) <= run.params["export"]["top_n"]
+    assert win_back["rank"].astype(int).tolist() == list(range(1, len(win_back) + 1))
+    assert win_back["expected_revenue_at_risk"].astype(float).is_monotonic_decreasing
+    assert (win_back["reasons"] != "").all() and (win_back["suggested_action"] != "").all()
+    assert not set(win_back["customer_id"]) & set(at_risk["customer_id"])
+
     kpis = json.loads((run / "reports/kpis.json").read_text())
     assert {"period", "current", "previous", "by_segment", "cohorts"} <= set(kpis)
     assert {"start", "end"} <= set(kpis["period"])
@@ -306,6 +319,102 @@ def test_model_registered_in_the_runs_own_store(sample_run):
     assert champion.run_id == promotion["run_id"]
     assert client.get_run(promotion["run_id"]).data.metrics["model.roc_auc"] == pytest.approx(
         json.loads((sample_run / "reports/metrics.json").read_text())["model"]["roc_auc"])
+
+
+# ================================================================ 1b. at-risk vs win-back lists
+OPEN_TICKET_ACTION = "Resolve the open support ticket first; no promotion"
+
+
+def lapsed_truth(run: PipelineRun) -> pd.DataFrame:
+    """Per scored customer, from the feature rows (not the scores): lapsed or not, and the
+    win-back value (revenue per horizon over the active life seen, at least one horizon)."""
+    horizon = float(run.params["label"]["horizon_days"])
+    rows = pd.read_parquet(run / "data/features/scoring.parquet")
+    days, tenure = rows["days_since_last_activity"], rows["tenure_days"]
+    lapsed = ~((days < horizon) | (days.isna() & (tenure < horizon)))
+    if "revenue_total" in rows:
+        revenue, seen = rows["revenue_total"], tenure
+    else:
+        longest = max(int(c[8:-1]) for c in rows if re.fullmatch(r"revenue_\d+d", c))
+        revenue, seen = rows[f"revenue_{longest}d"], tenure.clip(upper=longest)
+    span = (seen - days.fillna(0)).fillna(horizon).clip(lower=horizon)
+    value = revenue.fillna(0).clip(lower=0) * horizon / span
+    return pd.DataFrame({"customer_id": rows["customer_id"].astype(str),
+                         "lapsed": lapsed.to_numpy(bool), "value": value.to_numpy()})
+
+
+def test_lapsed_customers_leave_the_at_risk_list_for_the_win_back_list(sample_run):
+    truth = lapsed_truth(sample_run).set_index("customer_id")
+    scores = pd.read_parquet(sample_run / "reports/scores.parquet").set_index("customer_id")
+    assert (scores["active"] == ~truth.loc[scores.index, "lapsed"]).all()
+    lapsed = set(truth.index[truth["lapsed"]])
+    top_n, tiers = sample_run.params["export"]["top_n"], sample_run.params["export"]["tiers"]
+    # the case that matters: lapsed customers the model rates high risk (nothing left at risk)
+    assert scores.loc[sorted(lapsed), "risk_tier"].isin(tiers).sum() > 10
+
+    at_risk = [r["customer_id"] for r in read_at_risk(sample_run)]
+    win_back = [r["customer_id"] for r in read_win_back(sample_run)]
+    assert at_risk and win_back
+    assert not set(at_risk) & lapsed
+    assert set(win_back) <= lapsed
+    # counts add up: every scored customer is active or lapsed; each list is all of its
+    # candidates up to top_n
+    active = scores[scores["active"]]
+    assert len(active) + len(lapsed) == len(scores) == len(truth)
+    assert len(at_risk) == min(top_n, int(active["risk_tier"].isin(tiers).sum()))
+    worth = truth["lapsed"] & (truth["value"] > 0) & (scores.loc[truth.index,
+                                                                 "churn_probability"] < 1)
+    assert len(win_back) == min(top_n, int(worth.sum()))
+    # the weekly report: contact list from at_risk.csv only, and a win-back section
+    page = (sample_run / "reports/weekly_report.html").read_text(encoding="utf-8")
+    shown = page[page.index('id="at-risk"'):page.index('id="movers"')]
+    assert not any(f"<td>{cid}</td>" in shown for cid in lapsed)
+    section = page[page.index('id="win-back"'):page.index('id="segments"')]
+    assert f"{len(lapsed):,}</strong> customers have lapsed" in section
+    assert f"<td>{win_back[0]}</td>" in section
+
+
+def test_win_back_ranked_by_chance_of_return_times_value(sample_run):
+    truth = lapsed_truth(sample_run).set_index("customer_id")
+    scores = pd.read_parquet(sample_run / "reports/scores.parquet").set_index("customer_id")
+    truth["ranking"] = ((1 - scores.loc[truth.index, "churn_probability"]) * truth["value"])
+    candidates = truth[truth["lapsed"] & (truth["ranking"] > 0)].reset_index()
+    expected = candidates.sort_values(["ranking", "value", "customer_id"],
+                                      ascending=[False, False, True], kind="mergesort")
+    expected = expected.head(sample_run.params["export"]["top_n"])
+    rows = read_win_back(sample_run)
+    listed = [r["customer_id"] for r in rows]
+    # ranking values equal to 1e-6 may swap: compare the values, and the ids as sets
+    assert [float(r["expected_revenue_at_risk"]) for r in rows] == pytest.approx(
+        expected["ranking"].round(2).tolist(), abs=0.006)
+    assert set(listed) == set(expected["customer_id"]) and listed[0] == \
+        expected["customer_id"].iloc[0]
+
+
+def test_open_ticket_customer_on_the_win_back_list_gets_no_promotion(sample_run, tmp_path):
+    """The sample's win-back list, re-exported after the top customers opened a ticket."""
+    rows = read_win_back(sample_run)
+    targets = [r["customer_id"] for r in rows[:3] if r["suggested_action"] != OPEN_TICKET_ACTION]
+    assert targets, "no promotable customer at the top of the win-back list"
+    run = new_run(tmp_path, small_params(overrides={**AUX,
+                                                    "data.raw_dir": str(sample_run.raw_dir)}))
+    for rel in ("reports/scores.parquet", "data/interim/tickets.parquet",
+                "data/interim/customers.parquet", "data/features/meta.json"):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_bytes((sample_run / rel).read_bytes())
+    tickets = pd.read_parquet(run / "data/interim/tickets.parquet")
+    opened = tickets.iloc[[0] * len(targets)].assign(customer_id=targets, closed_at=pd.NaT)
+    pd.concat([tickets, opened], ignore_index=True).to_parquet(
+        run / "data/interim/tickets.parquet", index=False)
+    run_stages(run, ["export"])
+    again = {r["customer_id"]: r for r in read_win_back(run)}
+    assert [r["customer_id"] for r in read_win_back(run)] == [r["customer_id"] for r in rows]
+    for cid in targets:
+        assert again[cid]["suggested_action"] == OPEN_TICKET_ACTION
+    scores = pd.read_parquet(sample_run / "reports/scores.parquet").set_index("customer_id")
+    for row in rows:  # and in the sample itself
+        if scores.loc[row["customer_id"], "open_tickets"] > 0:
+            assert row["suggested_action"] == OPEN_TICKET_ACTION
 
 
 # ================================================================ 2. byte-identical reruns
@@ -626,22 +735,26 @@ def test_no_personal_data_outside_the_contact_column(sample_run, tmp_path):
     scanner = PiiScanner(needles)
     for part in ("data", "models", "reports", "mlruns"):
         scanner.scan_tree(part, sample_run / part,
-                          skip=(sample_run.raw_dir, sample_run / "reports/at_risk.csv"))
+                          skip=(sample_run.raw_dir, sample_run / "reports/at_risk.csv",
+                                sample_run / "reports/win_back.csv"))
     scanner.scan_file("mlflow.db", sample_run / "mlflow.db")
     scan_mlflow(scanner, sample_run, tmp_path / "mlflow_download")
     scanner.scan_text("the run's log messages", "\n".join(sample_run.log))
 
     rows = read_at_risk(sample_run)
-    for row in rows:
-        scanner.scan_text("reports/at_risk.csv (all but contact)",
-                          "\n".join(v for k, v in row.items() if k != "contact"))
+    win_back = read_win_back(sample_run)
+    for name, listed in (("at_risk.csv", rows), ("win_back.csv", win_back)):
+        for row in listed:
+            scanner.scan_text(f"reports/{name} (all but contact)",
+                              "\n".join(v for k, v in row.items() if k != "contact"))
     assert any(p.endswith("scores.parquet") for p in scanner.scanned)
     assert any("estimator.joblib" in p for p in scanner.scanned)
     assert sample_run.log, "no log messages were captured"
     assert scanner.hits == {}, f"personal data found: {scanner.hits}"
     # the scan can fail: the contact column itself is full of the same needles
-    contacts = "\n".join(row["contact"] for row in rows)
-    assert len(set(scanner.text.findall(contacts))) >= len(rows) // 2
+    for listed in (rows, win_back):
+        contacts = "\n".join(row["contact"] for row in listed)
+        assert len(set(scanner.text.findall(contacts))) >= len(listed) // 2
 
 
 # ================================================================ 5. pseudonymous ids
@@ -667,17 +780,23 @@ def check_no_raw_ids(run: PipelineRun, parquet: list[Path], texts: list[Path]) -
 
 
 def check_at_risk_real_ids(run: PipelineRun) -> None:
-    """at_risk.csv: real ids, exactly the customers (and order) the pseudonymous scores rank,
-    each with their own contact."""
-    from churnlens.export import rank_at_risk
+    """at_risk.csv and win_back.csv: real ids, exactly the customers (and order) the
+    pseudonymous scores rank, each with their own contact."""
+    from churnlens.export import rank_at_risk, rank_win_back
+
+    scores = pd.read_parquet(run / "reports/scores.parquet")
+    top_n = run.params["export"]["top_n"]
+    check_list_real_ids(run, "at_risk.csv",
+                        rank_at_risk(scores, top_n=top_n, tiers=run.params["export"]["tiers"]))
+    check_list_real_ids(run, "win_back.csv", rank_win_back(scores, top_n=top_n))
+
+
+def check_list_real_ids(run: PipelineRun, name: str, ranked: pd.DataFrame) -> None:
     from churnlens.privacy import pseudonymise
 
     raw_ids, _ = raw_id_pattern(run)
-    rows = pd.DataFrame(read_at_risk(run))
+    rows = pd.DataFrame(read_at_risk(run, name))
     assert len(rows) > 0 and set(rows["customer_id"]) <= raw_ids
-    scores = pd.read_parquet(run / "reports/scores.parquet")
-    ranked = rank_at_risk(scores, top_n=run.params["export"]["top_n"],
-                          tiers=run.params["export"]["tiers"])
     assert pseudonymise(rows["customer_id"], SALT.encode()).tolist() \
         == ranked["customer_id"].tolist()
     assert rows["churn_probability"].astype(float).tolist() == pytest.approx(
@@ -727,7 +846,8 @@ def test_pseudonymised_pipeline_carries_no_raw_ids(pseudo_run):
     texts = [pseudo_run / "reports/weekly_report.html",
              *sorted((pseudo_run / "reports").glob("*.json")),
              *sorted((pseudo_run / "data").rglob("*.json")),
-             *sorted(p for p in (pseudo_run / "reports").rglob("*.csv") if p.name != "at_risk.csv")]
+             *sorted(p for p in (pseudo_run / "reports").rglob("*.csv")
+                     if p.name not in ("at_risk.csv", "win_back.csv"))]
     check_no_raw_ids(pseudo_run, parquet, texts)
     page = (pseudo_run / "reports/weekly_report.html").read_text(encoding="utf-8")
     assert re.search(r"\bp_[0-9a-f]{16}\b", page), "the report shows no pseudonym at all"
@@ -759,13 +879,14 @@ def test_injection_escaped_in_the_weekly_report(injected_run):
 
 
 def test_injection_neutralised_in_the_at_risk_csv(injected_run):
-    text = (injected_run / "reports/at_risk.csv").read_text(encoding="utf-8-sig")
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert len(text.splitlines()) == len(rows)  # no record spans two lines
-    for row in rows:
-        for cell in row:
-            assert not cell.startswith(FORMULA_START), cell
-            assert "\n" not in cell and "\r" not in cell, cell
+    for name in ("at_risk.csv", "win_back.csv"):
+        text = (injected_run / "reports" / name).read_text(encoding="utf-8-sig")
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        assert len(text.splitlines()) == len(rows)  # no record spans two lines
+        for row in rows:
+            for cell in row:
+                assert not cell.startswith(FORMULA_START), cell
+                assert "\n" not in cell and "\r" not in cell, cell
     listed = {row["customer_id"]: row for row in read_at_risk(injected_run)}
     customers = read_raw(injected_run, "customers").drop_duplicates("customer_id")
     email = dict(zip(customers["customer_id"], customers["email"], strict=True))

@@ -106,8 +106,16 @@ AT_RISK_HEADER = ("rank,customer_id,segment,churn_probability,expected_revenue_a
                   "reasons,suggested_action,contact\n")
 
 
+WIN_BACK_ROWS = [
+    "1,w1,pro,0.700,150.00,high,no activity for 200 days,Reactivation campaign,"
+    "Dan <dan@example.com>\n",
+    "2,w2,basic,0.400,120.00,medium,no activity for 120 days,"
+    "Resolve the open support ticket first; no promotion,\n",
+]
+
+
 def _project(tmp_path: Path, *, optional=True, nps=None, at_risk_rows=None, scores=None,
-             promotion=None, drift=None, history=None):
+             promotion=None, drift=None, history=None, win_back_rows=None):
     reports = tmp_path / "reports"
     (reports / "plots").mkdir(parents=True)
     params = {"label": {"definition": "inactivity", "horizon_days": 90},
@@ -121,11 +129,19 @@ def _project(tmp_path: Path, *, optional=True, nps=None, at_risk_rows=None, scor
         "2,c2,basic,0.610,300.00,medium,,Nurture,\n",
     ]
     (reports / "at_risk.csv").write_text(AT_RISK_HEADER + "".join(rows), encoding="utf-8-sig")
+    if win_back_rows is None:
+        win_back_rows = WIN_BACK_ROWS
+    if win_back_rows != "missing":
+        (reports / "win_back.csv").write_text(AT_RISK_HEADER + "".join(win_back_rows),
+                                              encoding="utf-8-sig")
     if scores is None:
         scores = pd.DataFrame({
-            "customer_id": ["c1", "c2", "c3"], "churn_probability": [0.912, 0.61, 0.1],
-            "risk_tier": ["high", "medium", "low"], "expected_revenue_at_risk": [1234.6, 300, 5],
-            "segment": ["pro", "basic", "pro"],
+            "customer_id": ["c1", "c2", "c3", "w1", "w2", "w3"],
+            "churn_probability": [0.912, 0.61, 0.1, 0.7, 0.4, 0.97],
+            "risk_tier": ["high", "medium", "low", "high", "medium", "high"],
+            "expected_revenue_at_risk": [1234.6, 300, 5, 0, 0, 0],
+            "segment": ["pro", "basic", "pro", "pro", "basic", "lapsedonly"],
+            "active": [True, True, True, False, False, False],
         })
     scores.to_parquet(reports / "scores.parquet", index=False)
     if optional:
@@ -278,3 +294,32 @@ def test_empty_list_and_formula_like_ids(tmp_path, monkeypatch):
     text = _text(_render(tmp_path / "second", monkeypatch, at_risk_rows=rows, history=history))
     assert "0 customers are new" in text  # '-2 in the CSV is customer -2 of the history
     assert "=cmd reason" in text and "'=cmd" not in text
+
+
+def test_win_back_section_next_to_the_at_risk_list(default_html):
+    text = _text(default_html)
+    assert default_html.index('id="at-risk"') < default_html.index('id="win-back"') \
+        < default_html.index('id="segments"')
+    # high / medium / segments count the active customers only; the lapsed are counted here
+    assert "1 customers are at high risk and 1 at medium risk (of 3 active customers)" in text
+    assert "lapsedonly" not in text
+    section = text[text.index("Win back"):text.index("Risk by segment")]
+    assert "3 customers have lapsed: no purchase and no product use for 90 days or more" in section
+    assert "holds the 2 lapsed customers most worth winning back, together 270 in expected" \
+        in section
+    assert "w1 pro 30% 150 Reactivation campaign" in section  # chance of coming back = 1 - 0.7
+    assert "w2 basic 60% 120 Resolve the open support ticket first" in section
+    assert "Dan" not in default_html and "dan@example.com" not in default_html
+
+
+def test_win_back_missing_or_empty(tmp_path, monkeypatch):
+    text = _text(_render(tmp_path, monkeypatch, win_back_rows="missing"))
+    assert "win_back.csv is missing" in text
+    text = _text(_render(tmp_path / "empty", monkeypatch, win_back_rows=[""]))
+    assert "No lapsed customer is on the win-back list this week" in text
+
+
+def test_phone_layout_rules_present(default_html):
+    assert 'name="viewport" content="width=device-width' in default_html
+    assert "@media (max-width: 640px)" in default_html
+    assert default_html.count('<div class="scroll">') >= 2  # wide tables scroll, not the page

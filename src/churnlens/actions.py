@@ -10,7 +10,9 @@ customer by `customer_flags` from the scored table:
   with no product event in the first 14 days (`events_first_14d` 0 or missing), or with
   `activated == False` when the scores carry such a column;
 * `inactive`: `days_since_last_activity >= inactive_days`;
-* `high_value`: `expected_revenue` above the `high_value_quantile` of all scored customers;
+* `high_value`: `expected_revenue` above the `high_value_quantile` of the customers passed in
+  (the export stage passes one list's population: the active customers for the at-risk list,
+  the lapsed ones worth winning back, valued by `win_back_value`, for the win-back list);
 * `always`: every customer (the fall-back row; must be the last rule).
 
 Safety rule (checked by `parse_rules`): a customer with an open support ticket must never get a
@@ -40,7 +42,7 @@ CONDITIONS: dict[str, str] = {
     OPEN_TICKET: "has an open support ticket",
     TRIAL_NOT_ACTIVATED: "trial user without product use in the first 14 days",
     INACTIVE: "no activity for `inactive_days` days or more",
-    HIGH_VALUE: "expected revenue above the `high_value_quantile` of scored customers",
+    HIGH_VALUE: "expected revenue above the `high_value_quantile` of the list's population",
     ALWAYS: "every customer (fall-back)",
 }
 
@@ -140,7 +142,7 @@ def customer_flags(
 ) -> pd.DataFrame:
     """One boolean column per condition in `CONDITIONS`, aligned with `scores`' index.
 
-    `scores` is the whole scored population (the high-value threshold is a quantile over all of
+    `scores` is the population of one list (the high-value threshold is a quantile over all of
     it). Missing helper columns make their condition false (except `is_trial`, which falls back
     to `segment == "trial"`); `open_ticket_ids` adds customers known to have an open ticket.
     """

@@ -1,7 +1,16 @@
-"""The at-risk list the customer-success team works from (pure functions; I/O in stages/export.py).
+"""The lists the customer-success team works from (pure functions; I/O in stages/export.py).
 
-`build_at_risk` ranks the scored customers, `to_csv_text` makes the spreadsheet-safe CSV text, and
-the small history helpers keep the ids of earlier lists so the weekly report can show "movers".
+Two lists with the same columns (`AT_RISK_COLUMNS`), split by the `active` column of the scores
+(`churnlens.scoring.active_customers`: activity within `label.horizon_days` before as_of):
+
+* `build_at_risk`: active customers in the allowed tiers who may leave, highest
+  `expected_revenue_at_risk` (churn probability x expected revenue) first;
+* `build_win_back`: lapsed customers worth winning back, highest chance of return
+  (1 - churn_probability) x `win_back_value` first; that product is what their
+  `expected_revenue_at_risk` column holds. Customers with no visible value are left out.
+
+`to_csv_text` makes the spreadsheet-safe CSV text of either list, and the small history helpers
+keep the ids of earlier at-risk lists so the weekly report can show "movers".
 
 Spreadsheet safety (`to_csv_text`): numbers have fixed decimals (probability 3, money 2), dates
 are ISO, newlines inside text become spaces, and a text cell that starts with `=`, `+`, `-`, `@`,
@@ -23,6 +32,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 AT_RISK_COLUMNS = (
@@ -40,6 +50,8 @@ TEXT_COLUMNS = ("customer_id", "segment", "risk_tier", "reasons", "suggested_act
 DECIMALS = {"churn_probability": 3, "expected_revenue_at_risk": 2}
 REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
 REASON_SEPARATOR = "; "
+ACTIVE = "active"
+WIN_BACK_VALUE = "win_back_value"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 HISTORY_KEEP = 26
@@ -63,15 +75,28 @@ def join_reasons(scores: pd.DataFrame) -> pd.Series:
     )
 
 
+def active_mask(scores: pd.DataFrame) -> np.ndarray:
+    """The `active` column as booleans (missing values count as lapsed); all True without it."""
+    if ACTIVE not in scores:
+        return np.ones(len(scores), bool)
+    values = scores[ACTIVE]
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return (pd.to_numeric(values, errors="coerce").fillna(0) != 0).to_numpy(bool)
+    text = values.astype("string").str.strip().str.lower()
+    return text.isin(["1", "true", "yes", "y", "t"]).fillna(False).to_numpy(bool)
+
+
 def rank_at_risk(scores: pd.DataFrame, *, top_n: int, tiers: Iterable[str]) -> pd.DataFrame:
-    """Customers in the allowed `tiers`, highest `expected_revenue_at_risk` first (ties: higher
-    `churn_probability`, then `customer_id`), cut to `top_n`, with a 1-based `rank` column.
+    """Active customers (`active_mask`) in the allowed `tiers`, highest `expected_revenue_at_risk`
+    first (ties: higher `churn_probability`, then `customer_id`), cut to `top_n`, with a 1-based
+    `rank` column.
 
     All input columns are kept; the index of `scores` is kept too (to align other Series).
     """
     allowed = {str(t).strip().lower() for t in tiers}
     tier = scores["risk_tier"].astype("string").str.strip().str.lower()
-    chosen = scores[tier.isin(allowed).fillna(False).to_numpy(bool)].copy()
+    keep = tier.isin(allowed).fillna(False).to_numpy(bool) & active_mask(scores)
+    chosen = scores[keep].copy()
     chosen["_erar"] = pd.to_numeric(chosen["expected_revenue_at_risk"], errors="coerce")
     chosen["_prob"] = pd.to_numeric(chosen["churn_probability"], errors="coerce")
     chosen["_id"] = chosen["customer_id"].astype("string")
@@ -84,6 +109,51 @@ def rank_at_risk(scores: pd.DataFrame, *, top_n: int, tiers: Iterable[str]) -> p
     chosen = chosen.drop(columns=["_erar", "_prob", "_id"])
     chosen.insert(0, "rank", range(1, len(chosen) + 1))
     return chosen
+
+
+def return_value(scores: pd.DataFrame) -> pd.Series:
+    """Chance of return x value: (1 - `churn_probability`) x `win_back_value` (missing -> 0),
+    rounded to 1e-6 so that float noise does not decide ties."""
+    if WIN_BACK_VALUE not in scores:
+        return pd.Series(0.0, index=scores.index, dtype="float64")
+    chance = (1.0 - pd.to_numeric(scores["churn_probability"], errors="coerce")).clip(0.0, 1.0)
+    value = pd.to_numeric(scores[WIN_BACK_VALUE], errors="coerce").clip(lower=0.0)
+    return (chance * value).fillna(0.0).round(6).astype("float64")
+
+
+def rank_win_back(scores: pd.DataFrame, *, top_n: int) -> pd.DataFrame:
+    """Lapsed customers (not `active_mask`) with a positive `return_value`, highest first (ties:
+    higher `win_back_value`, then `customer_id`), cut to `top_n`, with a 1-based `rank` column.
+
+    `expected_revenue_at_risk` is replaced by the ranking value (chance of return x value); the
+    other input columns and the index of `scores` are kept.
+    """
+    ranking = return_value(scores)
+    chosen = scores[~active_mask(scores) & (ranking > 0).to_numpy(bool)].copy()
+    chosen["expected_revenue_at_risk"] = ranking[chosen.index]
+    chosen["_value"] = (pd.to_numeric(chosen[WIN_BACK_VALUE], errors="coerce")
+                        if WIN_BACK_VALUE in chosen else 0.0)
+    chosen["_id"] = chosen["customer_id"].astype("string")
+    chosen = chosen.sort_values(
+        ["expected_revenue_at_risk", "_value", "_id"],
+        ascending=[False, False, True],
+        na_position="last",
+        kind="mergesort",
+    ).head(max(int(top_n), 0))
+    chosen = chosen.drop(columns=["_value", "_id"])
+    chosen.insert(0, "rank", range(1, len(chosen) + 1))
+    return chosen
+
+
+def lapse_reasons(ranked: pd.DataFrame) -> pd.Series:
+    """`reason_1..3` joined, or "no activity for N days" for a customer the explain stage did
+    not explain (it explains the at-risk list and a sample only)."""
+    reasons = join_reasons(ranked)
+    if "days_since_last_activity" not in ranked:
+        return reasons
+    days = pd.to_numeric(ranked["days_since_last_activity"], errors="coerce")
+    fallback = days.map(lambda d: "" if pd.isna(d) else f"no activity for {d:.0f} days")
+    return reasons.where(reasons != "", fallback.fillna("")).astype("object")
 
 
 def contacts_from_raw(raw: pd.DataFrame) -> pd.DataFrame:
@@ -119,10 +189,33 @@ def build_at_risk(
 ) -> pd.DataFrame:
     """The at-risk table with exactly `AT_RISK_COLUMNS` (numbers unrounded).
 
-    `actions` is aligned with `scores`' index (from `churnlens.actions.suggest_actions`);
-    `contacts` has `customer_id`, `contact` (from `contacts_from_raw`), or is None (contact "").
+    `actions` is aligned with `scores`' index (from `churnlens.actions.suggest_actions`; only
+    the listed customers need one); `contacts` has `customer_id`, `contact` (from
+    `contacts_from_raw`), or is None (contact "").
     """
     ranked = rank_at_risk(scores, top_n=top_n, tiers=tiers)
+    return _list_table(ranked, join_reasons(ranked), actions, contacts)
+
+
+def build_win_back(
+    scores: pd.DataFrame,
+    actions: pd.Series,
+    *,
+    top_n: int,
+    contacts: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The win-back table (`rank_win_back`) with exactly `AT_RISK_COLUMNS`, like `build_at_risk`;
+    `expected_revenue_at_risk` holds chance of return x value."""
+    ranked = rank_win_back(scores, top_n=top_n)
+    return _list_table(ranked, lapse_reasons(ranked), actions, contacts)
+
+
+def _list_table(
+    ranked: pd.DataFrame,
+    reasons: pd.Series,
+    actions: pd.Series,
+    contacts: pd.DataFrame | None,
+) -> pd.DataFrame:
     out = pd.DataFrame(index=ranked.index)
     out["rank"] = ranked["rank"].astype("int64")
     out["customer_id"] = ranked["customer_id"].astype("string").astype("object")
@@ -136,7 +229,7 @@ def build_at_risk(
         ranked["expected_revenue_at_risk"], errors="coerce"
     )
     out["risk_tier"] = ranked["risk_tier"].astype("string").fillna("").astype("object")
-    out["reasons"] = join_reasons(ranked)
+    out["reasons"] = reasons
     out["suggested_action"] = actions.reindex(ranked.index).astype("object").fillna("")
     if contacts is None or contacts.empty:
         out["contact"] = ""

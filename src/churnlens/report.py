@@ -6,8 +6,11 @@ missing) and returns plain values: formatted strings, lists of rows and charts a
 `templates/weekly_report.html.j2` with jinja2 autoescaping on, so every string from the data is
 HTML-escaped. The page loads nothing from outside.
 
-The at-risk rows come from `reports/at_risk.csv` read WITHOUT its `contact` column: contact data
-never reaches this module.
+The at-risk rows come from `reports/at_risk.csv` and the win-back rows from
+`reports/win_back.csv`, both read WITHOUT their `contact` column: contact data never reaches this
+module. Counts of customers at risk and the risk-by-segment table are over the *active* customers
+(the scores' `active` column; everyone when it is missing): lapsed customers are counted in the
+win-back section instead.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from churnlens.export import REASON_SEPARATOR, previous_run
+from churnlens.export import REASON_SEPARATOR, active_mask, previous_run
 
 TEMPLATE = "weekly_report.html.j2"
 DRIFT_PSI_THRESHOLD = 0.2
@@ -32,6 +35,7 @@ TIER_COLOURS = {"high": "#c0392b", "medium": "#e67e22", "low": "#95a5a6"}
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 NA = "n/a"
 MAX_CHART_SEGMENTS = 12
+WIN_BACK_SHOWN = 10  # win-back customers shown on the page (the rest are in win_back.csv)
 
 
 # --------------------------------------------------------------------------- formatting helpers
@@ -314,6 +318,37 @@ def movers(
         "n_previous": len(before),
         "rows": at_risk_rows(new.head(limit), currency),
         "shown": min(len(new), limit),
+    }
+
+
+# --------------------------------------------------------------------------- win back
+
+
+def win_back_section(
+    win_back: pd.DataFrame | None,
+    scores: pd.DataFrame,
+    limit: int = WIN_BACK_SHOWN,
+    currency: str = "",
+) -> dict[str, Any]:
+    """The win-back summary: lapsed customers (from the scores' `active` column), how many are on
+    `win_back.csv` and their total expected value, and the top `limit` rows (with the chance of
+    return, 1 - churn probability). `win_back` None = the file is missing."""
+    lapsed = int((~active_mask(scores)).sum()) if "active" in scores else None
+    if win_back is None:
+        return {"available": False, "n_lapsed": format_count(lapsed), "rows": []}
+    rows = at_risk_rows(win_back.head(max(int(limit), 0)), currency)
+    chances = pd.to_numeric(win_back["churn_probability"], errors="coerce").head(len(rows))
+    for row, probability in zip(rows, chances, strict=True):
+        row["return_chance"] = format_percent(None if pd.isna(probability) else 1 - probability, 0)
+    value = pd.to_numeric(win_back["expected_revenue_at_risk"], errors="coerce").sum()
+    return {
+        "available": True,
+        "n_lapsed": format_count(lapsed),
+        "n_listed": len(win_back),
+        "listed": format_count(len(win_back)),
+        "value": format_money(value, currency),
+        "rows": rows,
+        "shown": len(rows),
     }
 
 
@@ -605,9 +640,11 @@ def build_context(
     promotion: Mapping[str, Any] | None = None,
     history: Mapping[str, Any] | None = None,
     generated_on: dt.date | None = None,
+    win_back: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Everything the template shows. `at_risk` must not hold a `contact` column."""
-    if "contact" in at_risk.columns:
+    """Everything the template shows. `at_risk` and `win_back` (None: no win-back list) must
+    not hold a `contact` column."""
+    if "contact" in at_risk.columns or (win_back is not None and "contact" in win_back.columns):
         raise ValueError("the report never shows contact data: drop `contact` before calling")
     params = params or {}
     report_params = params.get("report") or {}
@@ -621,12 +658,13 @@ def build_context(
     period = kpis.get("period") or {}
     as_of = kpis.get("as_of") or period.get("end")
     period_days = period.get("days") or kpi_params.get("period_days")
-    by_segment = risk_by_segment(scores)
+    active = scores[active_mask(scores)]
+    by_segment = risk_by_segment(active)
     current = kpis.get("current") or {}
     crr_target = kpi_params.get("crr_target")
-    total_risk = pd.to_numeric(scores["expected_revenue_at_risk"], errors="coerce").sum()
+    total_risk = pd.to_numeric(active["expected_revenue_at_risk"], errors="coerce").sum()
     list_risk = pd.to_numeric(at_risk["expected_revenue_at_risk"], errors="coerce").sum()
-    tiers = scores["risk_tier"].astype("string").str.lower().value_counts()
+    tiers = active["risk_tier"].astype("string").str.lower().value_counts()
 
     return {
         "as_of": format_date(as_of),
@@ -649,7 +687,8 @@ def build_context(
         },
         "tiles": kpi_tiles(kpis, crr_target, currency),
         "summary": {
-            "scored": format_count(len(scores)),
+            "scored": format_count(len(active)),
+            "population": "active customers" if "active" in scores else "customers scored",
             "high": format_count(int(tiers.get("high", 0))),
             "medium": format_count(int(tiers.get("medium", 0))),
             "total_risk": format_money(total_risk, currency),
@@ -659,6 +698,7 @@ def build_context(
         "top": at_risk_rows(at_risk.head(top_n), currency),
         "top_n": top_n,
         "movers": movers(at_risk, history, as_of, top_n, currency),
+        "win_back": win_back_section(win_back, scores, WIN_BACK_SHOWN, currency),
         "segments": [
             {
                 "segment": row["segment"],

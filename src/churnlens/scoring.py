@@ -1,6 +1,14 @@
-"""From model probabilities to what a CS team acts on: risk tiers and expected revenue at risk."""
+"""From model probabilities to what a CS team acts on: risk tiers and expected revenue at risk.
+
+Every customer is scored. `active` splits them the way the CS outputs do: active customers
+(activity within `label.horizon_days` before the cutoff) may leave and go to the at-risk list;
+lapsed ones go to the win-back list, valued by `win_back_value` (their revenue per horizon
+while they were active, since their recent revenue is zero).
+"""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -32,9 +40,66 @@ def expected_revenue(features: pd.DataFrame, window_days: int, horizon_days: int
     return recent * (horizon_days / window_days)
 
 
+def active_customers(frame: pd.DataFrame, horizon_days: int) -> pd.Series:
+    """True for customers with activity (transaction or event) within `horizon_days` before the
+    cutoff, i.e. `days_since_last_activity < horizon_days`.
+
+    A missing `days_since_last_activity` (never active) counts as lapsed, except for a new
+    signup whose `tenure_days` is still below the horizon. Without a
+    `days_since_last_activity` column nobody can be told apart: everyone counts as active.
+    """
+    if "days_since_last_activity" not in frame.columns:
+        return pd.Series(True, index=frame.index, dtype=bool)
+    days = pd.to_numeric(frame["days_since_last_activity"], errors="coerce").astype("float64")
+    active = (days < horizon_days).to_numpy(bool)
+    if "tenure_days" in frame.columns:
+        tenure = pd.to_numeric(frame["tenure_days"], errors="coerce").astype("float64")
+        new_signup = (days.isna() & (tenure < horizon_days)).to_numpy(bool)
+        active = active | new_signup
+    return pd.Series(active, index=frame.index, dtype=bool)
+
+
+REVENUE_WINDOW = re.compile(r"^revenue_(\d+)d$")
+
+
+def win_back_value(features: pd.DataFrame, horizon_days: int) -> pd.Series:
+    """Revenue over one horizon a customer is expected to bring if they come back: their net
+    revenue per horizon over the part of their life we can see them active, that part counted
+    as at least one horizon (so one big early basket is not scaled up).
+
+    With lifetime features (`revenue_total` and `tenure_days`): `revenue_total` over the days
+    from signup to the last activity (`tenure_days - days_since_last_activity`). Otherwise the
+    longest `revenue_{W}d` window: its revenue over the active days inside the window
+    (`min(W, tenure_days) - days_since_last_activity`); a customer lapsed longer than W then
+    has no visible revenue and a value of 0. Net refunds count as 0.
+    """
+    horizon = float(horizon_days)
+    if "revenue_total" in features.columns and "tenure_days" in features.columns:
+        revenue = features["revenue_total"]
+        observed = pd.to_numeric(features["tenure_days"], errors="coerce").astype("float64")
+    else:
+        windows = sorted(int(m[1]) for c in features.columns
+                         if (m := REVENUE_WINDOW.match(str(c))))
+        if not windows:
+            return pd.Series(0.0, index=features.index, dtype="float64")
+        longest = windows[-1]
+        revenue = features[f"revenue_{longest}d"]
+        observed = pd.Series(float(longest), index=features.index, dtype="float64")
+        if "tenure_days" in features.columns:
+            tenure = pd.to_numeric(features["tenure_days"], errors="coerce").astype("float64")
+            observed = observed.where(~(tenure < longest), tenure)
+    revenue = pd.to_numeric(revenue, errors="coerce").astype("float64").fillna(0.0).clip(lower=0.0)
+    if "days_since_last_activity" in features.columns:
+        lapse = pd.to_numeric(features["days_since_last_activity"], errors="coerce")
+        observed = observed - lapse.astype("float64").fillna(0.0)
+    span = observed.fillna(horizon).clip(lower=horizon)
+    return revenue * (horizon / span)
+
+
 def score_frame(features: pd.DataFrame, probability: np.ndarray, *, tiers: dict[str, float],
                 window_days: int, horizon_days: int) -> pd.DataFrame:
-    """One row per customer: probability, tier, expected revenue (at risk) and context columns."""
+    """One row per customer: probability, tier, expected revenue (at risk), `active`,
+    `win_back_value` and context columns."""
     proba = pd.Series(np.asarray(probability, dtype="float64"), index=features.index)
     revenue = expected_revenue(features, window_days, horizon_days)
     scores = pd.DataFrame({
@@ -43,6 +108,8 @@ def score_frame(features: pd.DataFrame, probability: np.ndarray, *, tiers: dict[
         "risk_tier": risk_tier(proba, tiers),
         "expected_revenue": revenue,
         "expected_revenue_at_risk": proba * revenue,
+        "active": active_customers(features, horizon_days),
+        "win_back_value": win_back_value(features, horizon_days),
     })
     for column in CONTEXT_COLUMNS:
         if column in features.columns:

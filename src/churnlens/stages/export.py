@@ -1,9 +1,17 @@
-"""Stage `export`: scores + open tickets + raw contacts -> `reports/at_risk.csv`.
+"""Stage `export`: scores + open tickets + raw contacts -> `reports/at_risk.csv` (active
+customers who may leave) and `reports/win_back.csv` (lapsed customers worth winning back).
 
 Reads `reports/scores.parquet`, `data/interim/tickets.parquet` (optional; tickets with no
 `closed_at` are open) and — for the `contact` column only — the raw customers file in
 `data.raw_dir` (columns `customer_id`, `email`, `name`, all as strings). The e-mail goes into
-at_risk.csv and nowhere else: it is never logged nor written to any other file.
+the two lists and nowhere else: it is never logged nor written to any other file.
+
+Active vs lapsed comes from the scores' `active` column (or, without it, from
+`days_since_last_activity` / `tenure_days` and `label.horizon_days`). Both lists take the
+suggested action from the same rule table (`export.actions`), with the conditions computed
+within their own population: the high-value quantile of the at-risk list is over the active
+customers' `expected_revenue`, that of the win-back list over the `win_back_value` of the
+lapsed customers worth winning back. Both lists are `export.top_n` long at most.
 
 Also updates `reports/at_risk_history.json` (customer ids of each list, by `as_of`) so the weekly
 report can show who is new on the list.
@@ -24,6 +32,7 @@ from churnlens.errors import ChurnlensError, InputFileError
 from churnlens.io import find_table, read_json, write_json, write_text
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
+from churnlens.scoring import active_customers
 
 log = get_logger("export")
 
@@ -34,27 +43,23 @@ REQUIRED_SCORE_COLUMNS = (
     "expected_revenue_at_risk",
 )
 CONTACT_COLUMNS = ("customer_id", "email", "name")
+WIN_BACK = paths.REPORTS / "win_back.csv"
 
 
 def run(params_path: str | Path = "params.yaml") -> None:
     params = load_params(params_path)
     settings = export_settings(params)
+    horizon = int((params.get("label") or {}).get("horizon_days", 90))
 
     scores = with_segment(read_scores(paths.SCORES), paths.INTERIM / "customers.parquet")
+    scores = with_activity(scores, horizon)
     missing_helpers = [c for c in act.HELPER_COLUMNS if c not in scores]
     if missing_helpers:
         log.warning(
             "scores have no %s: the rules using them never match", ", ".join(missing_helpers)
         )
-
+    active = export.active_mask(scores)
     open_ids = open_ticket_ids(paths.INTERIM / "tickets.parquet")
-    suggested = act.suggest_actions(
-        scores,
-        inactive_days=settings["inactive_days"],
-        high_value_quantile=settings["high_value_quantile"],
-        open_ticket_ids=open_ids,
-        rules=settings["rules"],
-    )
     salt = pseudonymise_setting(params)
     contacts = read_contacts(params.get("data", {}).get("raw_dir", "data/sample"))
     real_ids = None
@@ -62,26 +67,75 @@ def run(params_path: str | Path = "params.yaml") -> None:
         real_ids = dict(zip(pseudonymise(contacts["customer_id"], salt), contacts["customer_id"],
                             strict=True))
         contacts = contacts.assign(customer_id=pseudonymise(contacts["customer_id"], salt))
-    table = export.build_at_risk(
-        scores, suggested, top_n=settings["top_n"], tiers=settings["tiers"], contacts=contacts
+
+    at_risk = export.build_at_risk(
+        scores, suggest(scores[active], settings, open_ids), top_n=settings["top_n"],
+        tiers=settings["tiers"], contacts=contacts,
     )
-    for_people = table if real_ids is None else table.assign(
-        customer_id=table["customer_id"].map(real_ids).fillna(table["customer_id"]))
-    write_text(export.to_csv_text(for_people), paths.AT_RISK, encoding="utf-8-sig")
+    write_list(at_risk, paths.AT_RISK, real_ids)
     log.info(
-        "wrote %s: %d of %d scored customers (tiers %s); %d with a contact; actions: %s",
-        paths.AT_RISK,
-        len(table),
-        len(scores),
-        "/".join(settings["tiers"]),
-        int((table["contact"] != "").sum()),
-        ", ".join(f"{k} {v}" for k, v in table["suggested_action"].value_counts().items()),
+        "wrote %s: %d of %d active customers (tiers %s); %d with a contact; actions: %s",
+        paths.AT_RISK, len(at_risk), int(active.sum()), "/".join(settings["tiers"]),
+        int((at_risk["contact"] != "").sum()), action_counts(at_risk),
+    )
+
+    lapsed = scores[~active]
+    if export.WIN_BACK_VALUE not in lapsed:
+        log.warning("scores have no %s: the win-back list stays empty", export.WIN_BACK_VALUE)
+    candidates = lapsed[(export.return_value(lapsed) > 0).to_numpy(bool)]
+    if export.WIN_BACK_VALUE in candidates:
+        candidates = candidates.assign(expected_revenue=candidates[export.WIN_BACK_VALUE])
+    win_back = export.build_win_back(
+        scores, suggest(candidates, settings, open_ids), top_n=settings["top_n"],
+        contacts=contacts,
+    )
+    write_list(win_back, WIN_BACK, real_ids)
+    log.info(
+        "wrote %s: %d of %d lapsed customers (%d with a value to win back); %d with a contact; "
+        "actions: %s",
+        WIN_BACK, len(win_back), len(lapsed), len(candidates),
+        int((win_back["contact"] != "").sum()), action_counts(win_back),
     )
 
     as_of = resolve_as_of(params, scores)
     history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
-    write_json(export.update_history(history, as_of, table["customer_id"]), paths.AT_RISK_HISTORY)
+    write_json(export.update_history(history, as_of, at_risk["customer_id"]),
+               paths.AT_RISK_HISTORY)
     log.info("recorded the list of %s in %s", as_of, paths.AT_RISK_HISTORY)
+
+
+def with_activity(scores: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """Scores with an `active` column (computed from the activity columns when missing)."""
+    if export.ACTIVE in scores:
+        return scores
+    if "days_since_last_activity" not in scores:
+        log.warning("scores have no `active` nor `days_since_last_activity`: every customer "
+                    "counts as active and the win-back list stays empty")
+    return scores.assign(**{export.ACTIVE: active_customers(scores, horizon_days)})
+
+
+def suggest(scores: pd.DataFrame, settings: dict[str, Any], open_ids: set[str]) -> pd.Series:
+    """The suggested action of each customer in `scores` (which is also the population of the
+    high-value quantile)."""
+    return act.suggest_actions(
+        scores,
+        inactive_days=settings["inactive_days"],
+        high_value_quantile=settings["high_value_quantile"],
+        open_ticket_ids=open_ids,
+        rules=settings["rules"],
+    )
+
+
+def write_list(table: pd.DataFrame, path: Path, real_ids: dict[str, str] | None) -> None:
+    """The list as spreadsheet-safe CSV with a BOM; with pseudonymisation on, the people who
+    work from it get the real ids back (only here)."""
+    for_people = table if real_ids is None else table.assign(
+        customer_id=table["customer_id"].map(real_ids).fillna(table["customer_id"]))
+    write_text(export.to_csv_text(for_people), path, encoding="utf-8-sig")
+
+
+def action_counts(table: pd.DataFrame) -> str:
+    return ", ".join(f"{k} {v}" for k, v in table["suggested_action"].value_counts().items())
 
 
 def export_settings(params: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 Required: `reports/at_risk.csv` (read WITHOUT its `contact` column), `reports/scores.parquet`,
 `reports/kpis.json`, `reports/metrics.json`. Optional (a section says so when missing):
-`reports/train_summary.json`, `reports/plots/calibration.csv`, `reports/drift.json`,
-`reports/promotion.json`, `reports/at_risk_history.json` (written by the export stage).
+`reports/win_back.csv` (also read without `contact`), `reports/train_summary.json`,
+`reports/plots/calibration.csv`, `reports/drift.json`, `reports/promotion.json`,
+`reports/at_risk_history.json` (the last and win_back.csv are written by the export stage).
 """
 
 from __future__ import annotations
@@ -19,18 +20,24 @@ from churnlens.errors import ChurnlensError
 from churnlens.io import read_json, write_text
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
+from churnlens.stages.export import WIN_BACK
 
 log = get_logger("report")
 
-SCORE_COLUMNS = ("customer_id", "risk_tier", "expected_revenue_at_risk", "segment")
+SCORE_COLUMNS = ("customer_id", "risk_tier", "expected_revenue_at_risk", "segment", "active")
 
 
 def run(params_path: str | Path = "params.yaml") -> None:
     params = load_params(params_path)
+    salt = pseudonymise_setting(params)
+    win_back = read_at_risk(WIN_BACK) if WIN_BACK.exists() else None
+    if win_back is None:
+        log.info("no %s: the win-back section says so", WIN_BACK)
     context = report.build_context(
         kpis=_required_json(paths.KPIS, "kpis"),
         metrics=_required_json(paths.METRICS, "train"),
-        at_risk=pseudonymous_ids(read_at_risk(paths.AT_RISK), pseudonymise_setting(params)),
+        at_risk=pseudonymous_ids(read_at_risk(paths.AT_RISK), salt),
+        win_back=None if win_back is None else pseudonymous_ids(win_back, salt),
         scores=read_scores(paths.SCORES),
         params=params,
         train_summary=_optional_json(paths.TRAIN_SUMMARY),
@@ -41,9 +48,10 @@ def run(params_path: str | Path = "params.yaml") -> None:
     )
     write_text(report.render_report(context), paths.WEEKLY_REPORT)
     log.info(
-        "wrote %s (%d customers listed, %s; %d drift alerts%s)",
+        "wrote %s (%d customers listed, %d to win back, %s; %d drift alerts%s)",
         paths.WEEKLY_REPORT,
         len(context["top"]),
+        len(context["win_back"]["rows"]),
         "first report" if context["movers"]["first"] else f"{context['movers']['n_new']} new",
         len(context["drift"]),
         "; model is not the champion" if context["model"]["not_champion"] else "",
@@ -59,7 +67,8 @@ def pseudonymous_ids(at_risk: pd.DataFrame, salt: bytes | None) -> pd.DataFrame:
 
 
 def read_at_risk(path: Path) -> pd.DataFrame:
-    """at_risk.csv as text, without the `contact` column (personal data stays out of the report)."""
+    """at_risk.csv (or win_back.csv, same columns) as text, without the `contact` column
+    (personal data stays out of the report)."""
     if not Path(path).exists():
         raise ChurnlensError(f"{path} is missing: run `churnlens export` first")
     table = pd.read_csv(
