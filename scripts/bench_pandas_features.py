@@ -173,6 +173,8 @@ def features_at(t: pd.Timestamp, *, tables: dict[str, pd.DataFrame],
     ev_days = ev_seen.groupby("cid")["day"].agg(["min", "max"])
     last_ev = per_customer(ev_days["max"])
     out["days_since_last_event"] = _days_between(pd.Series(t, index=pop.index), last_ev)
+    out["events_total"] = per_customer(ev_seen.groupby("cid")["ev_qty"].sum(), 0.0)
+    out["active_days_total"] = per_customer(act_seen.groupby("cid").size(), 0).astype("int64")
 
     for column, dtype in (("purchases", "int64"), ("revenue", "float64"), ("refunds", "int64")):
         for w in windows:
@@ -183,9 +185,20 @@ def features_at(t: pd.Timestamp, *, tables: dict[str, pd.DataFrame],
                         .groupby("cid")["revenue"].sum(), 0.0)
     out["revenue_change_90d"] = (cur - prev) / prev.abs().clip(lower=1.0)
 
-    bought = tx_seen[tx_seen["purchases"] > 0]
-    last_purchase = per_customer(bought.groupby("cid")["day"].max())
+    bought = tx_seen[tx_seen["purchases"] > 0]          # one row per (customer, purchase day)
+    purchase_days = bought.groupby("cid")["day"].agg(["min", "max", "size"])
+    first_purchase, last_purchase = (per_customer(purchase_days["min"]),
+                                     per_customer(purchase_days["max"]))
     out["days_since_last_purchase"] = _days_between(pd.Series(t, index=pop.index), last_purchase)
+    lifetime = tx_seen.groupby("cid")[["purchases", "revenue"]].sum()
+    out["purchases_total"] = per_customer(lifetime["purchases"], 0).astype("int64")
+    n_days = per_customer(purchase_days["size"], 0).astype("int64")
+    out["purchase_days_total"] = n_days
+    out["revenue_total"] = per_customer(lifetime["revenue"], 0.0).astype("float64")
+    out["days_since_first_purchase"] = _days_between(pd.Series(t, index=pop.index),
+                                                     first_purchase)
+    out["avg_days_between_purchases"] = (_days_between(last_purchase, first_purchase)
+                                         / (n_days - 1).where(n_days > 1))
     last_act = per_customer(act_seen.groupby("cid")["day"].max())
     since_act = _days_between(pd.Series(t, index=pop.index), last_act.fillna(pop["signup"]))
     out["days_since_last_activity"] = since_act

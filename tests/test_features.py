@@ -246,6 +246,53 @@ def test_windows_come_from_params_change_features_always_present(fixture_paths):
     assert c1["events_change_30d"] == 5.0 and c1["revenue_change_90d"] == 70.0
 
 
+# --- lifetime (all-history) totals ---------------------------------------------------------------
+LIFETIME = ("purchases_total", "purchase_days_total", "revenue_total", "active_days_total",
+            "events_total", "days_since_first_purchase", "avg_days_between_purchases")
+
+
+def test_lifetime_totals_hand_computed(tmp_path):
+    """Cutoffs T1, T2: the earliest segment end is T1 - 180 = 2024-10-02, so customer a's 2024
+    rows (two purchases on one day, a refund) are folded into the first segment: still counted."""
+    customers = [("a", D("2024-01-01"), "pro", None, None),
+                 ("b", D("2024-11-01"), None, None, None),
+                 ("c", D("2025-04-01"), None, None, None)]       # signs up between T1 and T2
+    transactions = [
+        ("a", TS("2024-03-01 09:00"), 40.0, 1),    # before the earliest window ...
+        ("a", TS("2024-03-01 17:00"), 10.0, 1),    # ... second purchase, same purchase day
+        ("a", TS("2024-06-15"), -15.0, None),      # refund, before the earliest window
+        ("a", TS("2025-03-11"), 25.5, 1),
+        ("a", TS("2025-04-20"), 30.0, 1),          # between T1 and T2
+        ("a", TS("2025-05-05"), 100.0, 1),         # after T2: never counted
+        ("b", TS("2025-01-10"), -20.0, None),      # refund only: net revenue < 0, no purchase
+        ("b", TS("2025-04-30 23:00"), 12.25, 1),   # on T2: visible at T2
+    ]
+    events = [("a", TS("2024-05-01"), "login", 3.0), ("a", TS("2025-03-11"), "login", 1.0),
+              ("a", TS("2025-04-10"), "report", 2.0), ("a", TS("2025-06-01"), "login", 9.0),
+              ("b", TS("2025-01-10"), "login", 1.0),   # same day as b's refund: one active day
+              ("b", TS("2025-02-01"), "report", 4.0)]
+    paths = write_interim(tmp_path, customers=customers, transactions=transactions, events=events)
+    rows = rows_by_key(compute_features(paths, cutoffs=[T1, T2], as_of=AS_OF))
+    assert sorted(rows) == sorted([("a", T1), ("b", T1), ("a", T2), ("b", T2), ("c", T2)])
+    nan = math.nan
+    expected = {  # purchases, purchase days, revenue, active days, events, since first, avg gap
+        # a at T1: purchase days 2024-03-01, 2025-03-11 (375 days apart); T1 - 2024-03-01 = 395
+        ("a", T1): (3, 2, 60.5, 4, 4, 395, 375.0),
+        # a at T2: + 2025-04-20 (415 days after the first) and the 2025-04-10 event
+        ("a", T2): (4, 3, 90.5, 6, 6, 425, 207.5),
+        ("b", T1): (0, 0, -20.0, 2, 5, nan, nan),
+        ("b", T2): (1, 1, -7.75, 3, 5, 0, nan),   # one purchase day: no gap yet
+        ("c", T2): (0, 0, 0.0, 0, 0, nan, nan),
+    }
+    for key, values in expected.items():
+        for column, value in zip(LIFETIME, values, strict=True):
+            got = rows[key][column]
+            if isinstance(value, float) and math.isnan(value):
+                assert pd.isna(got), (key, column, got)
+            else:
+                assert got == value, (key, column, got, value)
+
+
 # --- random data: one pass == per cutoff, and no feature looks past its cutoff -------------------
 BASE = D("2025-01-01")
 TYPES = ("login", "report", "export")
@@ -363,6 +410,7 @@ def reference_row(tables: dict, cid: str, t: date, horizon: int, signup: date) -
     seen_ev = [d for d in ev if d <= t]
     seen_act = [d for d in act if d <= t]
     purchases = [d for d, amount in tx if d <= t and amount > 0]
+    purchase_days = sorted(set(purchases))
     first14 = sum(r[3] for r in tables["events"] if r[0] == cid and r[1].date() <= t
                   and 0 <= (r[1].date() - signup).days < 14)
     nan = math.nan
@@ -374,6 +422,15 @@ def reference_row(tables: dict, cid: str, t: date, horizon: int, signup: date) -
         "events_first_14d": first14,
         "active_days_30d": len({d for d in seen_act if (t - d).days < 30}),
         "label": int(not any(t < d <= t + timedelta(days=horizon) for d in act)),
+        "purchases_total": len(purchases),
+        "purchase_days_total": len(purchase_days),
+        "revenue_total": round(sum(amount for d, amount in tx if d <= t), 6),
+        "active_days_total": len(set(seen_act)),
+        "events_total": sum(r[3] for r in tables["events"] if r[0] == cid and r[1].date() <= t),
+        "days_since_first_purchase": (t - purchase_days[0]).days if purchases else nan,
+        "avg_days_between_purchases": ((purchase_days[-1] - purchase_days[0]).days
+                                       / (len(purchase_days) - 1)
+                                       if len(purchase_days) > 1 else nan),
     }
 
 
@@ -394,6 +451,37 @@ def test_lifetime_features_match_a_naive_reference(tmp_path, seed):
                 assert pd.isna(row[column]), (row["customer_id"], t, column)
             else:
                 assert row[column] == value, (row["customer_id"], t, column, row[column], value)
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**6), cutoff_day=st.integers(300, 650))
+def test_lifetime_totals_see_all_history_and_nothing_after(tmp_path_factory, con, seed,
+                                                           cutoff_day):
+    """Two years of rows, cutoffs late in them: many rows lie before the earliest window (folded
+    into the first segment). The totals equal a naive count of every row on or before t; altering,
+    adding or dropping rows after t changes no feature at t or before."""
+    rng = random.Random(seed)
+    cutoff = BASE + timedelta(days=cutoff_day)
+    cutoffs = [cutoff - timedelta(days=45), cutoff]
+    as_of = BASE + timedelta(days=800)
+    tables = random_tables(rng, n_customers=5, n_rows=60, days=700)
+    folder = tmp_path_factory.mktemp("lifetime")
+    before = compute_features(write_interim(folder / "a", **tables), cutoffs=cutoffs,
+                              as_of=as_of, con=con)
+    signup = {c[0]: c[1] for c in tables["customers"]}
+    for _, row in before.iterrows():
+        t = row["cutoff"].date()
+        want = reference_row(tables, row["customer_id"], t, 90, signup[row["customer_id"]])
+        for column in LIFETIME:
+            if isinstance(want[column], float) and math.isnan(want[column]):
+                assert pd.isna(row[column]), (row["customer_id"], t, column)
+            else:
+                assert row[column] == want[column], (row["customer_id"], t, column,
+                                                     row[column], want[column])
+    after = compute_features(write_interim(folder / "b", **perturb_after(tables, cutoff, rng)),
+                             cutoffs=cutoffs, as_of=as_of, con=con)
+    assert_same_features(before, after)
 
 
 # --- the stage -----------------------------------------------------------------------------------

@@ -25,11 +25,13 @@ Plan (all cutoffs in one pass; every join below is an equi-join):
    cutoffs whose look-back covers it) and summed per (customer, cutoff); event types are the
    bit count of the OR of the masks. Money is split off because only segments with transactions
    count there, and two narrower aggregations stay in memory where one wide one spills;
-6. `buckets` + `grid`: lifetime quantities (last event / purchase / activity day, first event day,
-   events in the first 14 days after signup, and for labels the next activity day *after* a cutoff)
-   per (customer, bucket), carried over the cutoffs with running window functions on the
-   customers x cutoffs rows that have activity or are output rows: no row after `t` can reach a
-   feature at `t`;
+6. `buckets` + `grid`: lifetime quantities (last event / purchase / activity day, first event /
+   purchase day, events in the first 14 days after signup, totals of events, active days,
+   purchases, purchase days and net revenue, and for labels the next activity day *after* a
+   cutoff) per (customer, bucket), carried over the cutoffs with running window functions (MIN,
+   MAX, SUM) on the customers x cutoffs rows that have activity or are output rows: no row after
+   `t` can reach a feature at `t`. Days before the first segment end are folded into the first
+   segment, whose bucket is the earliest cutoff, so lifetime totals count them at every cutoff;
 7. `win_tickets`, `last_nps`: the small support tables joined to the cutoffs (`day <= cutoff`);
 8. `feature_rows`: population at each output cutoff + features + label.
 
@@ -200,11 +202,18 @@ def feature_names(windows: Sequence[int]) -> list[str]:
         *(f"event_types_{w}d" for w in ws),
         "events_change_30d",
         "days_since_last_event",
+        "events_total",
+        "active_days_total",
         *(f"purchases_{w}d" for w in ws),
         *(f"revenue_{w}d" for w in ws),
         *(f"refunds_{w}d" for w in ws),
         "revenue_change_90d",
         "days_since_last_purchase",
+        "purchases_total",
+        "purchase_days_total",
+        "revenue_total",
+        "days_since_first_purchase",
+        "avg_days_between_purchases",
         "days_since_last_activity",
         "inactive_flag",
         "tenure_days",
@@ -361,6 +370,8 @@ def feature_steps(
             "CAST((COALESCE(w.ev_cur_30, 0) - COALESCE(w.ev_prev_30, 0))"
             " / GREATEST(COALESCE(w.ev_prev_30, 0), 1) AS DOUBLE) AS events_change_30d",
             "CAST(g.cutoff - g.last_ev_day AS DOUBLE) AS days_since_last_event",
+            f"{z('g.ev_qty_total')} AS events_total",
+            f"{z('g.act_days_total')} AS active_days_total",
         ]
         + [f"{z(f'y.purchases_{w}d')} AS purchases_{w}d" for w in ws]
         + [f"{money(f'y.revenue_{w}d')} AS revenue_{w}d" for w in ws]
@@ -369,6 +380,13 @@ def feature_steps(
             f"CAST(({money('y.rev_cur_90')} - {money('y.rev_prev_90')})"
             f" / GREATEST(ABS({money('y.rev_prev_90')}), 1) AS DOUBLE) AS revenue_change_90d",
             "CAST(g.cutoff - g.last_purchase_day AS DOUBLE) AS days_since_last_purchase",
+            f"{z('g.purchases_total')} AS purchases_total",
+            f"{z('g.purchase_days_total')} AS purchase_days_total",
+            f"{money('g.revenue_total')} AS revenue_total",
+            "CAST(g.cutoff - g.first_purchase_day AS DOUBLE) AS days_since_first_purchase",
+            "CAST(CASE WHEN g.purchase_days_total >= 2 THEN"
+            " CAST(g.last_purchase_day - g.first_purchase_day AS DOUBLE)"
+            " / (g.purchase_days_total - 1) END AS DOUBLE) AS avg_days_between_purchases",
             "CAST(g.cutoff - COALESCE(g.last_act_day, g.signup_day) AS DOUBLE)"
             " AS days_since_last_activity",
             f"CAST(CASE WHEN g.cutoff - COALESCE(g.last_act_day, g.signup_day) >= {inactivity_days}"
@@ -430,11 +448,13 @@ GROUP BY k.ck, u.day_n""", materialize=False),
 SELECT k.ck, m.p, m.bucket,
        SUM(a.ev_qty) AS ev_qty, CAST(COUNT(*) AS DOUBLE) AS act_days,
        SUM(a.purchases) AS purchases, SUM(a.refunds) AS refunds, SUM(a.revenue) AS revenue,
+       SUM(CASE WHEN a.purchases > 0 THEN 1.0 ELSE 0.0 END) AS purchase_days,
        SUM(CASE WHEN a.day_n >= k.signup_day AND a.day_n < k.signup_day + {ONBOARDING_DAYS}
                 THEN a.ev_qty ELSE 0.0 END) AS first14_qty,
        MAX(CASE WHEN a.ev_rows > 0 THEN a.day_n END) AS last_ev_day,
        MIN(CASE WHEN a.ev_rows > 0 THEN a.day_n END) AS first_ev_day,
        MAX(CASE WHEN a.purchases > 0 THEN a.day_n END) AS last_purchase_day,
+       MIN(CASE WHEN a.purchases > 0 THEN a.day_n END) AS first_purchase_day,
        MAX(a.day_n) AS last_act_day,
        MIN(a.day_n) AS first_act_day{type_or_cols("a")}
 FROM act_daily a
@@ -458,7 +478,10 @@ GROUP BY s.ck, m.cutoff"""),
 SELECT ck, bucket,
        MAX(last_ev_day) AS last_ev_day, MIN(first_ev_day) AS first_ev_day,
        MAX(last_purchase_day) AS last_purchase_day, MAX(last_act_day) AS last_act_day,
-       MIN(first_act_day) AS first_act_day, SUM(first14_qty) AS first14_qty
+       MIN(first_act_day) AS first_act_day, SUM(first14_qty) AS first14_qty,
+       MIN(first_purchase_day) AS first_purchase_day,
+       SUM(ev_qty) AS ev_qty, SUM(act_days) AS act_days, SUM(purchases) AS purchases,
+       SUM(purchase_days) AS purchase_days, SUM(revenue) AS revenue
 FROM segments
 GROUP BY ck, bucket"""),
         Step("grid", f"""
@@ -469,6 +492,12 @@ SELECT k.ck, k.customer_id, k.signup_day, k.cancel_day, k.segment,
        MAX(b.last_purchase_day) OVER ({upto}) AS last_purchase_day,
        MAX(b.last_act_day) OVER ({upto}) AS last_act_day,
        SUM(b.first14_qty) OVER ({upto}) AS first14_qty,
+       MIN(b.first_purchase_day) OVER ({upto}) AS first_purchase_day,
+       SUM(b.ev_qty) OVER ({upto}) AS ev_qty_total,
+       SUM(b.act_days) OVER ({upto}) AS act_days_total,
+       SUM(b.purchases) OVER ({upto}) AS purchases_total,
+       SUM(b.purchase_days) OVER ({upto}) AS purchase_days_total,
+       SUM(b.revenue) OVER ({upto}) AS revenue_total,
        MIN(b.first_act_day) OVER ({after}) AS next_act_day
 FROM cust k
 CROSS JOIN cutoffs c
