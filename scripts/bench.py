@@ -612,15 +612,17 @@ def _log_time(line: str) -> datetime | None:
 
 
 def train_details(log: Path, metrics: dict, params: dict) -> dict[str, Any]:
-    """Boosting rounds run and the seconds of the fit (log timestamps, 1 s resolution)."""
+    """Boosting rounds run and the seconds of the evaluation model's fit (cross-fitting over
+    `cv_folds` folds with early stopping, then the refit; log timestamps, 1 s resolution)."""
     lines = log.read_text(errors="replace").splitlines()
-    before = [_log_time(x) for x in lines if " slice: " in x]
-    after = [_log_time(x) for x in lines if "LightGBM: best iteration" in x]
+    before = [_log_time(x) for x in lines if "] test :" in x]
+    after = [_log_time(x) for x in lines if "evaluation model:" in x]
     best = int(metrics.get("best_iteration") or 0)
     cfg = params.get("train") or {}
     n_estimators = int((cfg.get("lgbm") or {}).get("n_estimators", 100))
     stop = cfg.get("early_stopping_rounds")
-    rounds = min(n_estimators, best + int(stop)) if stop else n_estimators
+    per_fold = min(n_estimators, best + int(stop)) if stop else n_estimators
+    rounds = int(cfg.get("cv_folds", 4)) * per_fold + best
     fit_s = (after[0] - before[-1]).total_seconds() if before and after else None
     return {"best_iteration": best, "rounds_run": rounds, "fit_s": fit_s,
             "fit_s_per_round": fit_s / rounds if fit_s and rounds else None,

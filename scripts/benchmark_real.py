@@ -461,6 +461,11 @@ def run_pipeline(log: pd.DataFrame, cut: str, workdir: Path) -> dict[str, Any]:
     if metrics_path.exists():
         shipped = read_json(metrics_path)
         status["pipeline_metrics"] = {k: shipped[k] for k in SHIPPED_KEYS if k in shipped}
+        gate = shipped.get("gate") or {}
+        if gate:
+            status["shipped"] = {"scorer": gate.get("shipped"),
+                                 "lightgbm_weight": gate.get("lightgbm_weight"),
+                                 "summary": gate.get("summary")}
     return status
 
 
@@ -541,8 +546,10 @@ def table(result: dict[str, Any]) -> str:
                              f"{_fmt(m['ece']):>7}{ref}")
             if name == "churnlens" and block["coverage"] != 1.0:
                 lines.append(f"{'':<13}scored {block['coverage']:.1%} of the population")
-        if status.get("pipeline_metrics"):
-            lines.append(f"pipeline shipped: {status['pipeline_metrics']}")
+        if status.get("shipped"):
+            shipped = status["shipped"]
+            lines.append(f"pipeline shipped: {shipped['scorer']} (LightGBM weight "
+                         f"{shipped['lightgbm_weight']}): {shipped['summary']}")
         lines.append("done when (churnlens, whole population):")
         for name, c in res["checks"].items():
             lines.append(f"  {'met    ' if c['met'] else 'NOT met'}  {name}: "

@@ -53,12 +53,23 @@ def test_logistic_without_rfm_columns_fails_clearly():
 
 
 def test_prior_and_fit_baselines():
-    train, calib = rfm_rows(seed=0), rfm_rows(seed=2)
-    models = fit_baselines(train, calib)
+    train, test = rfm_rows(seed=0), rfm_rows(seed=2)
+    models = fit_baselines(train)
     assert set(models) == {"recency", "logistic", "prior"}
-    p = models["prior"].predict_proba(calib)[:, 1]
+    p = models["prior"].predict_proba(test)[:, 1]
     assert np.allclose(p, train["label"].mean())
     assert isinstance(models["prior"], PriorBaseline)
+
+
+def test_logistic_contributions_add_up_to_its_log_odds():
+    train, test = rfm_rows(seed=0), rfm_rows(seed=3)
+    model = LogisticBaseline().fit(train, train["label"])
+    parts = model.contributions(test)
+    assert list(parts.columns) == model.columns_
+    intercept = model.decision_function(test) - parts.sum(axis=1).to_numpy()
+    assert np.allclose(intercept, model.pipeline_.named_steps["lr"].intercept_[0])
+    p = model.predict_proba(test)[:, 1]
+    assert np.allclose(p, 1 / (1 + np.exp(-model.decision_function(test))), atol=1e-4)
 
 
 def test_signed_log1p_keeps_sign():

@@ -60,3 +60,25 @@ def test_plan_and_trial_are_one_story():
     from churnlens.reasons import family
 
     assert family("segment") == family("is_trial")
+
+
+def test_lifetime_features_read_as_plain_words():
+    """Every feature the SQL makes has a sentence (never the raw 'name = value' fallback)."""
+    from churnlens.feature_sql import feature_names
+    from churnlens.reasons import family
+
+    assert describe("purchase_days_total", {"purchase_days_total": 1}) == (
+        "only 1 purchase day in their whole history")
+    assert describe("purchases_total", {"purchases_total": 0}) == "no purchases ever"
+    assert describe("purchases_total", {"purchases_total": 40}) is None
+    row = {"avg_days_between_purchases": 30, "days_since_last_purchase": 120}
+    assert describe("avg_days_between_purchases", row) == (
+        "no purchase for 120 days, usually buys every 30 days")
+    assert describe("avg_days_between_purchases", {"avg_days_between_purchases": 20}) is None
+    assert describe("days_since_first_purchase", {}) == "has never made a purchase"
+    assert family("purchase_days_total") == family("days_since_last_purchase")
+    assert family("events_total") == family("days_since_last_activity")
+    samples = {"segment": "basic", **{name: 0.0 for name in feature_names([7, 30, 90, 180])}}
+    for name in feature_names([7, 30, 90, 180]):
+        sentence = describe(name, samples)
+        assert sentence is None or " = " not in sentence, name

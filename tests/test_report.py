@@ -323,3 +323,24 @@ def test_phone_layout_rules_present(default_html):
     assert 'name="viewport" content="width=device-width' in default_html
     assert "@media (max-width: 640px)" in default_html
     assert default_html.count('<div class="scroll">') >= 2  # wide tables scroll, not the page
+
+
+def test_model_card_says_plainly_when_the_gradient_boosted_model_lost():
+    from churnlens.report import model_card
+
+    lost = {**METRICS,
+            "lightgbm": {"roc_auc": 0.77, "brier": 0.15, "top_decile_precision": 0.5},
+            "populations": {"active": {"n": 400, "churn_rate": 0.1,
+                                       "model": {"roc_auc": 0.7},
+                                       "baselines": {"recency": {"roc_auc": 0.6}}}},
+            "gate": {"shipped": "blend", "summary": "Scores come from a blend. It lost.",
+                     "test": {"lightgbm_beats_simple": False, "model_beats_simple": True}}}
+    card = model_card(lost, None, None, 90, "inactivity")
+    assert card["gate_alert"] and card["gate_summary"].endswith("It lost.")
+    assert "Gradient-boosted model alone (LightGBM)" in [r["name"] for r in card["rows"]]
+    assert card["active"] == {"n": "400", "churn_rate": "10.0%", "auc": "0.700",
+                              "recency_auc": "0.600"}
+    won = {**lost, "gate": {**lost["gate"], "test": {"lightgbm_beats_simple": True,
+                                                     "model_beats_simple": True}}}
+    assert not model_card(won, None, None, 90, "inactivity")["gate_alert"]
+    assert model_card(METRICS, None, None, 90, "inactivity")["active"] is None

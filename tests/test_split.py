@@ -1,4 +1,5 @@
-"""Purged time split: slices are ordered, disjoint, and no label window crosses a later cutoff."""
+"""Time split: the test slice is the latest labelled cutoff and no training label window reaches
+past it; with too little history for that, whole customers are held out instead."""
 
 from datetime import date, timedelta
 
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from churnlens.errors import NotEnoughHistoryError
-from churnlens.split import SLICE_NAMES, required_cutoff_span, time_split
+from churnlens.split import CUSTOMER_HOLDOUT, OUT_OF_TIME, time_split
 
 LAST = date(2026, 6, 30)
 
@@ -25,87 +26,60 @@ def monthly(n: int, step: int = 30) -> list[date]:
 
 
 def assert_purged(split, horizon: int) -> None:
-    h = timedelta(days=horizon)
-    order = ["train", "valid", "calib", "test"]
-    for earlier, later in zip(order[:-1], order[1:], strict=True):
-        first_later = min(split.cutoffs[later])
-        assert max(split.cutoffs[earlier]) + h <= first_later, (earlier, later)
-        # every row, not just the listed cutoffs
-        frame = getattr(split, earlier)
-        ends = pd.to_datetime(frame["cutoff"]).dt.date + h
-        assert (ends <= first_later).all()
-    frames = [getattr(split, n) for n in order]
-    keys = [set(zip(f["customer_id"], f["cutoff"], strict=True)) for f in frames]
-    assert sum(len(k) for k in keys) == len(set().union(*keys))  # disjoint
+    """Every training row's label window ends on or before the test cutoff; slices disjoint."""
+    ends = pd.to_datetime(split.train["cutoff"]).dt.date + timedelta(days=horizon)
+    assert (ends <= split.test_cutoff).all()
+    train = set(zip(split.train["customer_id"], split.train["cutoff"], strict=True))
+    test = set(zip(split.test["customer_id"], split.test["cutoff"], strict=True))
+    assert not train & test
 
 
-def test_default_layout_with_monthly_cutoffs():
-    split = time_split(rows_at(monthly(14)), horizon_days=90, step_days=30,
-                       valid_cutoffs=1, calib_cutoffs=2)
-    c = monthly(14)
-    assert split.cutoffs["test"] == [c[0]]
-    assert split.cutoffs["calib"] == [c[4], c[3]]
-    assert split.cutoffs["valid"] == [c[7]]
-    assert split.cutoffs["train"] == sorted(c[10:])
-    assert split.test_cutoff == c[0]
+def test_test_slice_is_the_latest_cutoff_and_train_is_purged():
+    split = time_split(rows_at(monthly(14)), horizon_days=90)
+    assert split.kind == OUT_OF_TIME
+    assert split.cutoffs["test"] == [LAST]
+    # 90-day horizon, 30-day steps: the three cutoffs before the test one are purged
+    assert split.cutoffs["train"] == sorted(monthly(14)[3:])
     assert_purged(split, 90)
-    assert len(split.test) == 3 and len(split.calib) == 6 and len(split.train) == 12
-    described = split.describe()
-    assert set(described) == set(SLICE_NAMES)
-    assert described["test"]["rows"] == 3
+    info = split.describe()
+    assert info["test"]["rows"] == 3 and info["train"]["rows"] == 33
+    assert info["test"]["customers"] == 3
 
 
-def test_exactly_enough_history_and_one_less():
-    assert required_cutoff_span(90, 30, 1, 2) == 300
-    time_split(rows_at(monthly(11)), 90, 30)  # 300 days of cutoffs is enough
-    with pytest.raises(NotEnoughHistoryError) as err:
-        time_split(rows_at(monthly(10)), 90, 30)
-    message = str(err.value)
-    assert "390 days" in message and "horizon" in message
-    assert "10 labelled cutoffs" in message and "training" in message
+def test_one_year_of_history_is_enough():
+    """CDNOW cut at 1997-12-31: horizon + 3 steps of labelled history must train (issue 10)."""
+    split = time_split(rows_at(monthly(4)), horizon_days=90)
+    assert split.kind == OUT_OF_TIME
+    assert split.cutoffs["train"] == [monthly(4)[-1]]
 
 
-def test_no_rows_raises():
-    with pytest.raises(NotEnoughHistoryError, match="no labelled cutoffs"):
-        time_split(rows_at([]).reindex(columns=["customer_id", "cutoff", "label"]), 90, 30)
+def test_too_short_for_an_out_of_time_test_holds_out_customers():
+    customers = [f"c{i:02d}" for i in range(40)]
+    split = time_split(rows_at(monthly(3), customers), horizon_days=90, seed=1)
+    assert split.kind == CUSTOMER_HOLDOUT
+    held = set(split.test["customer_id"])
+    assert len(held) == 10  # a quarter of the customers
+    assert not held & set(split.train["customer_id"])  # whole customers held out
+    assert set(pd.to_datetime(split.test["cutoff"]).dt.date) == {LAST}
+    again = time_split(rows_at(monthly(3), customers), horizon_days=90, seed=1)
+    assert set(again.test["customer_id"]) == held  # seeded
 
 
-def test_datetime_cutoff_column_is_accepted():
-    rows = rows_at(monthly(12))
-    rows["cutoff"] = pd.to_datetime(rows["cutoff"])
-    split = time_split(rows, 90, 30)
-    assert_purged(split, 90)
+def test_no_labelled_rows_or_too_few_customers_stop_with_a_reason():
+    with pytest.raises(NotEnoughHistoryError, match="no labelled feature rows"):
+        time_split(rows_at([]).reindex(columns=["customer_id", "cutoff", "label"]), 90)
+    with pytest.raises(NotEnoughHistoryError, match="too few customers"):
+        time_split(rows_at([LAST]), 90)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    n=st.integers(1, 30),
-    step=st.sampled_from([7, 14, 30, 31]),
-    horizon=st.sampled_from([14, 30, 60, 90]),
-    valid=st.integers(1, 3),
-    calib=st.integers(1, 3),
-    drop=st.sets(st.integers(1, 29), max_size=5),
-)
-def test_purging_property(n, step, horizon, valid, calib, drop):
-    cutoffs = [c for k, c in enumerate(monthly(n, step)) if k not in drop]
-    rows = rows_at(cutoffs)
-    try:
-        split = time_split(rows, horizon, step, valid, calib)
-    except NotEnoughHistoryError as err:
-        assert f"{horizon}-day label horizon" in str(err)
-        return
-    assert_purged(split, horizon)
-    assert split.cutoffs["test"] == [max(cutoffs)]
-    assert len(split.cutoffs["calib"]) == calib and len(split.cutoffs["valid"]) == valid
-    for name in SLICE_NAMES:
-        assert split.cutoffs[name] == sorted(split.cutoffs[name])
-
-
-def test_lapsed_customers_leave_the_inactivity_population_only():
-    from churnlens.split import modelling_population
-
-    rows = pd.DataFrame({"days_since_last_activity": [0.0, 89.0, 90.0, 400.0],
-                         "label": [0, 0, 1, 1]})
-    assert (modelling_population(rows, "inactivity", 90)["days_since_last_activity"].tolist()
-            == [0.0, 89.0])
-    assert len(modelling_population(rows, "cancellation", 90)) == 4
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 30), horizon=st.integers(1, 200), step=st.integers(1, 60))
+def test_no_training_label_window_reaches_the_test_cutoff(n, horizon, step):
+    customers = [f"c{i}" for i in range(12)]
+    split = time_split(rows_at(monthly(n, step), customers), horizon)
+    if split.kind == OUT_OF_TIME:
+        assert_purged(split, horizon)
+        assert split.cutoffs["train"], "an out-of-time split always has training cutoffs"
+    else:
+        assert not set(split.test["customer_id"]) & set(split.train["customer_id"])
+    assert len(split.test) > 0

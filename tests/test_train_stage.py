@@ -17,7 +17,7 @@ AS_OF = date(2026, 8, 31)
 PARAMS = {
     "label": {"definition": "inactivity", "horizon_days": 90},
     "features": {"cutoff_step_days": 30},
-    "train": {"seed": 7, "valid_cutoffs": 1, "calib_cutoffs": 2, "calibration": "auto",
+    "train": {"seed": 7, "cv_folds": 3, "calibration": "auto",
               "lgbm": {"n_estimators": 80, "learning_rate": 0.1, "num_leaves": 7,
                        "min_child_samples": 20},
               "early_stopping_rounds": 10, "register_model": False},
@@ -86,18 +86,29 @@ def test_stage_end_to_end(workdir, tracked):
         assert set(metrics["baselines"][name]) == set(METRIC_KEYS)
     assert metrics["model"]["roc_auc"] > 0.7
     assert metrics["calibration_method"] in ("sigmoid", "isotonic")
-    assert metrics["slices"]["train"]["rows"] == 4 * 150
+    assert metrics["slices"]["train"]["rows"] == 11 * 150  # 14 cutoffs - test - 2 purged
+    assert metrics["split"] == "out_of_time"
+    active = metrics["populations"]["active"]
+    assert active["n"] == 150 and set(active["model"]) == set(METRIC_KEYS)  # all < 90 days
+    gate = metrics["gate"]
+    assert gate["shipped"] in ("lightgbm", "logistic", "blend")
+    assert gate["test"]["best_simple_auc"]["name"] in ("recency", "logistic")
+    assert isinstance(gate["test"]["lightgbm_beats_simple"], bool)
+    assert gate["summary"].startswith("Scores come from")
 
     for name in ("calibration.csv", "lift.csv", "pr_curve.csv", "calibration.png", "lift.png"):
         assert Path("reports/plots", name).stat().st_size > 0, name
     calib = pd.read_csv("reports/plots/calibration.csv")
     assert {"model", "mean_predicted", "observed_rate", "count"} <= set(calib.columns)
-    assert set(calib["model"]) == {"model", "uncalibrated", "recency", "logistic"}
+    assert set(calib["model"]) == {"model", "lightgbm", "recency", "logistic"}
 
     summary = json.loads(Path("reports/train_summary.json").read_text())
     assert summary["trained_at"] == AS_OF.isoformat()
     assert "segment" in summary["feature_columns"] and "label" not in summary["feature_columns"]
     assert len(summary["data_fingerprint"]) == 64
+    # the shipped model is refitted on every labelled cutoff, the test one included
+    assert summary["shipped_rows"] == 14 * 150 and summary["shipped_cutoffs"] == 14
+    assert summary["train_window"]["end"] == metrics["test_cutoff"]
 
     (call,) = tracked
     assert call["metrics"] == result["metrics"] and call["model_dir"] == Path("models/churn_model")
@@ -124,9 +135,21 @@ def test_stage_is_reproducible(workdir, tracked, monkeypatch):
     assert Path("reports/metrics.json").read_text() == first
 
 
-def test_stage_needs_enough_history(workdir, tracked):
-    feature_rows(n_cutoffs=6).to_parquet("data/features/training.parquet", index=False)
-    with pytest.raises(NotEnoughHistoryError, match="days"):
+def test_stage_trains_from_three_cutoffs_on_a_customer_holdout(workdir, tracked):
+    """Too short for an out-of-time test, long enough for a model: a quarter of the customers
+    is the test slice, and metrics.json says so."""
+    feature_rows(n_cutoffs=3).to_parquet("data/features/training.parquet", index=False)
+    stage.run("params.yaml")
+    metrics = json.loads(Path("reports/metrics.json").read_text())
+    assert metrics["split"] == "customer_holdout"
+    assert metrics["n_test"] == round(150 * 0.25)
+    assert Path("models/churn_model/MLmodel").exists()
+
+
+def test_stage_without_labelled_rows_stops(workdir, tracked):
+    rows = feature_rows(n_cutoffs=2).assign(label=pd.NA)
+    rows.iloc[0:0].to_parquet("data/features/training.parquet", index=False)
+    with pytest.raises(NotEnoughHistoryError, match="no labelled"):
         stage.run("params.yaml")
 
 

@@ -2,9 +2,11 @@
 
 * `RecencyBaseline`: "the longer since the last activity, the likelier the churn" -
   `days_since_last_activity` mapped to a probability by an isotonic fit on the
-  calibration slice (so its Brier / ECE are comparable to the model's).
-* `LogisticBaseline`: logistic regression on recency / frequency / monetary features
-  (signed log1p, median-imputed, standardised), fitted on the training slice.
+  training rows (so its Brier / ECE are comparable to the model's).
+* `LogisticBaseline`: logistic regression on recency / frequency / monetary / tenure features
+  (each both as signed log1p and raw, median-imputed, standardised), fitted on the training
+  rows. It is also the simple candidate inside `churnlens.model.ChurnClassifier`, which is why
+  it can say what each column adds to its log-odds (`contributions`).
 * `PriorBaseline`: the training-slice churn rate for everyone.
 """
 
@@ -21,10 +23,14 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 RECENCY = "days_since_last_activity"
 RFM_CANDIDATES = (
-    "days_since_last_activity",
+    "days_since_last_activity",   # recency
+    "tenure_days",                # age (BTYD's T)
+    "purchase_days_total",        # frequency over the whole history
+    "active_days_total",
+    "revenue_total",              # monetary (with frequency: spend per purchase day, in logs)
+    "active_days_90d",            # recent usage
     "events_90d",
     "purchases_90d",
-    "active_days_90d",
     "revenue_180d",
 )
 PROBA_CLIP = 1e-4
@@ -65,21 +71,28 @@ class RecencyBaseline(ClassifierMixin, BaseEstimator):
 
 
 class LogisticBaseline(ClassifierMixin, BaseEstimator):
-    """Logistic regression on the RFM columns present among `RFM_CANDIDATES`."""
+    """Logistic regression on the RFM columns present among `RFM_CANDIDATES`.
 
-    def __init__(self, columns: tuple[str, ...] = RFM_CANDIDATES, seed: int = 0) -> None:
+    Each column enters twice, as signed log1p and raw: the log carries ratios (spend per
+    purchase day is log revenue minus log frequency), the raw value lets the score keep rising
+    with recency and age beyond the range seen in training, where trees stay flat.
+    """
+
+    def __init__(self, columns: tuple[str, ...] = RFM_CANDIDATES, seed: int = 0,
+                 C: float = 1.0) -> None:
         self.columns = columns
         self.seed = seed
+        self.C = C
 
     def fit(self, X: pd.DataFrame, y) -> LogisticBaseline:
         self.columns_ = [c for c in self.columns if c in X.columns]
         if not self.columns_:
             raise ValueError(f"none of the RFM columns {list(self.columns)} is present")
         self.pipeline_ = Pipeline([
-            ("log", FunctionTransformer(signed_log1p)),
+            ("expand", FunctionTransformer(log_and_raw)),
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("scale", StandardScaler()),
-            ("lr", LogisticRegression(C=1.0, max_iter=1000, random_state=self.seed)),
+            ("lr", LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)),
         ])
         self.pipeline_.fit(self._matrix(X), np.asarray(y, dtype=int))
         self.classes_ = np.array([0, 1])
@@ -88,8 +101,27 @@ class LogisticBaseline(ClassifierMixin, BaseEstimator):
     def _matrix(self, X: pd.DataFrame) -> np.ndarray:
         return X[self.columns_].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
 
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        """Log-odds of churn."""
+        return self.pipeline_.decision_function(self._matrix(X))
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return _two_columns(self.pipeline_.predict_proba(self._matrix(X))[:, 1])
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Each column's additive share of the log-odds (intercept left out), one row per row."""
+        steps = self.pipeline_.named_steps
+        z = steps["scale"].transform(steps["impute"].transform(
+            steps["expand"].transform(self._matrix(X))))
+        terms = z * steps["lr"].coef_[0]
+        k = len(self.columns_)
+        return pd.DataFrame(terms[:, :k] + terms[:, k:], columns=self.columns_, index=X.index)
+
+
+def log_and_raw(x: np.ndarray) -> np.ndarray:
+    """`[signed_log1p(x), x]` side by side (2 * n_columns)."""
+    x = np.asarray(x, dtype=float)
+    return np.hstack([signed_log1p(x), x])
 
 
 class PriorBaseline(ClassifierMixin, BaseEstimator):
@@ -104,11 +136,12 @@ class PriorBaseline(ClassifierMixin, BaseEstimator):
         return _two_columns(np.full(len(X), self.rate_))
 
 
-def fit_baselines(train: pd.DataFrame, calib: pd.DataFrame, label: str = "label",
+def fit_baselines(train: pd.DataFrame, label: str = "label",
                   seed: int = 0) -> dict[str, BaseEstimator]:
-    """Fit all baselines: logistic and prior on `train`, recency on `calib`."""
+    """Fit every baseline on the training rows."""
+    y = train[label]
     return {
-        "recency": RecencyBaseline().fit(calib, calib[label]),
-        "logistic": LogisticBaseline(seed=seed).fit(train, train[label]),
-        "prior": PriorBaseline().fit(train, train[label]),
+        "recency": RecencyBaseline().fit(train, y),
+        "logistic": LogisticBaseline(seed=seed).fit(train, y),
+        "prior": PriorBaseline().fit(train, y),
     }

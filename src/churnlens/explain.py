@@ -1,8 +1,10 @@
-"""SHAP explanations of the LightGBM score, turned into each customer's three main reasons.
+"""SHAP explanations of the churn score, turned into each customer's three main reasons.
 
-Contributions come from LightGBM's own TreeSHAP (`pred_contrib=True`), identical to
-`shap.TreeExplainer` on the booster and no slower. They are in log-odds of the uncalibrated
-score; calibration is monotone, so the ranking of reasons is the same.
+Contributions come from `ChurnClassifier.contributions`: LightGBM's own TreeSHAP
+(`pred_contrib=True`, identical to `shap.TreeExplainer` on the booster and no slower) for the
+gradient-boosted side, exact linear terms for the logistic side, weighted as in the blend. They
+are in log-odds of the uncalibrated score; calibration is monotone, so the ranking of reasons is
+the same.
 Cost is bounded by explaining only the at-risk list plus a fixed-size sample of the rest.
 """
 
@@ -33,7 +35,10 @@ def select_for_explanation(at_risk_ids: Iterable[str], all_ids: pd.Series, sampl
 
 def shap_contributions(estimator, features: pd.DataFrame) -> pd.DataFrame:
     """Per-feature SHAP values (log-odds) for each row; columns = the model's features."""
-    matrix = estimator.transform(features[estimator.feature_names])
+    rows = features[estimator.feature_names]
+    if hasattr(estimator, "contributions"):
+        return estimator.contributions(rows)
+    matrix = estimator.transform(rows)
     values = booster_of(estimator).predict(matrix, pred_contrib=True)
     return pd.DataFrame(np.asarray(values)[:, :-1], columns=matrix.columns, index=features.index)
 

@@ -78,6 +78,21 @@ def _nps(value: float, row: Row) -> str | None:
     return f"last NPS answer {value:.0f}/10 ({kind})"
 
 
+def _total(what: str, few: int) -> Template:
+    def sentence(value: float, row: Row) -> str | None:
+        if value == 0:
+            return f"no {what}s ever"
+        return f"only {_plural(value, what)} in their whole history" if value < few else None
+    return sentence
+
+
+def _gap(value: float, row: Row) -> str | None:
+    since = _num(row.get("days_since_last_purchase"))
+    if since is not None and since > 1.5 * value:
+        return f"no purchase for {since:.0f} days, usually buys every {value:.0f} days"
+    return f"buys only every {value:.0f} days on average" if value >= 60 else None
+
+
 def _tenure(value: float, row: Row) -> str | None:
     return f"customer for only {value:.0f} days" if value < 180 else None
 
@@ -95,6 +110,15 @@ FIXED: dict[str, Template] = {
     "last_nps": _nps,
     "tenure_days": _tenure,
     "inactive_flag": lambda v, row: "inactive for 30+ days" if v >= 1 else None,
+    "purchases_total": _total("purchase", 3),
+    "purchase_days_total": _total("purchase day", 3),
+    "active_days_total": _total("active day", 5),
+    "events_total": _total("usage event", 10),
+    "revenue_total": lambda v, row: ("no net revenue in their whole history" if v <= 0
+                                     else None),
+    "avg_days_between_purchases": _gap,
+    "days_since_first_purchase": lambda v, row: (f"first purchase only {v:.0f} days ago"
+                                                 if v < 90 else None),
     "days_to_first_event": lambda v, row: (f"took {v:.0f} days to first use the product"
                                            if v >= 7 else None),
 }
@@ -116,10 +140,11 @@ WINDOWED_TEMPLATES: dict[str, Callable[[float, int], str | None]] = {
 # Features that tell the same story; a customer's reasons use each story once.
 FAMILIES = {
     "activity": ("days_since_last_activity", "days_since_last_event", "inactive_flag",
-                 "events", "active_days", "event_types"),
+                 "events", "active_days", "event_types", "active_days_total", "events_total"),
     "usage_trend": ("events_change_30d",),
     "purchases": ("days_since_last_purchase", "purchases", "revenue", "revenue_change_90d",
-                  "refunds"),
+                  "refunds", "purchases_total", "purchase_days_total", "revenue_total",
+                  "avg_days_between_purchases", "days_since_first_purchase"),
     "support": ("open_tickets", "oldest_open_ticket_days", "tickets"),
     "satisfaction": ("last_nps",),
     "plan": ("is_trial", "segment"),
@@ -156,6 +181,8 @@ def _missing(feature: str) -> str | None:
     return {
         "days_since_last_event": "has never used the product",
         "days_since_last_purchase": "has never made a purchase",
+        "days_since_first_purchase": "has never made a purchase",
+        "avg_days_between_purchases": None,
         "days_to_first_event": "has never used the product",
         "last_nps": None,
     }.get(feature)

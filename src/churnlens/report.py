@@ -450,6 +450,7 @@ def _month_label(value: Any) -> str:
 
 MODEL_NAMES = {
     "model": "Churn model (used in this report)",
+    "lightgbm": "Gradient-boosted model alone (LightGBM)",
     "uncalibrated": "Churn model before calibration",
     "recency": "Simple rule: days since last activity",
     "logistic": "Simple statistical model (logistic regression)",
@@ -488,7 +489,10 @@ def model_card(
     horizon = _number(summary.get("horizon_days")) or _number(horizon_days)
     rows = []
     model_metrics = metrics.get("model") or {}
-    candidates = [("model", model_metrics)] + list((metrics.get("baselines") or {}).items())
+    candidates = [("model", model_metrics)]
+    if metrics.get("lightgbm") and (metrics.get("gate") or {}).get("shipped") != "lightgbm":
+        candidates.append(("lightgbm", metrics["lightgbm"]))
+    candidates += list((metrics.get("baselines") or {}).items())
     for name, values in candidates:
         values = values or {}
         rows.append(
@@ -508,7 +512,13 @@ def model_card(
         and _number(values["roc_auc"]) >= auc
     ]
     method = metrics.get("calibration_method") or summary.get("calibration_method")
+    gate = metrics.get("gate") or {}
+    gate_test = gate.get("test") or {}
     return {
+        "gate_summary": gate.get("summary"),
+        "gate_alert": bool(gate) and not (gate_test.get("lightgbm_beats_simple")
+                                          and gate_test.get("model_beats_simple")),
+        "active": _active_line(metrics),
         "trained_at": format_date(summary.get("trained_at")),
         "window_start": format_date(window.get("start") or summary.get("train_start")),
         "window_end": format_date(window.get("end") or summary.get("train_end")),
@@ -523,6 +533,18 @@ def model_card(
         "calibration": None if not method else CALIBRATION_WORDS.get(str(method), str(method)),
         "not_champion": _not_champion(promotion),
     }
+
+
+def _active_line(metrics: Mapping[str, Any]) -> dict[str, str] | None:
+    """The model vs the simple rule on *active* test customers (the at-risk list's population)."""
+    active = (metrics.get("populations") or {}).get("active") or {}
+    model = active.get("model") or {}
+    recency = (active.get("baselines") or {}).get("recency") or {}
+    if not active.get("n") or model.get("roc_auc") is None:
+        return None
+    return {"n": format_count(active.get("n")), "churn_rate": format_percent(active["churn_rate"]),
+            "auc": _fixed(model.get("roc_auc"), 3),
+            "recency_auc": _fixed(recency.get("roc_auc"), 3)}
 
 
 def _not_champion(promotion: Mapping[str, Any] | None) -> dict[str, str] | None:

@@ -1,24 +1,25 @@
-"""Time-ordered, purged split of the labelled feature rows into train / valid / calib / test.
+"""Time-ordered split of the labelled feature rows into a training part and a test slice.
 
-A row at cutoff `c` carries knowledge up to `c + horizon` through its label. Each slice
-therefore only keeps cutoffs whose label window ends on or before the first cutoff of the
-slice after it:
+A row at cutoff `c` carries knowledge up to `c + horizon` through its label, so the test slice
+(the latest fully labelled cutoff, untouched until the metrics are computed) only meets training
+rows whose whole label window ends on or before it:
 
     test   = the latest labelled cutoff
-    calib  = the `calib_cutoffs` latest cutoffs with `c + horizon <= test`
-    valid  = the `valid_cutoffs` latest cutoffs with `c + horizon <= min(calib)`
-    train  = every cutoff with `c + horizon <= min(valid)`
+    train  = every cutoff with `c + horizon <= test`
 
-Cutoffs that fall in a purge gap are dropped. Customers are *not* held out: the model is
-used to score the very customers it was trained on, at a later date, so a customer-level
-holdout would test a situation that does not occur in production. Purging is what removes
-the leak (a training label never covers a day after an evaluation cutoff), and features
-are relative to the cutoff (tenure, recent windows), not identifier-like.
+Everything else the model needs besides trees (how many of them, the calibration, the weight of
+the simple logistic candidate) is chosen by cross-fitting *within* the training rows with whole
+customers held out (`churnlens.model`), so no purged time slice is spent on it: one year of data
+(horizon + 3 cutoff steps of labelled history at a 90-day horizon and 30-day steps) is enough.
+
+When the history is too short even for that (no cutoff lies a whole horizon before the latest
+one), the test slice is a seeded quarter of the *customers* at the latest labelled cutoff and the
+rest of the customers train (`kind = "customer_holdout"`): weaker than an out-of-time test, and
+said so in `metrics.json`, but a model is still fitted wherever a logistic regression could be.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -26,113 +27,85 @@ import pandas as pd
 
 from churnlens.errors import NotEnoughHistoryError
 
-SLICE_NAMES = ("train", "valid", "calib", "test")
+SLICE_NAMES = ("train", "test")
+OUT_OF_TIME = "out_of_time"
+CUSTOMER_HOLDOUT = "customer_holdout"
+HOLDOUT_SHARE = 0.25
 
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """Four row slices and the cutoffs each one holds (ascending)."""
+    """Training rows and the test slice, the cutoffs each one holds (ascending) and the kind."""
 
     train: pd.DataFrame
-    valid: pd.DataFrame
-    calib: pd.DataFrame
     test: pd.DataFrame
     cutoffs: dict[str, list[date]] = field(default_factory=dict)
+    kind: str = OUT_OF_TIME
 
     @property
     def test_cutoff(self) -> date:
-        return self.cutoffs["test"][0]
+        return self.cutoffs["test"][-1]
 
     def slices(self) -> dict[str, pd.DataFrame]:
         return {name: getattr(self, name) for name in SLICE_NAMES}
 
     def describe(self) -> dict[str, dict]:
-        """Per slice: cutoffs (ISO), rows and churn rate."""
+        """Per slice: cutoffs (ISO), rows, customers and churn rate."""
         out = {}
         for name, frame in self.slices().items():
             rate = float(frame["label"].mean()) if len(frame) else None
             out[name] = {
                 "cutoffs": [c.isoformat() for c in self.cutoffs[name]],
                 "rows": int(len(frame)),
+                "customers": int(frame["customer_id"].nunique()),
                 "churn_rate": rate,
             }
         return out
 
 
-def _as_dates(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values).dt.date
+def cutoff_dates(rows: pd.DataFrame) -> pd.Series:
+    """The `cutoff` column as `datetime.date` values."""
+    return pd.to_datetime(rows["cutoff"]).dt.date
 
 
-def _eligible(cutoffs: list[date], bound: date, horizon: timedelta) -> list[date]:
-    """Cutoffs whose label window `(c, c + horizon]` ends on or before `bound`."""
-    return [c for c in cutoffs if c + horizon <= bound]
+def time_split(rows: pd.DataFrame, horizon_days: int, seed: int = 0) -> TimeSplit:
+    """Test = the latest labelled cutoff; train = the cutoffs whose label window ends by then.
 
-
-def required_cutoff_span(horizon_days: int, step_days: int, valid_cutoffs: int,
-                         calib_cutoffs: int) -> int:
-    """Days between the earliest training cutoff and the test cutoff, at the least."""
-    gap = math.ceil(horizon_days / step_days)  # steps a purge needs
-    steps = gap + (calib_cutoffs - 1) + gap + (valid_cutoffs - 1) + gap
-    return steps * step_days
-
-
-def _not_enough(cutoffs: list[date], horizon_days: int, step_days: int, valid_cutoffs: int,
-                calib_cutoffs: int, missing: str) -> NotEnoughHistoryError:
-    span = required_cutoff_span(horizon_days, step_days, valid_cutoffs, calib_cutoffs)
-    need = span + horizon_days
-    if cutoffs:
-        have = (cutoffs[-1] - cutoffs[0]).days + horizon_days
-        avail = (f"{len(cutoffs)} labelled cutoffs from {cutoffs[0]} to {cutoffs[-1]} "
-                 f"(~{have} days of labelled history)")
-    else:
-        avail = "no labelled cutoffs"
-    return NotEnoughHistoryError(
-        f"not enough history for a purged time split: no {missing} cutoff left. "
-        f"Need at least {need} days of labelled history ({span} days of cutoffs + the "
-        f"{horizon_days}-day label horizon; cutoff step {step_days} days, 1 test, "
-        f"{calib_cutoffs} calibration, {valid_cutoffs} validation and >=1 training cutoff, "
-        f"each slice separated by the horizon); available: {avail}"
-    )
-
-
-def time_split(rows: pd.DataFrame, horizon_days: int, step_days: int,
-               valid_cutoffs: int = 1, calib_cutoffs: int = 2) -> TimeSplit:
-    """Split labelled feature rows by cutoff, purging label windows between slices.
-
-    Raises `NotEnoughHistoryError` when any slice would be empty.
+    Falls back to a customer holdout at the latest cutoff when no earlier cutoff qualifies.
+    Raises `NotEnoughHistoryError` when there are no labelled rows at all.
     """
-    if valid_cutoffs < 1 or calib_cutoffs < 1:
-        raise ValueError("valid_cutoffs and calib_cutoffs must be >= 1")
-    cut = _as_dates(rows["cutoff"])
+    cut = cutoff_dates(rows)
     cutoffs = sorted(set(cut))
-    horizon = timedelta(days=int(horizon_days))
-    args = (cutoffs, horizon_days, step_days, valid_cutoffs, calib_cutoffs)
     if not cutoffs:
-        raise _not_enough(*args, missing="test")
-    chosen: dict[str, list[date]] = {"test": [cutoffs[-1]]}
-    calib = _eligible(cutoffs, cutoffs[-1], horizon)[-calib_cutoffs:]
-    if len(calib) < calib_cutoffs:
-        raise _not_enough(*args, missing="calibration")
-    valid = _eligible(cutoffs, calib[0], horizon)[-valid_cutoffs:]
-    if len(valid) < valid_cutoffs:
-        raise _not_enough(*args, missing="validation")
-    train = _eligible(cutoffs, valid[0], horizon)
-    if not train:
-        raise _not_enough(*args, missing="training")
-    chosen.update(calib=calib, valid=valid, train=train)
-    frames = {name: rows.loc[cut.isin(set(cs)).to_numpy()].reset_index(drop=True)
-              for name, cs in chosen.items()}
-    return TimeSplit(**frames, cutoffs={name: chosen[name] for name in SLICE_NAMES})
+        raise NotEnoughHistoryError(
+            "no labelled feature rows: no cutoff has a complete label window before as_of "
+            f"(label.horizon_days={horizon_days}); more history or a shorter horizon is needed")
+    test_cutoff = cutoffs[-1]
+    train_cutoffs = [c for c in cutoffs if c + timedelta(days=int(horizon_days)) <= test_cutoff]
+    if not train_cutoffs:
+        return customer_holdout(rows, cut, test_cutoff, cutoffs, seed)
+    in_train = cut.isin(set(train_cutoffs)).to_numpy()
+    in_test = (cut == test_cutoff).to_numpy()
+    return TimeSplit(train=rows.loc[in_train].reset_index(drop=True),
+                     test=rows.loc[in_test].reset_index(drop=True),
+                     cutoffs={"train": train_cutoffs, "test": [test_cutoff]})
 
 
-def modelling_population(rows: pd.DataFrame, definition: str, horizon_days: int) -> pd.DataFrame:
-    """Rows of customers who can still churn: under `inactivity`, drop those already lapsed.
+def customer_holdout(rows: pd.DataFrame, cut: pd.Series, test_cutoff: date,
+                     cutoffs: list[date], seed: int) -> TimeSplit:
+    """A seeded `HOLDOUT_SHARE` of the customers at `test_cutoff` is the test slice; the other
+    customers (all their labelled cutoffs) train."""
+    ids = pd.Series(sorted(rows.loc[(cut == test_cutoff).to_numpy(), "customer_id"]
+                           .astype(str).unique()))
+    n_test = int(round(len(ids) * HOLDOUT_SHARE))
+    if len(ids) < 8 or n_test < 2:
+        raise NotEnoughHistoryError(
+            f"too few customers ({len(ids)}) at the only usable cutoff {test_cutoff} to hold any "
+            "out for a test; more customers or more history are needed")
+    held = set(ids.sample(n=n_test, random_state=seed))
+    is_held = rows["customer_id"].astype(str).isin(held).to_numpy()
+    in_test = is_held & (cut == test_cutoff).to_numpy()
+    return TimeSplit(train=rows.loc[~is_held].reset_index(drop=True),
+                     test=rows.loc[in_test].reset_index(drop=True),
+                     cutoffs={"train": cutoffs, "test": [test_cutoff]}, kind=CUSTOMER_HOLDOUT)
 
-    A customer with no activity for `horizon_days` at the cutoff is already lost by the KPI
-    definition; their label is a foregone conclusion and would inflate every metric (any
-    recency rule "predicts" them). They are still scored at as_of, just not learned from.
-    """
-    if definition != "inactivity" or "days_since_last_activity" not in rows.columns:
-        return rows
-    lapsed = rows["days_since_last_activity"].astype("float64") >= horizon_days
-    return rows[~lapsed.to_numpy()]

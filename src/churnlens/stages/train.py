@@ -1,9 +1,15 @@
-"""Stage `train`: purged time split, LightGBM + calibration, baselines, metrics, MLflow.
+"""Stage `train`: time split, cross-fitted model vs baselines on the test slice, refit, MLflow.
 
-Reads `data/features/training.parquet` (+ `meta.json` when present); writes
-`models/churn_model/`, `reports/metrics.json`, `reports/train_summary.json` and
-`reports/plots/{calibration,lift,pr_curve}.csv` + `calibration.png`, `lift.png`, and the
-MLflow champion decision to `reports/promotion.json`.
+1. Test slice = the latest labelled cutoff; the model (LightGBM + logistic candidate, blended and
+   calibrated by cross-fitting, see `churnlens.model`) and the baselines learn from the cutoffs
+   whose label window ends by then, and are scored on the test slice, for every customer and for
+   the *active* ones -> `reports/metrics.json` with the gate's decision.
+2. The shipped model is refitted the same way on *all* labelled cutoffs (the newest labels
+   included) -> `models/churn_model/`.
+
+Reads `data/features/training.parquet` (+ `meta.json` when present); also writes
+`reports/train_summary.json`, `reports/plots/{calibration,lift,pr_curve}.csv` + `calibration.png`,
+`lift.png`, and the MLflow champion decision to `reports/promotion.json`.
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
 from churnlens.metrics import METRIC_KEYS, calibration_curve, evaluate, lift_curve, pr_curve
 from churnlens.model import ChurnClassifier
-from churnlens.split import TimeSplit, modelling_population, time_split
+from churnlens.scoring import active_customers
+from churnlens.split import TimeSplit, time_split
 
 log = get_logger("train")
 
 ID_COLUMNS = ("customer_id", "cutoff", "label")  # = churnlens.features.ID_COLUMNS
 REPORTED_BASELINES = ("recency", "logistic", "prior")
-PLOTTED = ("model", "uncalibrated", "recency", "logistic")
+SIMPLE = ("recency", "logistic")   # what the gradient-boosted model has to beat
+PLOTTED = ("model", "lightgbm", "recency", "logistic")
 PROMOTION = paths.REPORTS / "promotion.json"
 
 
@@ -72,63 +80,146 @@ def data_as_of(split: TimeSplit, horizon_days: int) -> str:
 
 
 # -- fitting -----------------------------------------------------------------------------------
-def fit_model(split: TimeSplit, columns: list[str], cfg: dict[str, Any]) -> ChurnClassifier:
+def fit_model(rows: pd.DataFrame, columns: list[str], cfg: dict[str, Any],
+              what: str) -> ChurnClassifier:
+    """Cross-fit (customers held out), blend, calibrate and refit on `rows`."""
     model = ChurnClassifier(
         lgbm_params=dict(cfg.get("lgbm") or {}),
         seed=int(cfg.get("seed", 7)),
         early_stopping_rounds=cfg.get("early_stopping_rounds", 50),
         calibration=str(cfg.get("calibration", "auto")),
+        cv_folds=int(cfg.get("cv_folds", 4)),
     )
-    model.fit(split.train[columns], split.train["label"],
-              X_valid=split.valid[columns], y_valid=split.valid["label"],
-              X_calib=split.calib[columns], y_calib=split.calib["label"],
-              calib_groups=split.calib["customer_id"].astype(str).to_numpy())
-    log.info("LightGBM: best iteration %d of %s (early stopping on %d validation rows)",
-             model.best_iteration_, model.lgbm_.n_estimators, len(split.valid))
-    c = model.calibration_scores_
-    detail = (f"out-of-fold Brier sigmoid {c['sigmoid']:.5f}, isotonic {c['isotonic']:.5f}; "
-              f"isotonic gain {c['isotonic_gain']:.5f} +/- {c['isotonic_gain_se']:.5f} (1 SE)"
-              if c else "not compared")
-    log.info("calibration: %s (%s)", model.calibration_method_, detail)
+    model.fit(rows[columns], rows["label"], groups=rows["customer_id"].astype(str).to_numpy())
+    losses = ", ".join(f"{w:g}: {loss:.5f}" for w, loss in model.blend_losses_.items())
+    log.info("%s: %d rows, %d trees, LightGBM weight %g -> %s (out-of-fold log loss by weight "
+             "%s), %s calibration", what, len(rows), model.best_iteration_, model.blend_weight_,
+             model.scorer_, losses, model.calibration_method_)
     return model
 
 
 def predict_all(model: ChurnClassifier, baselines: dict, frame: pd.DataFrame,
                 columns: list[str]) -> dict[str, np.ndarray]:
     preds = {"model": model.predict_proba(frame[columns])[:, 1],
-             "uncalibrated": model.predict_proba_uncalibrated(frame[columns])[:, 1]}
+             "uncalibrated": model.predict_proba_uncalibrated(frame[columns])[:, 1],
+             "lightgbm": model.candidate_proba(frame[columns])["lightgbm"]}
     preds.update({name: est.predict_proba(frame)[:, 1] for name, est in baselines.items()})
     return preds
 
 
 # -- reports -----------------------------------------------------------------------------------
-def build_metrics(split: TimeSplit, preds: dict[str, np.ndarray],
-                  model: ChurnClassifier) -> dict[str, Any]:
+def population_metrics(y: np.ndarray, preds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Model, LightGBM alone and baselines on one population of the test slice."""
+    if not len(y):
+        return {"n": 0, "churn_rate": None, "model": None, "lightgbm": None, "baselines": None}
+    return {
+        "n": int(len(y)),
+        "churn_rate": float(y.mean()),
+        "model": evaluate(y, preds["model"]),
+        "lightgbm": evaluate(y, preds["lightgbm"]),
+        "baselines": {name: evaluate(y, preds[name]) for name in REPORTED_BASELINES},
+    }
+
+
+def build_metrics(split: TimeSplit, preds: dict[str, np.ndarray], model: ChurnClassifier,
+                  horizon_days: int) -> dict[str, Any]:
+    """metrics.json: the whole test population at the top (DESIGN shape), then by population."""
     y = split.test["label"].to_numpy()
+    active = active_customers(split.test, horizon_days).to_numpy()
     return {
         "test_cutoff": split.test_cutoff.isoformat(),
         "n_test": int(len(y)),
         "churn_rate": float(y.mean()),
         "model": evaluate(y, preds["model"]),
         "baselines": {name: evaluate(y, preds[name]) for name in REPORTED_BASELINES},
+        "lightgbm": evaluate(y, preds["lightgbm"]),
         "uncalibrated": evaluate(y, preds["uncalibrated"]),
+        "populations": {
+            "all": population_metrics(y, preds),
+            "active": population_metrics(y[active], {k: v[active] for k, v in preds.items()}),
+        },
         "calibration_method": model.calibration_method_,
         "calibration_comparison": model.calibration_scores_,
         "best_iteration": model.best_iteration_,
+        "split": split.kind,
         "slices": split.describe(),
     }
 
 
+def _best_simple(metrics: dict[str, Any], key: str, lower: bool) -> tuple[str, float]:
+    values = {name: metrics["baselines"][name][key] for name in SIMPLE
+              if metrics["baselines"][name][key] is not None}
+    if not values:
+        return "recency", float("nan")
+    name = (min if lower else max)(values, key=values.get)
+    return name, float(values[name])
+
+
+def beats(block: dict[str, Any], auc: float, loss: float) -> bool:
+    """At least the best simple AUC and at most the best simple log loss."""
+    return bool(block["roc_auc"] is not None and block["roc_auc"] >= auc
+                and block["log_loss"] <= loss)
+
+
+def gate_summary(metrics: dict[str, Any], evaluated: ChurnClassifier,
+                 shipped: ChurnClassifier) -> dict[str, Any]:
+    """Which scorer ships and why, and how LightGBM fared against the simple models on test."""
+    auc_name, auc = _best_simple(metrics, "roc_auc", lower=False)
+    loss_name, loss = _best_simple(metrics, "log_loss", lower=True)
+    lightgbm_wins = beats(metrics["lightgbm"], auc, loss)
+    model_wins = beats(metrics["model"], auc, loss)
+    model_auc = metrics["model"]["roc_auc"]
+    return {
+        "shipped": shipped.scorer_,
+        "lightgbm_weight": float(shipped.blend_weight_),
+        "chosen_by": ("lowest out-of-fold log loss over LightGBM weights "
+                      f"{list(shipped.blend_weights)}, whole customers held out "
+                      f"({shipped.cv_folds} folds), on all labelled cutoffs"),
+        "out_of_fold": shipped.out_of_fold_,
+        "evaluated": {"scorer": evaluated.scorer_,
+                      "lightgbm_weight": float(evaluated.blend_weight_),
+                      "out_of_fold": evaluated.out_of_fold_},
+        "test": {
+            "best_simple_auc": {"name": auc_name, "roc_auc": auc},
+            "best_simple_log_loss": {"name": loss_name, "log_loss": loss},
+            "lightgbm_beats_simple": lightgbm_wins,
+            "model_beats_simple": model_wins,
+            "model_minus_best_simple": {
+                "roc_auc": None if model_auc is None else model_auc - auc,
+                "log_loss": metrics["model"]["log_loss"] - loss},
+        },
+        "summary": gate_sentence(shipped.scorer_, lightgbm_wins, model_wins, auc_name, metrics),
+    }
+
+
+def gate_sentence(scorer: str, lightgbm_wins: bool, model_wins: bool, simple: str,
+                  metrics: dict[str, Any]) -> str:
+    """One plain sentence (or three) for the model card."""
+    what = {"lightgbm": "the gradient-boosted model (LightGBM)",
+            "logistic": "the simple logistic model on recency, frequency, spend and tenure",
+            "blend": "a blend of the gradient-boosted model and the simple logistic model"}[scorer]
+    sentence = f"Scores come from {what}."
+    if not lightgbm_wins:
+        sentence += (" On the test month the gradient-boosted model alone did not beat the "
+                     f"simple {simple} model.")
+    if not model_wins:
+        auc, simple_auc = metrics["model"]["roc_auc"], metrics["baselines"][simple]["roc_auc"]
+        sentence += (f" The shipped scores did not beat the simple {simple} model on the test "
+                     f"month either (ranking AUC {auc:.3f} vs {simple_auc:.3f}): treat them as "
+                     "no better than sorting by it.")
+    return sentence
+
+
 def population_note(definition: str, horizon_days: int) -> str:
     if definition == "inactivity":
-        return (f"customers active in the {horizon_days} days before the cutoff "
-                "(already lapsed customers are lost, not at risk)")
+        return ("every customer signed up by the cutoff, lapsed ones included (they can come "
+                f"back); 'active' = some activity in the {horizon_days} days before the cutoff")
     return "customers signed up and not cancelled at the cutoff"
 
 
 def log_metrics_table(metrics: dict[str, Any]) -> None:
-    rows = {"model": metrics["model"], "uncalibrated": metrics["uncalibrated"],
-            **metrics["baselines"]}
+    rows = {"model": metrics["model"], "lightgbm": metrics["lightgbm"],
+            "uncalibrated": metrics["uncalibrated"], **metrics["baselines"]}
     log.info("test slice %s: %d rows, churn rate %.3f", metrics["test_cutoff"],
              metrics["n_test"], metrics["churn_rate"])
     log.info("%-13s %s", "", " ".join(f"{k[:12]:>12}" for k in METRIC_KEYS))
@@ -185,23 +276,30 @@ def _draw_gain(ax, table: pd.DataFrame) -> None:
     ax.legend(fontsize=8)
 
 
-def build_summary(split: TimeSplit, model: ChurnClassifier, columns: list[str],
-                  as_of: str, fingerprint: str, label: dict[str, Any]) -> dict[str, Any]:
-    train_cutoffs = split.cutoffs["train"]
+def build_summary(split: TimeSplit, model: ChurnClassifier, rows: pd.DataFrame,
+                  columns: list[str], as_of: str, fingerprint: str,
+                  label: dict[str, Any]) -> dict[str, Any]:
+    """train_summary.json: what the *shipped* model learnt from (all labelled cutoffs)."""
+    cutoffs = sorted(set(pd.to_datetime(rows["cutoff"]).dt.date))
     return {
         "horizon_days": int(label["horizon_days"]),
         "definition": label.get("definition"),
         "trained_at": as_of,  # the data date, not the wall clock: reruns give the same file
         "data_as_of": as_of,
         "data_fingerprint": fingerprint,
-        "train_window": {"start": train_cutoffs[0].isoformat(),
-                         "end": train_cutoffs[-1].isoformat()},
+        "train_window": {"start": cutoffs[0].isoformat(), "end": cutoffs[-1].isoformat()},
+        "shipped_rows": int(len(rows)),
+        "shipped_cutoffs": len(cutoffs),
+        "scorer": model.scorer_,
+        "lightgbm_weight": float(model.blend_weight_),
+        "evaluation_split": split.kind,
         "slices": split.describe(),
         "feature_columns": columns,
         "n_features": len(columns),
         "calibration_method": model.calibration_method_,
         "calibration_comparison": model.calibration_scores_,
         "best_iteration": model.best_iteration_,
+        "out_of_fold": model.out_of_fold_,
         "model_dir": str(paths.MODEL_DIR),
     }
 
@@ -215,7 +313,7 @@ def save_model(model: ChurnClassifier, columns: list[str], example: pd.DataFrame
 
 
 def check_both_classes(split: TimeSplit, definition: str, horizon: int) -> None:
-    """Refuse to train when the training slice holds a single label class (nothing to learn)."""
+    """Refuse to train when the training rows hold a single label class (nothing to learn)."""
     labels = split.train["label"]
     if labels.nunique() >= 2:
         return
@@ -224,7 +322,7 @@ def check_both_classes(split: TimeSplit, definition: str, horizon: int) -> None:
     what = "no customer churns" if value == 0 else "every customer churns"
     hint = (" (the cancellation label needs cancel_date values in the customers table)"
             if definition == "cancellation" and value == 0 else "")
-    where = "in any labelled cutoff" if everywhere else "in the training slice " + (
+    where = "in any labelled cutoff" if everywhere else "in the training cutoffs " + (
         f"({split.cutoffs['train'][0]} .. {split.cutoffs['train'][-1]})")
     raise ChurnlensError(
         f"the label has a single class: {what} {where} under label.definition={definition} "
@@ -232,40 +330,45 @@ def check_both_classes(split: TimeSplit, definition: str, horizon: int) -> None:
 
 
 def log_split(split: TimeSplit) -> None:
+    if split.kind != "out_of_time":
+        log.warning("too little history for an out-of-time test: the test slice is a quarter of "
+                    "the customers at %s, held out from training", split.test_cutoff)
     for name, info in split.describe().items():
         cutoffs = info["cutoffs"]
-        log.info("%-5s slice: %7d rows, churn rate %s, %d cutoffs %s..%s", name, info["rows"],
+        log.info("%-5s: %7d rows, %6d customers, churn rate %s, %d cutoffs %s..%s", name,
+                 info["rows"], info["customers"],
                  "n/a" if info["churn_rate"] is None else f"{info['churn_rate']:.3f}",
                  len(cutoffs), cutoffs[0], cutoffs[-1])
 
 
 # -- stage -------------------------------------------------------------------------------------
 def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Train, calibrate, evaluate, save and track; returns metrics and the MLflow decision."""
+    """Evaluate on the test slice, refit on every labelled cutoff, save and track."""
     params = load_params(params_path)
     cfg, horizon = params.get("train", {}), int(params["label"]["horizon_days"])
-    all_rows = load_training_rows()
-    rows = modelling_population(all_rows, params["label"]["definition"], horizon)
-    log.info("population: %d of %d rows (%d customers already lapsed %d+ days left out)",
-             len(rows), len(all_rows), len(all_rows) - len(rows), horizon)
-    split = time_split(rows, horizon, int(params["features"]["cutoff_step_days"]),
-                       int(cfg.get("valid_cutoffs", 1)), int(cfg.get("calib_cutoffs", 2)))
+    definition = params["label"].get("definition", "inactivity")
+    seed = int(cfg.get("seed", 7))
+    rows = load_training_rows()
+    split = time_split(rows, horizon, seed=seed)
     log_split(split)
-    check_both_classes(split, params["label"].get("definition", "inactivity"), horizon)
+    check_both_classes(split, definition, horizon)
     columns = feature_columns(rows)
-    model = fit_model(split, columns, cfg)
-    baselines = fit_baselines(split.train, split.calib, seed=int(cfg.get("seed", 7)))
-    preds = predict_all(model, baselines, split.test, columns)
-    metrics = build_metrics(split, preds, model)
-    metrics["population"] = population_note(params["label"]["definition"], horizon)
+    evaluated = fit_model(split.train, columns, cfg, "evaluation model")
+    baselines = fit_baselines(split.train, seed=seed)
+    preds = predict_all(evaluated, baselines, split.test, columns)
+    metrics = build_metrics(split, preds, evaluated, horizon)
+    metrics["population"] = population_note(definition, horizon)
     log_metrics_table(metrics)
+    shipped = fit_model(rows, columns, cfg, "shipped model (all labelled cutoffs)")
+    metrics["gate"] = gate_summary(metrics, evaluated, shipped)
+    log.info("gate: %s", metrics["gate"]["summary"])
     io.write_json(metrics, paths.METRICS)
     plot_files = write_plots(curve_tables(split.test["label"].to_numpy(), preds))
     fingerprint = data_fingerprint()
-    summary = build_summary(split, model, columns, data_as_of(split, horizon), fingerprint,
-                            params["label"])
+    summary = build_summary(split, shipped, rows, columns, data_as_of(split, horizon),
+                            fingerprint, params["label"])
     io.write_json(summary, paths.TRAIN_SUMMARY)
-    save_model(model, columns, split.test)
+    save_model(shipped, columns, split.test)
     decision = _track(params, metrics, fingerprint, split, columns,
                       [paths.METRICS, paths.TRAIN_SUMMARY, *plot_files])
     io.write_json(decision, PROMOTION)
