@@ -12,7 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -36,7 +36,7 @@ def commands(path: Path) -> list[list[str]]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def help_text(*words: str) -> str:
     tool = BIN / words[0]
     proc = subprocess.run([str(tool), *words[1:], "--help"], capture_output=True, text=True,
