@@ -439,3 +439,84 @@ def test_stage_writes_json_and_trend(tmp_path, monkeypatch):
     trend = pd.read_csv(tmp_path / "reports" / "plots" / "kpi_trend.csv")
     assert list(trend.columns) == list(K.TREND_COLUMNS)
     assert trend["period_end"].iloc[-1] == "2024-05-02"
+
+
+# --------------------------------------------------------------------------- revenue window
+
+
+def _purchase_log() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A purchase-only log for P = 10, H = 20 (so W = 20) at as_of 2024-04-30.
+
+    current window  (04-10, 04-30], customers at the end of 04-10, against (03-21, 04-10]
+    previous window (03-31, 04-20], customers at the end of 03-31, against (03-11, 03-31]
+    """
+    cust = pd.DataFrame({
+        "customer_id": ["X", "Y", "Z", "V"],
+        "signup_date": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-04-15", "2024-01-01"]),
+    })
+    rows = [
+        ("X", "2024-03-25", 100.0), ("X", "2024-04-20", 40.0),
+        ("Y", "2024-04-05", 50.0), ("Y", "2024-04-15", 80.0), ("Y", "2024-04-28", 30.0),
+        ("Z", "2024-04-20", 500.0),  # new in the window: not in NDR
+        ("V", "2024-03-01", 60.0), ("V", "2024-04-25", 70.0),  # lapsed at 04-10, comes back
+    ]
+    tx = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"])
+    tx["timestamp"] = pd.to_datetime(tx["timestamp"]) + pd.Timedelta(hours=10)
+    return cust, tx
+
+
+def _purchase_report(**kw):
+    cust, tx = _purchase_log()
+    return K.compute_kpis(cust, tx, None, None, as_of=AS_OF, period_days=10,
+                          definition="inactivity", horizon_days=20, **kw)
+
+
+def test_purchase_only_log_uses_the_horizon_revenue_window_by_hand():
+    rep, trend = _purchase_report(revenue_window="auto")
+    window = rep["revenue_window"]
+    assert window["days"] == 20 and window["period_days"] == 10
+    assert (window["start"], window["previous_end"]) == ("2024-04-11", "2024-04-10")
+    assert "purchase-only" in window["reason"]
+    assert "20 days" in window["caveat"] and "\n" not in window["caveat"]
+    cur, prev = rep["current"], rep["previous"]
+    # at 04-10: X (03-25), Y (04-05); V lapsed (03-01 + 20 <= 04-10); Z not signed up
+    assert cur["ndr"] == pytest.approx((40 + 110) / (100 + 50))  # X 40/100, Y 110/50
+    assert cur["grr"] == pytest.approx((40 + 50) / (100 + 50))  # Y capped at 50
+    # the 10-day period: at 04-20 X, Y, Z (new 04-15) -> 30 / (40 + 80 + 500)
+    assert cur["ndr_period"] == pytest.approx(30 / 620, abs=1e-6)
+    assert cur["grr_period"] == pytest.approx(30 / 620, abs=1e-6)
+    # window ending 04-20, customers at 03-31: only X (Y's first activity is 04-05) -> 40 / 100
+    assert prev["ndr"] == pytest.approx(0.4) and prev["grr"] == pytest.approx(0.4)
+    assert set(K.KPI_KEYS) <= set(cur) and set(K.KPI_KEYS) <= set(rep["by_segment"]["unknown"])
+    assert rep["by_segment"]["unknown"]["ndr"] == pytest.approx(1.0)
+    assert trend["ndr"].iloc[-1] == pytest.approx(1.0)
+    assert trend["ndr_period"].iloc[-1] == pytest.approx(30 / 620, abs=1e-6)
+    assert K.is_json_safe(rep)
+
+
+def test_default_revenue_window_is_the_period():
+    rep, _ = _purchase_report()
+    assert rep["revenue_window"]["days"] == 10 and rep["revenue_window"]["caveat"] is None
+    assert rep["current"]["ndr"] == rep["current"]["ndr_period"]
+    assert rep["current"]["ndr"] == pytest.approx(30 / 620, abs=1e-6)
+
+
+def test_revenue_window_in_days_and_bad_value():
+    rep, _ = _purchase_report(revenue_window=15)  # rounded up to 2 periods
+    assert rep["revenue_window"]["days"] == 20
+    assert rep["current"]["ndr"] == pytest.approx(1.0)
+    with pytest.raises(K.ChurnlensError):
+        _purchase_report(revenue_window="weekly")
+
+
+def test_auto_window_keeps_the_period_when_usage_and_revenue_are_steady():
+    cust = pd.DataFrame({"customer_id": ["A", "B"],
+                         "signup_date": pd.to_datetime(["2023-01-01", "2023-01-01"])})
+    days = pd.date_range("2023-01-05", AS_OF, freq="5D")
+    tx = pd.DataFrame([(c, d, 10.0) for c in "AB" for d in days],
+                      columns=["customer_id", "timestamp", "amount"])
+    ev = tx.rename(columns={"amount": "quantity"}).assign(event_type="login")
+    rep, trend = K.compute_kpis(cust, tx, ev, None, as_of=AS_OF, period_days=10,
+                                definition="inactivity", horizon_days=20, revenue_window="auto")
+    assert rep["revenue_window"]["days"] == 10 and rep["revenue_window"]["reason"] is None
+    assert K.ndr_swing(trend)["median_move"] < K.LUMPY_NDR_MOVE

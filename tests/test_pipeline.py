@@ -1060,3 +1060,28 @@ def test_rows_after_as_of_are_invisible_not_quarantined(sample_run, tmp_path):
     assert meta_full == meta_cut and meta_full["as_of"] == AS_OF
     assert json.loads((full / "reports/kpis.json").read_text()) \
         == json.loads((cut / "reports/kpis.json").read_text())
+
+
+def test_revenue_kpis_through_the_stage_outputs(sample_run):
+    """kpis.json's revenue window reaches the trend plot and the report tile; no NDR below
+    100 % is called "better"."""
+    run = sample_run
+    kpis = json.loads((run / "reports/kpis.json").read_text())
+    window, period_days = kpis["revenue_window"], kpis["period"]["days"]
+    assert window["days"] % period_days == 0 and window["days"] >= period_days
+    horizon = run.params["label"]["horizon_days"]
+    if window["days"] > period_days:
+        assert window["days"] == -(-horizon // period_days) * period_days
+        assert window["reason"] and window["caveat"]
+    for figures in (kpis["current"], kpis["previous"]):
+        assert {"ndr_period", "grr_period"} <= set(figures)
+    trend = pd.read_csv(run / "reports/plots/kpi_trend.csv")
+    assert trend["ndr"].iloc[-1] == pytest.approx(kpis["current"]["ndr"])
+    assert trend["ndr_period"].iloc[-1] == pytest.approx(kpis["current"]["ndr_period"])
+    page = (run / "reports/weekly_report.html").read_text(encoding="utf-8")
+    tile = re.search(r'id="kpi-ndr".*?</div>\s*</div>', page, flags=re.S).group(0)
+    if window["caveat"]:
+        assert html.escape(window["caveat"], quote=False) in page
+        assert f"({window['days']} days)" in tile
+    if kpis["current"]["ndr"] is not None and kpis["current"]["ndr"] < 1:
+        assert "(better)" not in tile

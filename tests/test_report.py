@@ -344,3 +344,53 @@ def test_model_card_says_plainly_when_the_gradient_boosted_model_lost():
                                                      "model_beats_simple": True}}}
     assert not model_card(won, None, None, 90, "inactivity")["gate_alert"]
     assert model_card(METRICS, None, None, 90, "inactivity")["active"] is None
+
+
+# --------------------------------------------------------------------------- KPI delta direction
+
+
+@pytest.mark.parametrize("spec", report.KPI_TILES, ids=lambda s: s.key)
+def test_every_kpi_delta_direction(spec):
+    """Up is better for CRR, NDR, GRR, RPR, CLV, NPS; down is better for churn rate."""
+    assert spec.higher_is_better == (spec.key != "churn_rate")
+    low, high = (0.2, 1.3) if spec.kind == "rate" else (10.0, 40.0)
+    rise = report.kpi_tiles({"current": {spec.key: high}, "previous": {spec.key: low}})
+    fall = report.kpi_tiles({"current": {spec.key: low}, "previous": {spec.key: high}})
+    rise_delta = next(t for t in rise if t["key"] == spec.key)["delta"]
+    fall_delta = next(t for t in fall if t["key"] == spec.key)["delta"]
+    assert (rise_delta.arrow, fall_delta.arrow) == ("▲", "▼")
+    if spec.higher_is_better:
+        assert (rise_delta.word, rise_delta.tone) == ("better", "good")
+        assert (fall_delta.word, fall_delta.tone) == ("worse", "bad")
+    else:
+        assert (rise_delta.word, rise_delta.tone) == ("worse", "bad")
+        assert (fall_delta.word, fall_delta.tone) == ("better", "good")
+
+
+def test_ndr_fall_is_worse_and_a_rise_below_100_is_not_better():
+    def ndr_tile(cur, prev):
+        tiles = report.kpi_tiles({"current": {"ndr": cur}, "previous": {"ndr": prev}})
+        return next(t for t in tiles if t["key"] == "ndr")
+
+    fall = ndr_tile(0.44, 0.697)["delta"]
+    assert (fall.arrow, fall.word, fall.tone) == ("▼", "worse", "bad")
+    rise = ndr_tile(0.697, 0.44)["delta"]  # the issue's "▲ +25.7 pts (better)"
+    assert rise.arrow == "▲" and rise.text == "+25.7 pts"
+    assert "better" not in rise.word and rise.tone == "neutral"
+    assert ndr_tile(1.05, 0.98)["delta"].word == "better"
+
+
+def test_kpi_tiles_show_the_longer_revenue_window_and_its_caveat():
+    caveat = "Revenue retention is measured over the last 90 days against the 90 days before."
+    kpis = {"period": {"days": 30}, "current": {"ndr": 0.56, "grr": 0.4},
+            "previous": {"ndr": 0.55, "grr": 0.38},
+            "revenue_window": {"days": 90, "period_days": 30, "caveat": caveat}}
+    tiles = {t["key"]: t for t in report.kpi_tiles(kpis)}
+    assert tiles["ndr"]["title"] == "Net revenue retention (90 days)"
+    assert tiles["grr"]["title"] == "Gross revenue retention (90 days)"
+    assert "last 90 days" in tiles["ndr"]["explain"]
+    assert tiles["ndr"]["caveat"] == caveat
+    assert [t["key"] for t in tiles.values() if t["caveat"]] == ["ndr"]  # the line shows once
+    assert tiles["crr"]["title"] == "Customer retention"
+    plain = {t["key"]: t for t in report.kpi_tiles({"current": {"ndr": 0.9}, "previous": {}})}
+    assert plain["ndr"]["title"] == "Net revenue retention" and plain["ndr"]["caveat"] is None

@@ -32,6 +32,14 @@ row with `date(timestamp) <= d`):
 * NDR = net revenue in the period of the customers at the start / their net revenue in the
   previous period; GRR caps each such customer's current revenue at their previous revenue.
   Revenue is the net sum of `amount` (refunds negative).
+  Revenue window: NDR and GRR may be measured over a longer window W = m * P (m whole periods)
+  ending at the period end: revenue in `(end - W, end]` of the customers at `end - W` against
+  their revenue in `(end - 2W, end - W]`. `revenue_window="auto"` (the stage) takes W = the
+  label horizon rounded up to whole periods when the log is purchase-only (no events table) or
+  when the P-day NDR is lumpy (median month-to-month move >= `LUMPY_NDR_MOVE` over the trend):
+  most buyers do not buy every period, so a P-day NDR mostly measures purchase timing. The
+  P-day figures stay in `ndr_period` / `grr_period`; `revenue_window` in kpis.json says which
+  window was used and why (`caveat`: one plain line for the report).
 * RPR = customers with >= 2 purchases (transactions with amount > 0) in the period / customers
   with >= 1 (any customer of the customers table, whatever their status).
 * CLV = net revenue per purchase x purchases per purchasing customer per year x expected
@@ -55,7 +63,7 @@ rows after `as_of` are invisible.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -78,8 +86,12 @@ KPI_KEYS = (
     "clv",
     "nps",
 )
-EXTRA_KEYS = ("lost_from_start", "returned", "revenue")
-TREND_COLUMNS = ("period_end", "crr", "churn_rate", "ndr", "customers_end", "revenue")
+EXTRA_KEYS = ("lost_from_start", "returned", "revenue", "ndr_period", "grr_period")
+TREND_COLUMNS = (
+    "period_end", "crr", "churn_rate", "ndr", "customers_end", "revenue", "grr", "ndr_period",
+)
+REVENUE_WINDOWS = ("auto", "period")
+LUMPY_NDR_MOVE = 0.10  # median |change| of the P-day NDR between periods that counts as lumpy
 DEFINITIONS = ("inactivity", "cancellation")
 UNKNOWN_SEGMENT = "unknown"
 NEVER = np.int64(2**40)  # day number standing for "no date" (never signed up / never cancelled)
@@ -163,6 +175,8 @@ class KpiPanel:
     clv_window: tuple[int, int]  # days of transaction history in those windows (<= clv_days)
     nps_score: np.ndarray | None  # int64 [n, 2]: latest score in period k (-1 none); None: no table
     max_cohorts: int = 12
+    revenue_periods: int = 1  # NDR/GRR window in whole periods (m; W = m * period_days)
+    revenue_window_reason: str | None = None  # why m > 1 (None: the DESIGN period window)
 
     @property
     def as_of_day(self) -> int:
@@ -171,6 +185,10 @@ class KpiPanel:
     @property
     def n_periods(self) -> int:
         return self.revenue.shape[1]
+
+    @property
+    def revenue_window_days(self) -> int:
+        return self.revenue_periods * self.period_days
 
     def period_end(self, k: int) -> int:
         return self.as_of_day - k * self.period_days
@@ -457,8 +475,11 @@ def _period_sums(
     panel: KpiPanel, k: int, codes: np.ndarray, n_groups: int
 ) -> dict[str, np.ndarray]:
     """Per-group counts and sums for period k (the KPI numerators and denominators)."""
-    if k + 1 >= panel.n_periods:
-        raise ValueError(f"period {k} needs {k + 2} periods of revenue, have {panel.n_periods}")
+    m = panel.revenue_periods
+    if k + max(2 * m, 2) > panel.n_periods:
+        raise ValueError(
+            f"period {k} needs {k + max(2 * m, 2)} periods of revenue, have {panel.n_periods}"
+        )
     e = panel.period_end(k)
     s = e - panel.period_days
     signup = panel.signup
@@ -471,6 +492,10 @@ def _period_sums(
     new = (signup > s) & (signup <= e)
     gone = (in_start | new) & ~in_end
     cur, prev = panel.revenue[:, k], panel.revenue[:, k + 1]
+    # revenue window: m periods ending at e against the m before, customers at e - m * P
+    cur_w = panel.revenue[:, k:k + m].sum(axis=1)
+    prev_w = panel.revenue[:, k + m:k + 2 * m].sum(axis=1)
+    in_w_start = panel.customers_at(e - m * panel.period_days)
     pur = panel.purchases[:, k]
     sums = {
         "customers_start": total(in_start),
@@ -480,9 +505,12 @@ def _period_sums(
         "lost_from_start": total(gone & in_start),
         "returned": total(in_end & ~in_start & ~new),
         "revenue": total(cur),
-        "ndr_num": total(np.where(in_start, cur, 0.0)),
-        "ndr_den": total(np.where(in_start, prev, 0.0)),
-        "grr_num": total(np.where(in_start, np.minimum(cur, prev), 0.0)),
+        "ndr_num": total(np.where(in_w_start, cur_w, 0.0)),
+        "ndr_den": total(np.where(in_w_start, prev_w, 0.0)),
+        "grr_num": total(np.where(in_w_start, np.minimum(cur_w, prev_w), 0.0)),
+        "ndr_p_num": total(np.where(in_start, cur, 0.0)),
+        "ndr_p_den": total(np.where(in_start, prev, 0.0)),
+        "grr_p_num": total(np.where(in_start, np.minimum(cur, prev), 0.0)),
         "buyers": total(pur >= 1),
         "repeat_buyers": total(pur >= 2),
     }
@@ -532,6 +560,9 @@ def _kpis_from_sums(
         reason = REASON_NEG_PREV_REVENUE if den < -1e-9 else REASON_NO_PREV_REVENUE
         null("ndr", reason)
         null("grr", reason)
+    den_p = float(sums["ndr_p_den"])  # the P-day figures, for reference (no notes)
+    out["ndr_period"] = _ratio(float(sums["ndr_p_num"]), den_p) if den_p > 1e-9 else None
+    out["grr_period"] = _ratio(float(sums["grr_p_num"]), den_p) if den_p > 1e-9 else None
 
     if sums["buyers"] > 0:
         out["rpr"] = _ratio(float(sums["repeat_buyers"]), float(sums["buyers"]))
@@ -614,9 +645,11 @@ def cohort_retention(panel: KpiPanel) -> list[dict]:
 def kpi_trend(panel: KpiPanel, periods: int = 12) -> pd.DataFrame:
     """One row per period (oldest first) ending at as_of, as_of - P, ...: TREND_COLUMNS.
 
-    Periods that start before the first signup are left out; at most `n_periods - 1` periods.
+    Periods that start before the first signup are left out; at most as many periods as the
+    panel has revenue for (`n_periods - 2 * revenue_periods + 1`). `ndr`/`grr` use the panel's
+    revenue window, `ndr_period` the P-day window.
     """
-    periods = min(int(periods), panel.n_periods - 1)
+    periods = min(int(periods), panel.n_periods - max(2 * panel.revenue_periods, 2) + 1)
     known = panel.signup[panel.signup < NEVER]
     first = int(known.min()) if len(known) else panel.as_of_day
     codes = np.zeros(len(panel.customer_id), dtype=np.int64)
@@ -662,6 +695,7 @@ def kpi_report(panel: KpiPanel, crr_target: float | None = None) -> dict:
             "end": from_day(panel.as_of_day - p).isoformat(),
         },
         "label": {"definition": panel.definition, "horizon_days": panel.horizon_days},
+        "revenue_window": revenue_window_info(panel),
         "current": current,
         "previous": previous,
         "by_segment": by_segment,
@@ -683,6 +717,13 @@ def kpi_report(panel: KpiPanel, crr_target: float | None = None) -> dict:
                 f"{panel.clv_days} days) / annualised churn rate"
             ),
             "by_segment": f"customers table segment; missing = '{UNKNOWN_SEGMENT}'",
+            "ndr": (
+                f"net revenue in the {panel.revenue_window_days} days up to the period end from "
+                f"the customers at their start / their net revenue in the "
+                f"{panel.revenue_window_days} days before"
+            ),
+            "grr": "like ndr, each customer's revenue capped at their revenue in the window before",
+            "ndr_period": f"ndr over the {p}-day period itself (DESIGN definition)",
         },
     }
 
@@ -700,8 +741,26 @@ def compute_kpis(
     crr_target: float | None = None,
     trend_periods: int = 12,
     max_cohorts: int = 12,
+    revenue_window: str | int = "period",
 ) -> tuple[dict, pd.DataFrame]:
-    """kpis.json document and the KPI trend table from the validated tables."""
+    """kpis.json document and the KPI trend table from the validated tables.
+
+    revenue_window: "period" (NDR/GRR over `period_days`, the DESIGN definition), "auto" (the
+    label horizon when the log is purchase-only or the period NDR is lumpy, see
+    `choose_revenue_window`) or a number of days (rounded up to whole periods).
+    """
+    p = int(period_days)
+    if isinstance(revenue_window, str) and revenue_window not in REVENUE_WINDOWS:
+        raise ChurnlensError(
+            f"kpis.revenue_window must be one of {REVENUE_WINDOWS} or a number of days, "
+            f"got {revenue_window!r}"
+        )
+    if revenue_window == "period":
+        most = 1
+    elif revenue_window == "auto":
+        most = _whole_periods(int(horizon_days), p)
+    else:
+        most = _whole_periods(int(revenue_window), p)
     panel = build_panel(
         customers,
         transactions,
@@ -711,10 +770,91 @@ def compute_kpis(
         period_days=period_days,
         definition=definition,
         horizon_days=horizon_days,
-        n_periods=max(trend_periods, 2) + 1,
+        n_periods=max(trend_periods, 2) + 2 * most - 1,
         max_cohorts=max_cohorts,
     )
+    if revenue_window == "auto":
+        panel = choose_revenue_window(panel, has_events=events is not None,
+                                      trend_periods=trend_periods)
+    elif most > 1:
+        panel = replace(panel, revenue_periods=most,
+                        revenue_window_reason=f"kpis.revenue_window = {revenue_window} days")
     return kpi_report(panel, crr_target), kpi_trend(panel, trend_periods)
+
+
+def _whole_periods(days: int, period_days: int) -> int:
+    if days < 1 or period_days < 1:
+        raise ChurnlensError("kpis.revenue_window, period_days and horizon_days must be >= 1")
+    return max(1, -(-days // period_days))
+
+
+def ndr_swing(trend: pd.DataFrame, column: str = "ndr") -> dict[str, float | None]:
+    """How much `column` of a KPI trend moves between consecutive periods: median and max of
+    |change|, and min / max of the values (None when fewer than two values)."""
+    values = pd.to_numeric(trend[column], errors="coerce").dropna() if column in trend else []
+    if len(values) < 2:
+        return {"median_move": None, "max_move": None, "min": None, "max": None}
+    moves = values.diff().abs().dropna()
+    return {
+        "median_move": round(float(moves.median()), 6),
+        "max_move": round(float(moves.max()), 6),
+        "min": round(float(values.min()), 6),
+        "max": round(float(values.max()), 6),
+    }
+
+
+def choose_revenue_window(
+    panel: KpiPanel, *, has_events: bool, trend_periods: int = 12
+) -> KpiPanel:
+    """`panel` with the NDR/GRR window set: the label horizon (in whole periods) when the log is
+    purchase-only or the period NDR is lumpy, else the period itself.
+
+    Needs a panel built with enough periods of revenue for the longer window.
+    """
+    p = panel.period_days
+    room = max((panel.n_periods - trend_periods + 1) // 2, 1)  # periods of revenue available
+    m = min(_whole_periods(panel.horizon_days, p), room)
+    if m <= 1:
+        return replace(panel, revenue_periods=1, revenue_window_reason=None)
+    base = replace(panel, revenue_periods=1, revenue_window_reason=None)
+    swing = ndr_swing(kpi_trend(base, trend_periods))
+    if not has_events:
+        reason = "purchase-only log (no usage events)"
+    elif swing["median_move"] is not None and swing["median_move"] >= LUMPY_NDR_MOVE:
+        reason = (
+            f"lumpy revenue: the {p}-day NDR moved by a median "
+            f"{swing['median_move'] * 100:.0f} pts from one period to the next"
+        )
+    else:
+        return base
+    if swing["min"] is not None:
+        reason += (
+            f"; {p}-day NDR ranged {swing['min'] * 100:.0f}-{swing['max'] * 100:.0f} % "
+            f"over the last {trend_periods} periods"
+        )
+    return replace(panel, revenue_periods=m, revenue_window_reason=reason)
+
+
+def revenue_window_info(panel: KpiPanel) -> dict[str, Any]:
+    """kpis.json `revenue_window`: the NDR/GRR window, why, and one plain caveat line."""
+    w, p, a = panel.revenue_window_days, panel.period_days, panel.as_of_day
+    caveat = None
+    if panel.revenue_periods > 1:
+        caveat = (
+            f"Revenue retention is measured over the last {w} days against the {w} days "
+            f"before, not per {p}-day period: most customers here do not buy every {p} days, "
+            f"so {p}-day figures mostly reflect when people happened to buy."
+        )
+    return {
+        "days": w,
+        "period_days": p,
+        "start": from_day(a - w + 1).isoformat(),
+        "end": from_day(a).isoformat(),
+        "previous_start": from_day(a - 2 * w + 1).isoformat(),
+        "previous_end": from_day(a - w).isoformat(),
+        "reason": panel.revenue_window_reason,
+        "caveat": caveat,
+    }
 
 
 def is_json_safe(obj: Any) -> bool:

@@ -176,7 +176,10 @@ class KpiSpec:
     kind: str  # rate | money | score
     higher_is_better: bool
     explain: str
+    par: float | None = None  # below this a rise is not "better" (NDR < 100 % = revenue fell)
 
+
+REVENUE_KPIS = ("ndr", "grr")  # measured over kpis.json `revenue_window` (may exceed the period)
 
 KPI_TILES = (
     KpiSpec("crr", "Customer retention", "rate", True,
@@ -186,7 +189,7 @@ KPI_TILES = (
             "Customers we had at the start of the period who left during it. Lower is better."),
     KpiSpec("ndr", "Net revenue retention", "rate", True,
             "This period's revenue from existing customers compared with their revenue in the "
-            "period before. Above 100% means they spend more."),
+            "period before. Above 100% means they spend more.", 1.0),
     KpiSpec("grr", "Gross revenue retention", "rate", True,
             "Like net revenue retention, but extra spending is not counted: only what was lost "
             "to churn and smaller baskets."),
@@ -228,6 +231,12 @@ def kpi_tiles(kpis: Mapping[str, Any], crr_target: Any = None, currency: str = "
     target = _number(crr_target)
     if target is None:
         target = _number((kpis.get("targets") or {}).get("crr"))
+    window = kpis.get("revenue_window") or {}
+    window_days = _number(window.get("days"))
+    period_days = _number(window.get("period_days"))
+    if period_days is None:
+        period_days = _number((kpis.get("period") or {}).get("days"))
+    longer = window_days is not None and period_days is not None and window_days > period_days
     tiles = []
     for spec in KPI_TILES:
         value = current.get(spec.key)
@@ -243,7 +252,23 @@ def kpi_tiles(kpis: Mapping[str, Any], crr_target: Any = None, currency: str = "
             ),
             "note": None,
             "target": None,
+            "caveat": None,
         }
+        if spec.key in REVENUE_KPIS and longer:
+            days = f"{window_days:.0f}"
+            tile["title"] = f"{spec.title} ({days} days)"
+            tile["explain"] = spec.explain.replace(
+                "This period's revenue", f"Revenue in the last {days} days"
+            ).replace("in the period before", f"in the {days} days before")
+            if spec.key == "ndr" and window.get("caveat"):
+                tile["caveat"] = str(window["caveat"])
+        delta = tile["delta"]
+        number = _number(value)
+        if spec.par is not None and delta.word == "better" and number is not None \
+                and number < spec.par:
+            # up, yet still a fall: never call a retention below par "better"
+            tile["delta"] = Delta(delta.text, delta.arrow, "neutral",
+                                  f"up, still below {format_percent(spec.par, 0)}")
         if _number(value) is None:
             tile["note"] = _kpi_note(notes, "current", spec.key) or "Could not be computed."
         elif _number(previous.get(spec.key)) is None:

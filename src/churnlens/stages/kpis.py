@@ -2,7 +2,9 @@
 
 Reads the validated tables in `data/interim/`, writes `reports/kpis.json` and
 `reports/plots/kpi_trend.csv`. The event and transaction logs are streamed from Parquet by
-DuckDB (pyarrow datasets), never loaded whole into pandas.
+DuckDB (pyarrow datasets), never loaded whole into pandas. NDR/GRR use `kpis.revenue_window`
+(optional; default "auto": the label horizon on purchase-only or lumpy logs, see
+`churnlens.kpis.choose_revenue_window`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def run(params_path: Path = Path("params.yaml")) -> None:
     customers = read_customers(_require("customers"))
     transactions = open_log(_require("transactions"))
     events = open_log(_interim("events")) if _interim("events").exists() else None
+    if events is not None and events.count_rows() == 0:
+        events = None  # a purchase-only log: validate writes an empty events table
     nps = read_nps(_interim("nps"))
     as_of = resolve_as_of(snapshot.get("as_of"), last_activity_day(transactions, events))
 
@@ -87,6 +91,7 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         crr_target=kpis_params.get("crr_target"),
         trend_periods=TREND_PERIODS,
         max_cohorts=MAX_COHORTS,
+        revenue_window=kpis_params.get("revenue_window", "auto"),
     )
     write_json(report, paths.KPIS)
     write_text(trend.to_csv(index=False), TREND_CSV)
@@ -98,6 +103,10 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         current["customers_start"], current["customers_end"], current["crr"],
         current["churn_rate"], current["ndr"], time.perf_counter() - started,
     )
+    window = report["revenue_window"]
+    if window["reason"]:
+        log.info("NDR/GRR over %s days (not %s): %s", window["days"], window["period_days"],
+                 window["reason"])
     for key, reason in report["notes"].items():
         if key.startswith(("current.", "previous.")):
             log.info("%s is null: %s", key, reason)
