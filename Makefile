@@ -51,8 +51,12 @@ benchmark-real: setup  ## model vs recency, logistic-RFM, BG/NBD on the real CDN
 report-png: setup  ## render the weekly report headless to reports/weekly_report.png
 	bash scripts/render_report_png.sh reports/weekly_report.html reports/weekly_report.png
 
-mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 (default local store)
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+# One worker, no job runner (GenAI scorers, trace rollups) and no AI gateway: the runs, models and
+# datasets views need none of them. Measured: ~6 s and ~0.5 GB RSS instead of ~15 s and ~3.4 GB.
+mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 (MLFLOW_TRACKING_URI, else ./mlflow.db; MLFLOW_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_ENABLE_AI_GATEWAY=false \
+	  mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	  --host 127.0.0.1 --port "$${MLFLOW_PORT:-5000}" --workers 1
 
 clean:  ## remove pipeline outputs (not the environment)
 	rm -rf data/sample data/interim data/features data/processed models reports

@@ -93,3 +93,126 @@ def test_later_stages_add_artifacts_to_the_training_run(tmp_path, monkeypatch):
     assert ([a.path for a in client.list_artifacts(run.info.run_id, "explain")]
             == ["explain/importance.csv"])
     assert client.get_run(run.info.run_id).data.metrics["explain.ms_per_customer"] == 0.5
+
+
+def _clear_dvc_env(monkeypatch):
+    for name in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE", "DVC_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _git(cwd, *args):
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+                   cwd=cwd, check=True, capture_output=True)
+
+
+def test_commit_is_dirty_only_when_tracked_source_or_params_change(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "src" / "model.py").write_text("A = 1\n")
+    (tmp_path / "params.yaml").write_text("train:\n  seed: 7\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: x\n    metrics:\n    - reports/headline.json:\n"
+        "        cache: false\n    outs:\n    - models/m\n")
+    (tmp_path / "reports" / "headline.json").write_text("{}\n")
+    _git(tmp_path, "init", "-q", "-b", "main")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "init")
+    clean = tracking.git_state(tmp_path)
+    assert clean["dirty"] is False and clean["branch"] == "main" and len(clean["commit"]) == 40
+
+    # the pipeline rewrites dvc.lock and its own (git-tracked) metrics: still the commit's code
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  train: {cmd: x}\n")
+    (tmp_path / "reports" / "headline.json").write_text('{"auc": 0.9}\n')
+    (tmp_path / "scratch.py").write_text("untracked\n")
+    assert tracking.git_state(tmp_path)["dirty"] is False
+    assert not tracking.git_commit(tmp_path).endswith("-dirty")
+
+    (tmp_path / "src" / "model.py").write_text("A = 2\n")
+    dirty = tracking.git_state(tmp_path)
+    assert dirty["dirty"] is True and dirty["changed"] == ["src/model.py"]
+    assert tracking.git_commit(tmp_path) == clean["commit"] + "-dirty"
+
+    _git(tmp_path, "checkout", "-q", "--", "src/model.py")
+    (tmp_path / "params.yaml").write_text("train:\n  seed: 8\n")
+    assert tracking.git_state(tmp_path)["changed"] == ["params.yaml"]
+    assert tracking.git_state(tmp_path / "nowhere")["commit"] == "unknown"
+
+
+def test_run_is_named_tagged_with_datasets_and_the_version_described(tmp_path, monkeypatch):
+    import json
+
+    import mlflow
+    import pandas as pd
+
+    _clear_dvc_env(monkeypatch)
+    monkeypatch.setenv("DVC_EXP_NAME", "leafy-pods")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    interim = tmp_path / "interim"
+    interim.mkdir()
+    customers = pd.DataFrame({"customer_id": ["001", "002"],
+                              "signup_date": pd.to_datetime(["2025-01-01"] * 2),
+                              "email": ["a@x.invalid", "b@x.invalid"]})
+    customers.to_parquet(interim / "customers.parquet")
+    pd.DataFrame({"customer_id": ["001"], "amount": [9.5]}).to_parquet(
+        interim / "transactions.parquet")
+    validation = {"customers": {"rows_in": 3, "rows_accepted": 2, "rows_quarantined": 1}}
+    test = churn_rows(300, seed=42)
+    save_model(fitted_model(0), FEATURES, tmp_path / "model", test)
+    metrics = {"test_cutoff": "2026-05-31", "n_test": 300,
+               "model": {"roc_auc": 0.81, "pr_auc": 0.6, "brier": 0.12},
+               "populations": {"active": {"model": {"roc_auc": 0.77}}},
+               "gate": {"shipped": "blend", "summary": "Scores come from a blend.",
+                        "test": {"model_beats_simple": True}}}
+    params = {"data": {"raw_dir": "data/sample"}, "train": {"register_model": True},
+              "label": {"horizon_days": 90}}
+    decision = tracking.log_training_run(
+        params, metrics, tmp_path / "model", [], "fp", test[["customer_id", *FEATURES]],
+        test["label"], as_of="2026-08-31", interim_dir=interim, validation=validation)
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(decision["run_id"])
+    assert run.info.run_name == "as_of 2026-08-31 · leafy-pods · sample" == decision["run_name"]
+    tags = run.data.tags
+    assert tags["dvc_experiment"] == tags["dvc_exp_name"] == "leafy-pods"
+    assert tags["dvc_baseline_rev"] == "abc123" and tags["dvc_origin"] == "dvc exp run"
+    assert tags["data_source"] == "sample" and tags["as_of"] == "2026-08-31"
+    assert tags["scorer"] == "blend" and tags["git_commit"] == "unknown"
+
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"customers", "transactions", "test_slice_2026-05-31"}
+    customers = inputs["customers"].dataset
+    columns = [c["name"] for c in json.loads(customers.schema)["mlflow_colspec"]]
+    assert columns == ["signup_date"]   # no ids, no personal data
+    assert json.loads(customers.profile) == {"num_rows": 2, "num_columns": 3, "rows_in": 3,
+                                             "rows_accepted": 2, "rows_quarantined": 1}
+    test_slice = inputs["test_slice_2026-05-31"]
+    assert {t.key: t.value for t in test_slice.tags}["mlflow.data.context"] == "testing"
+    slice_columns = {c["name"] for c in json.loads(test_slice.dataset.schema)["mlflow_colspec"]}
+    assert slice_columns == {*FEATURES, "label"}
+
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    version = client.get_model_version("churnlens", decision["version"])
+    for text in ("sample (data/sample)", "as_of 2026-08-31", "ROC AUC 0.810", "Brier 0.120",
+                 "active customers: ROC AUC 0.770", "Scorer: blend",
+                 "Gate: Scores come from a blend.", "Promotion: champion", "leafy-pods"):
+        assert text in version.description
+    assert version.tags["scorer"] == "blend" and version.tags["as_of"] == "2026-08-31"
+    assert version.tags["roc_auc"] == "0.8100" and version.tags["data_source"] == "sample"
+
+
+def test_run_name_falls_back_to_the_git_branch_outside_dvc_exp_run(monkeypatch):
+    _clear_dvc_env(monkeypatch)
+    assert tracking.dvc_context("main") == {"experiment": "main", "origin": "direct"}
+    monkeypatch.setenv("DVC_STAGE", "train")
+    assert tracking.dvc_context("feature-x") == {"experiment": "feature-x",
+                                                 "origin": "dvc repro", "stage": "train"}
+    assert tracking.dvc_context(None)["experiment"] == "workspace"
+    assert tracking.data_source({"data": {"raw_dir": "/srv/logs/acme/"}}) == "acme"
+    assert tracking.run_name("2026-08-31", "main", "sample") == "as_of 2026-08-31 · main · sample"

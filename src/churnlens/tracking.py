@@ -1,13 +1,21 @@
 """Everything MLflow: the tracking URI, one training run, the registry and the champion alias.
 
 Modelling code never imports this module; the train stage calls `log_training_run` once.
+
+A run is named `as_of <date> · <DVC experiment or git branch> · <data folder>`, tagged with the
+DVC experiment and an honest git commit (dirty only when tracked source or params differ from it,
+not because the pipeline rewrote `dvc.lock` or its own outputs), and lists its inputs as MLflow
+datasets: an ids-free summary of each validated table and the test slice's feature rows. Each
+registered version carries a description (data, as_of, test metrics, gate, scorer) and tags.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +26,13 @@ from churnlens.logs import get_logger
 
 EXPERIMENT = "churnlens"
 REGISTERED_MODEL = "churnlens"
+# MLflow 3 opens an experiment on its GenAI pages unless this tag says it is classic ML.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# Never logged, not even as column names of a dataset (validation already drops them).
+PERSONAL_COLUMNS = frozenset({"email", "name", "contact", "phone"})
+ID_COLUMNS = frozenset({"customer_id"})
+TABLES = ("customers", "transactions", "events", "tickets", "nps")
 log = get_logger("tracking")
 
 
@@ -38,16 +53,83 @@ def fingerprint_dir(folder: str | Path, pattern: str = "**/*.parquet") -> str:
     return digest.hexdigest()
 
 
-def git_commit() -> str:
-    """Current commit hash, with `-dirty` when the work tree has changes; `unknown` outside git."""
+def pipeline_outputs(root: str | Path = ".") -> list[str]:
+    """Paths DVC writes (`outs`, `metrics`, `plots` in dvc.yaml and dvc.lock), relative to root."""
+    import yaml
+
+    found: set[str] = set()
+    for name in ("dvc.yaml", "dvc.lock"):
+        path = Path(root) / name
+        if not path.is_file():
+            continue
+        try:
+            stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+        except yaml.YAMLError:
+            continue
+        for stage in stages.values():
+            if not isinstance(stage, dict):
+                continue
+            for key in ("outs", "metrics", "plots"):
+                for entry in stage.get(key) or []:
+                    if isinstance(entry, dict):
+                        entry = entry.get("path") or next(iter(entry), None)
+                    if isinstance(entry, str) and "${" not in entry:
+                        found.add(entry.rstrip("/"))
+    return sorted(found)
+
+
+def _git(cwd: str | Path | None, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def git_state(cwd: str | Path | None = None) -> dict[str, Any]:
+    """Commit, branch, and whether tracked source or params differ from the commit.
+
+    `dvc.lock` and every DVC output are left out: the pipeline rewrites them itself, so they
+    do not make a run `dirty`. Untracked files do not count either. Outside git: `unknown`.
+    """
+    root = Path(cwd or ".")
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = _git(cwd, "rev-parse", "HEAD").strip()
+        branch = _git(cwd, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        excluded = [f":(exclude){p}" for p in ("dvc.lock", *pipeline_outputs(root))]
+        status = _git(cwd, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                      *excluded)
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
+        return {"commit": "unknown", "branch": None, "dirty": None, "changed": []}
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    return {"commit": commit, "branch": None if branch == "HEAD" else branch,
+            "dirty": bool(changed), "changed": changed}
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """Current commit hash, `-dirty` when tracked source or params differ (see `git_state`)."""
+    state = git_state(cwd)
+    return state["commit"] + ("-dirty" if state["dirty"] else "")
+
+
+def dvc_context(branch: str | None = None) -> dict[str, str]:
+    """What DVC tells a stage: experiment name and baseline (`dvc exp run`), stage, or nothing."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    origin = "dvc exp run" if exp else ("dvc repro" if os.environ.get("DVC_STAGE") else "direct")
+    context = {"experiment": exp or branch or "workspace", "origin": origin}
+    if exp:
+        context["exp_name"] = exp
+    for key, env in (("baseline_rev", "DVC_EXP_BASELINE_REV"), ("stage", "DVC_STAGE")):
+        if os.environ.get(env):
+            context[key] = os.environ[env]
+    return context
+
+
+def data_source(params: dict) -> str:
+    """Name of the raw data folder (`data.raw_dir`), e.g. `sample`."""
+    raw = str((params.get("data") or {}).get("raw_dir") or "unknown")
+    return Path(raw.rstrip("/")).name or raw
+
+
+def run_name(as_of: str | None, experiment: str, source: str) -> str:
+    return f"as_of {as_of or 'unknown'} · {experiment} · {source}"
 
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -103,34 +185,182 @@ def _champion_figures(mlflow, features, labels) -> tuple[dict | None, str | None
         return None, str(version.version)
 
 
+_ARROW_TO_MLFLOW = (("bool", "boolean"), ("int", "long"), ("uint", "long"), ("float", "double"),
+                   ("double", "double"), ("decimal", "double"), ("timestamp", "datetime"),
+                   ("date", "datetime"), ("string", "string"), ("large_string", "string"),
+                   ("dictionary", "string"))
+
+
+def _mlflow_type(arrow_type: str) -> str:
+    for prefix, name in _ARROW_TO_MLFLOW:
+        if arrow_type.startswith(prefix):
+            return name
+    return "string"
+
+
+def table_datasets(folder: str | Path, validation: dict | None = None) -> list:
+    """One MLflow dataset per validated table: columns and types, rows, validation counts.
+
+    Built from the Parquet footer (no rows are read, none are logged); identifier and personal
+    columns are left out of the schema; the digest is the file's sha256.
+    """
+    import pyarrow.parquet as pq
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = []
+    for table in TABLES:
+        path = Path(folder) / f"{table}.parquet"
+        if not path.is_file():
+            continue
+        meta = pq.ParquetFile(path)
+        columns = [{"type": _mlflow_type(str(f.type)), "name": f.name, "required": False}
+                   for f in meta.schema_arrow
+                   if f.name.lower() not in PERSONAL_COLUMNS | ID_COLUMNS]
+        counts = (validation or {}).get(table) or {}
+        profile = {"num_rows": meta.metadata.num_rows, "num_columns": len(meta.schema_arrow),
+                   **{k: counts[k] for k in ("rows_in", "rows_accepted", "rows_quarantined")
+                      if k in counts}}
+        dataset = Dataset(name=table, digest=fingerprint_dir(path.parent, path.name)[:12],
+                          source_type="local",
+                          source=json.dumps({"uri": str(path.resolve())}),
+                          schema=json.dumps({"mlflow_colspec": columns}),
+                          profile=json.dumps(profile))
+        inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "validated"),
+                                                  InputTag("table", table)]))
+    return inputs
+
+
+def test_slice_dataset(mlflow, features: pd.DataFrame, labels: pd.Series, name: str):
+    """The test slice's feature rows and label, without identifier or personal columns."""
+    drop = [c for c in features.columns if c.lower() in PERSONAL_COLUMNS | ID_COLUMNS]
+    frame = features.drop(columns=drop).assign(label=labels.to_numpy())
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways", int hints
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(frame, targets="label", name=name,
+                                       source=str(Path.cwd() / "data" / "features"))
+
+
+def version_description(*, source: str, raw_dir: str, as_of: str | None, metrics: dict,
+                        decision: dict, experiment: str, commit: str) -> str:
+    """Plain text for a registered model version: data, as_of, test metrics, gate, promotion."""
+    model = metrics.get("model") or {}
+    gate = metrics.get("gate") or {}
+    active = ((metrics.get("populations") or {}).get("active") or {}).get("model") or {}
+
+    def fmt(block: dict, key: str) -> str:
+        value = block.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"Data: {source} ({raw_dir}), as_of {as_of or 'unknown'}.",
+        f"Test slice {metrics.get('test_cutoff')} ({metrics.get('n_test', '?')} customers): "
+        f"ROC AUC {fmt(model, 'roc_auc')}, PR AUC {fmt(model, 'pr_auc')}, "
+        f"Brier {fmt(model, 'brier')}"
+        + (f"; active customers: ROC AUC {fmt(active, 'roc_auc')}" if active else "") + ".",
+        f"Scorer: {gate.get('shipped', 'unknown')}.",
+    ]
+    if gate.get("summary"):
+        lines.append(f"Gate: {gate['summary']}")
+    lines.append(f"Promotion: {'champion' if decision.get('is_champion') else 'challenger'} "
+                 f"({decision.get('reason', 'n/a')}).")
+    lines.append(f"Experiment: {experiment}; commit {commit}.")
+    return "\n".join(lines)
+
+
 def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_paths: list[Path],
-                     fingerprint: str, test_features: pd.DataFrame, test_labels: pd.Series) -> dict:
+                     fingerprint: str, test_features: pd.DataFrame, test_labels: pd.Series,
+                     as_of: str | None = None, interim_dir: str | Path | None = None,
+                     validation: dict | None = None) -> dict:
     """Log one training run, register the model as `challenger`, and maybe promote it to `champion`.
 
-    Returns the promotion decision with its figures (also logged to the run).
+    `as_of` (data date) names the run; `interim_dir` (validated tables) and `validation`
+    (validation.json) become the run's input datasets. Returns the promotion decision with its
+    figures (also logged to the run).
     """
     from churnlens.packaging import log_saved_model
 
     mlflow = _mlflow()
-    mlflow.set_experiment(EXPERIMENT)
+    experiment = mlflow.set_experiment(EXPERIMENT)
+    client = mlflow.MlflowClient()
+    if (experiment.tags or {}).get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     register = bool(params.get("train", {}).get("register_model", True))
-    with mlflow.start_run() as run:
+    git = git_state()
+    commit = git["commit"] + ("-dirty" if git["dirty"] else "")
+    dvc = dvc_context(git["branch"])
+    source = data_source(params)
+    raw_dir = str((params.get("data") or {}).get("raw_dir"))
+    name = run_name(as_of, dvc["experiment"], source)
+    gate = metrics.get("gate") or {}
+    tags = {
+        "git_commit": commit,
+        "git_dirty": "unknown" if git["dirty"] is None else str(git["dirty"]).lower(),
+        "git_changed": ", ".join(git["changed"])[:500],
+        "mlflow.source.git.commit": git["commit"],
+        "data_fingerprint": fingerprint, "data_source": source, "data_raw_dir": raw_dir,
+        "as_of": str(as_of), "test_cutoff": str(metrics.get("test_cutoff")),
+        "scorer": str(gate.get("shipped")), "dvc_experiment": dvc["experiment"],
+        "dvc_origin": dvc["origin"],
+        "mlflow.note.content": f"Weekly churn model on {source}, as_of {as_of}. "
+                               f"{gate.get('summary', '')}".strip(),
+    }
+    if git["branch"]:
+        tags["mlflow.source.git.branch"] = git["branch"]
+    tags.update({f"dvc_{key}": value for key, value in dvc.items()
+                 if key in ("exp_name", "baseline_rev", "stage")})
+    with mlflow.start_run(run_name=name) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
         mlflow.log_metrics(numeric_metrics(metrics))
-        mlflow.set_tags({"git_commit": git_commit(), "data_fingerprint": fingerprint,
-                         "test_cutoff": str(metrics.get("test_cutoff"))})
+        mlflow.set_tags({k: v for k, v in tags.items() if v not in (None, "")})
+        _log_datasets(mlflow, client, run.info.run_id, interim_dir, validation,
+                      test_features, test_labels, str(metrics.get("test_cutoff")))
         for path in artifact_paths:
             if Path(path).is_file():
                 mlflow.log_artifact(str(path), artifact_path="reports")
         info = log_saved_model(Path(model_dir),
                                registered_name=REGISTERED_MODEL if register else None)
-        decision = {"run_id": run.info.run_id, "registered": register}
+        decision = {"run_id": run.info.run_id, "run_name": name, "registered": register}
         if register:
             decision.update(_promote(mlflow, info, metrics, test_features, test_labels))
             mlflow.log_dict(decision, "promotion.json")
             mlflow.set_tag("promotion", "champion" if decision["is_champion"] else "challenger")
-    log.info("MLflow run %s logged to %s", decision["run_id"], tracking_uri().split("?")[0])
+            _describe_version(client, decision, metrics, source=source, raw_dir=raw_dir,
+                              as_of=as_of, experiment=dvc["experiment"], commit=commit,
+                              fingerprint=fingerprint)
+    log.info("MLflow run %s (%s) logged to %s", decision["run_id"], name,
+             tracking_uri().split("?")[0])
     return decision
+
+
+def _log_datasets(mlflow, client, run_id, interim_dir, validation, features, labels,
+                  test_cutoff) -> None:
+    """Validated tables (summaries) and the test slice's feature rows as the run's inputs."""
+    inputs = table_datasets(interim_dir, validation) if interim_dir else []
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
+    if features is not None and len(features.columns):
+        mlflow.log_input(test_slice_dataset(mlflow, features, labels,
+                                            f"test_slice_{test_cutoff}"), context="testing")
+
+
+def _describe_version(client, decision, metrics, *, source, raw_dir, as_of, experiment, commit,
+                      fingerprint) -> None:
+    version = decision["version"]
+    text = version_description(source=source, raw_dir=raw_dir, as_of=as_of, metrics=metrics,
+                               decision=decision, experiment=experiment, commit=commit)
+    client.update_model_version(REGISTERED_MODEL, version, description=text)
+    model, gate = metrics.get("model") or {}, metrics.get("gate") or {}
+    tags = {"data_source": source, "as_of": as_of, "test_cutoff": metrics.get("test_cutoff"),
+            "scorer": gate.get("shipped"), "roc_auc": model.get("roc_auc"),
+            "brier": model.get("brier"), "dvc_experiment": experiment, "git_commit": commit,
+            "data_fingerprint": fingerprint,
+            "gate_model_beats_simple": (gate.get("test") or {}).get("model_beats_simple")}
+    for key, value in tags.items():
+        if value is not None:
+            client.set_model_version_tag(REGISTERED_MODEL, version, key,
+                                         f"{value:.4f}" if isinstance(value, float) else
+                                         str(value).lower() if isinstance(value, bool) else
+                                         str(value))
 
 
 def _promote(mlflow, info, metrics, test_features, test_labels) -> dict:

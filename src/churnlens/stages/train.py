@@ -383,3 +383,7 @@ def _track(params, metrics, fingerprint, split, columns, artifacts) -> dict:
         fingerprint=fingerprint, test_features=split.test[columns],
         test_labels=split.test["label"],
     )
+    validation = (io.read_json(paths.VALIDATION_REPORT)
+                  if paths.VALIDATION_REPORT.exists() else None)
+        as_of=data_as_of(split, int(params["label"]["horizon_days"])),
+        interim_dir=paths.INTERIM, validation=validation,
