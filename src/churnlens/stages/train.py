@@ -378,12 +378,12 @@ def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
 def _track(params, metrics, fingerprint, split, columns, artifacts) -> dict:
     from churnlens import tracking
 
+    validation = (io.read_json(paths.VALIDATION_REPORT)
+                  if paths.VALIDATION_REPORT.exists() else None)
     return tracking.log_training_run(
         params=params, metrics=metrics, model_dir=paths.MODEL_DIR, artifact_paths=artifacts,
         fingerprint=fingerprint, test_features=split.test[columns],
         test_labels=split.test["label"],
-    )
-    validation = (io.read_json(paths.VALIDATION_REPORT)
-                  if paths.VALIDATION_REPORT.exists() else None)
         as_of=data_as_of(split, int(params["label"]["horizon_days"])),
         interim_dir=paths.INTERIM, validation=validation,
+    )
