@@ -162,14 +162,76 @@ def test_contacts_from_raw():
     assert set(no_email["contact"]) == {""}
 
 
+def _customers(ids, signup="2025-01-01"):
+    ids = [str(i) for i in ids]
+    return pd.DataFrame({"customer_id": ids,
+                         "signup_date": pd.to_datetime([signup] * len(ids))})
+
+
+SOURCE = export.data_source(_customers(f"c{i:04d}" for i in range(500)), "data/sample")
+OTHER = export.data_source(_customers(f"x{i:04d}" for i in range(500)), "data/sample")
+
+
+def _runs(history, source_id=None):
+    source_id = source_id or history["current"]["source"]
+    return next(s["runs"] for s in history["sources"] if s["id"] == source_id)
+
+
 def test_history_keeps_one_entry_per_date_and_finds_previous():
-    h = export.update_history(None, "2026-08-24", ["a", "b"])
-    h = export.update_history(h, "2026-08-31", ["b", "c"])
-    h = export.update_history(h, "2026-08-31", ["b", "d"])  # rerun of the same week
-    assert [r["as_of"] for r in h["runs"]] == ["2026-08-24", "2026-08-31"]
+    h = export.update_history(None, "2026-08-24", ["a", "b"], source=SOURCE)
+    h = export.update_history(h, "2026-08-31", ["b", "c"], source=SOURCE)
+    h = export.update_history(h, "2026-08-31", ["b", "d"], source=SOURCE)  # rerun of the week
+    assert [r["as_of"] for r in _runs(h)] == ["2026-08-24", "2026-08-31"]
     assert export.previous_run(h, "2026-08-31")["customer_ids"] == ["a", "b"]
-    assert export.previous_run(h, "2026-08-24") is None
-    assert len(export.update_history(h, "2026-09-07", [], keep=2)["runs"]) == 2
+    assert export.previous_run(h, None)["customer_ids"] == ["a", "b"]  # as_of from the history
+    h = export.update_history(h, "2026-09-07", [], source=SOURCE, keep=2)
+    assert len(_runs(h)) == 2 and len(h["sources"]) == 1
+
+
+def test_history_is_kept_per_data_source():
+    """Issue 11.6: after a run on other data, the sample's report compared its list with the
+    other data's list ("200 new, 200 no longer on it")."""
+    h = export.update_history(None, "2026-08-24", ["c0001", "c0002"], source=SOURCE)
+    h = export.update_history(h, "2026-08-31", ["x0001", "x0002"], source=OTHER)
+    assert len(h["sources"]) == 2
+    assert export.previous_run(h, "2026-08-31") is None  # other data: a first list, no movers
+    h = export.update_history(h, "2026-09-07", ["c0003"], source=SOURCE)
+    assert export.previous_run(h, "2026-09-07")["customer_ids"] == ["c0001", "c0002"]
+    h = export.update_history(h, "2026-09-07", ["x0003"], source=OTHER)
+    assert export.previous_run(h, "2026-09-07")["customer_ids"] == ["x0001", "x0002"]
+
+
+def test_data_source_follows_the_customers_not_the_folder():
+    """A moved folder and a weekly refresh with new signups are the same source; other data,
+    even with the same ids but other signup dates, is not."""
+    ids = [f"c{i:04d}" for i in range(500)]
+    moved = export.data_source(_customers(ids), "/elsewhere/logs")
+    grown = export.data_source(pd.concat([_customers(ids), _customers(
+        [f"c{i:04d}" for i in range(500, 560)], "2026-09-01")]), "data/sample")
+    numbered_alike = export.data_source(_customers(ids, "2019-03-01"), "data/sample")
+    assert export.sketch_similarity(SOURCE["sketch"], moved["sketch"]) == 1.0
+    assert export.sketch_similarity(SOURCE["sketch"], grown["sketch"]) >= export.SAME_SOURCE
+    assert export.sketch_similarity(SOURCE["sketch"], numbered_alike["sketch"]) == 0.0
+    assert export.sketch_similarity(SOURCE["sketch"], OTHER["sketch"]) == 0.0
+    h = export.update_history(None, "2026-08-24", ["c0001"], source=SOURCE)
+    for source, as_of in ((moved, "2026-08-31"), (grown, "2026-09-07")):
+        h = export.update_history(h, as_of, ["c0002"], source=source)
+        assert len(h["sources"]) == 1 and export.previous_run(h, as_of) is not None
+    assert h["sources"][0]["raw_dir"] == "data/sample" and h["sources"][0]["customers"] == 560
+
+
+def test_old_history_without_sources_is_migrated():
+    old = {"runs": [{"as_of": "2026-08-17", "customer_ids": ["x0001", "x0002"]},  # other data
+                    {"as_of": "2026-08-24", "customer_ids": ["c0001", "c0002", "c0003"]}]}
+    assert export.previous_run(old, "2026-08-31")["as_of"] == "2026-08-24"  # still readable
+    known = [f"c{i:04d}" for i in range(500)]
+    h = export.update_history(old, "2026-08-31", ["c0004"], source=SOURCE, known_ids=known)
+    assert [r["as_of"] for r in _runs(h)] == ["2026-08-24", "2026-08-31"]  # adopted
+    assert export.previous_run(h, "2026-08-31")["customer_ids"] == ["c0001", "c0002", "c0003"]
+    assert _runs(h, export.UNKNOWN_SOURCE) == old["runs"][:1]  # kept, never compared with
+    assert export.migrate_history(h) == h  # the new shape is stable
+    h = export.update_history(h, "2026-09-07", ["c0005"], source=SOURCE, known_ids=known)
+    assert [s["id"] for s in h["sources"]].count(h["current"]["source"]) == 1
 
 
 # --- the stage, end to end on a tiny project folder -------------------------------------------
@@ -245,7 +307,34 @@ def test_stage_writes_bom_csv_with_actions_and_contacts(tmp_path, monkeypatch, r
     assert by_id["c2"]["contact"] == "bob@example.org"
     assert by_id["c3"]["contact"] == ""
     history = json.loads((tmp_path / "reports" / "at_risk_history.json").read_text())
-    assert history == {"runs": [{"as_of": "2026-08-31", "customer_ids": ["c4", "c2", "c3"]}]}
+    [source] = history["sources"]
+    assert history["current"] == {"source": source["id"], "as_of": "2026-08-31"}
+    assert source["runs"] == [{"as_of": "2026-08-31", "customer_ids": ["c4", "c2", "c3"]}]
+    # no data/interim/customers.parquet here: the source is the 9 scored customers
+    assert source["customers"] == 9 and source["raw_dir"] == "raw"
+
+
+def test_stage_keeps_the_history_of_each_data_source_apart(tmp_path, monkeypatch):
+    monkeypatch.chdir(_project(tmp_path))
+    sample = pd.read_parquet("reports/scores.parquet")
+
+    def export_on(scores, as_of):
+        scores.to_parquet("reports/scores.parquet", index=False)
+        _customers(scores["customer_id"]).to_parquet("data/interim/customers.parquet",
+                                                      index=False)
+        params = yaml.safe_load(Path("params.yaml").read_text())
+        params["snapshot"] = {"as_of": as_of}
+        Path("params.yaml").write_text(yaml.safe_dump(params))
+        export_stage.run("params.yaml")
+        return json.loads(Path("reports/at_risk_history.json").read_text())
+
+    first = export_on(sample, "2026-08-24")
+    other = export_on(sample.assign(customer_id="z" + sample["customer_id"]), "2026-08-31")
+    assert len(other["sources"]) == 2
+    assert export.previous_run(other, None) is None  # no movers against the sample's list
+    again = export_on(sample, "2026-09-07")
+    assert again["current"]["source"] == first["current"]["source"]
+    assert export.previous_run(again, None)["as_of"] == "2026-08-24"
 
 
 def test_stage_writes_win_back_csv_of_lapsed_customers(tmp_path, monkeypatch):
@@ -266,7 +355,7 @@ def test_stage_writes_win_back_csv_of_lapsed_customers(tmp_path, monkeypatch):
     assert by_id["w7"]["contact"] == "Sev <sev@example.com>"
     assert by_id["w7"]["reasons"] == "no activity for 200 days"
     history = json.loads((tmp_path / "reports" / "at_risk_history.json").read_text())
-    assert history["runs"][0]["customer_ids"] == ["c4", "c2", "c3"]  # the at-risk list only
+    assert _runs(history)[0]["customer_ids"] == ["c4", "c2", "c3"]  # the at-risk list only
 
 
 def test_win_back_is_cut_to_top_n(tmp_path, monkeypatch):

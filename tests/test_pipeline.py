@@ -442,6 +442,69 @@ def test_open_ticket_customer_on_the_win_back_list_gets_no_promotion(sample_run,
             assert row["suggested_action"] == OPEN_TICKET_ACTION
 
 
+# ================================================================ 1c. stage outputs in the report
+def drift_alerts_shown(page: str) -> tuple[int, int]:
+    """(N of "for N of its inputs", list items) of the report's drift alert; (0, 0) without."""
+    if 'id="drift"' not in page:
+        return 0, 0
+    alert = page[page.index('id="drift"'):]
+    alert = alert[:alert.index("</div>")]
+    return int(re.search(r"for (\d+) of its inputs", alert).group(1)), alert.count("<li>")
+
+
+def test_report_shows_every_drifted_feature_of_drift_json(sample_run, tmp_path):
+    """Issue 11.5: drift logged "13 of 39 features drifted", the report "0 drift alerts". The
+    sample's own files, then the same stages again with a threshold that flags features."""
+    drift = json.loads((sample_run / "reports/drift.json").read_text())
+    page = (sample_run / "reports/weekly_report.html").read_text(encoding="utf-8")
+    flagged = [f for f, v in drift["features"].items() if v["flag"]]
+    assert sorted(flagged) == drift["flagged"]
+    assert drift_alerts_shown(page) == (len(flagged), len(flagged))
+
+    run = copy_outputs(sample_run, tmp_path / "drifted", ["models", "data/features", "reports"])
+    psi = sorted(v["psi"] for v in drift["features"].values())
+    run.params["drift"] = {"psi_threshold": psi[len(psi) // 2]}  # about half the features
+    (run / "params.yaml").write_text(yaml.safe_dump(run.params, sort_keys=False))
+    run_stages(run, ["drift", "report"])
+    drift = json.loads((run / "reports/drift.json").read_text())
+    page = (run / "reports/weekly_report.html").read_text(encoding="utf-8")
+    assert drift["flagged"], "no feature flagged: the test proves nothing"
+    assert drift_alerts_shown(page) == (len(drift["flagged"]), len(drift["flagged"]))
+    assert f"{len(drift['flagged'])} drift alerts" in "\n".join(run.log)
+
+
+def test_history_of_another_data_source_gives_no_movers(sample_run, tmp_path):
+    """Issue 11.6: after a run on other data, the sample's report said "200 customers are new on
+    the list and 200 are no longer on it". Export + report on other data, then on the sample."""
+    sample_history = json.loads((sample_run / "reports/at_risk_history.json").read_text())
+    as_of = date.fromisoformat(sample_history["current"]["as_of"])
+    run = copy_outputs(sample_run, tmp_path / "run",
+                       ["reports", "data/interim", "data/features/meta.json"])
+    customers = pd.read_parquet(run / "data/interim/customers.parquet")
+    scores = pd.read_parquet(run / "reports/scores.parquet")
+
+    def export_and_report(prefix: str, day: date) -> str:
+        customers.assign(customer_id=prefix + customers["customer_id"]).to_parquet(
+            run / "data/interim/customers.parquet", index=False)
+        scores.assign(customer_id=prefix + scores["customer_id"]).to_parquet(
+            run / "reports/scores.parquet", index=False)
+        run.params["snapshot"]["as_of"] = day.isoformat()
+        (run / "params.yaml").write_text(yaml.safe_dump(run.params, sort_keys=False))
+        run_stages(run, ["export", "report"])
+        return html.unescape(re.sub(r"<[^>]+>", " ", (run / "reports/weekly_report.html")
+                                    .read_text(encoding="utf-8")))
+
+    other = export_and_report("other-", as_of + timedelta(days=7))
+    assert "new on the list" not in other and "first report" in other
+    same = re.sub(r"\s+", " ", export_and_report("", as_of + timedelta(days=14)))
+    listed = len(read_at_risk(sample_run))
+    assert (f"Since the list of {as_of.day} {as_of:%b %Y}: 0 customers are new on the list and "
+            f"0 are no longer on it (the list had {listed} customers then)") in same
+    history = json.loads((run / "reports/at_risk_history.json").read_text())
+    assert len(history["sources"]) == 2
+    assert history["current"]["source"] == sample_history["current"]["source"]
+
+
 # ================================================================ 2. byte-identical reruns
 NOT_REPRODUCIBLE = {  # outputs that legitimately differ between two identical runs, and why
     "data/features/meta.json": "records the stage's wall-clock `seconds`",

@@ -57,12 +57,30 @@ def test_risk_by_segment_counts_and_revenue():
     assert table.index.tolist() == ["pro", "unknown", "basic"]
 
 
+def _drift(features, threshold=0.2):
+    """drift.json as the drift stage writes it."""
+    return {"threshold": threshold, "features": features,
+            "flagged": sorted(f for f, v in features.items() if v.get("flag"))}
+
+
 def test_drift_alerts_threshold_and_flag():
-    drift = {"events_30d": {"psi": 0.31, "flag": True}, "tenure_days": {"psi": 0.05, "flag": False},
-             "revenue_90d": {"psi": 0.25}, "last_nps": {"psi": 0.1, "flag": True}}
+    drift = _drift({"events_30d": {"psi": 0.31, "flag": True},
+                    "tenure_days": {"psi": 0.05, "flag": False},
+                    "revenue_90d": {"psi": 0.25}, "last_nps": {"psi": 0.1, "flag": True}})
     alerts = report.drift_alerts(drift)
     assert [a["feature"] for a in alerts] == ["events_30d", "revenue_90d", "last_nps"]
     assert alerts[0]["label"] == "product events (last 30 days)"
+    # the drift stage's own threshold decides, not the report's default
+    assert [a["feature"] for a in report.drift_alerts({**drift, "threshold": 0.3})] == [
+        "events_30d", "last_nps"]
+    assert report.drift_alerts(None) == []
+
+
+def test_drift_alerts_refuse_a_shape_they_do_not_know():
+    """Issue 11.5: the stage passed the whole drift.json where the per-feature part was
+    expected, and every alert was dropped without a word."""
+    with pytest.raises(ValueError, match="features"):
+        report.drift_alerts({"events_30d": {"psi": 0.31, "flag": True}})
 
 
 # --- fixture project -------------------------------------------------------------------------
@@ -153,7 +171,7 @@ def _project(tmp_path: Path, *, optional=True, nps=None, at_risk_rows=None, scor
                       "model": ["model"] * 3 + ["recency"] * 3}
                      ).to_csv(reports / "plots" / "calibration.csv", index=False)
         promotion = promotion or {"is_champion": True, "reason": "no champion yet"}
-        drift = drift or {"events_30d": {"psi": 0.05, "flag": False}}
+        drift = drift or _drift({"events_30d": {"psi": 0.05, "flag": False}})
     if promotion is not None:
         (reports / "promotion.json").write_text(json.dumps(promotion))
     if drift is not None:
@@ -246,10 +264,19 @@ def test_nps_with_value_but_no_previous(tmp_path, monkeypatch):
 def test_not_champion_and_drift_warnings(tmp_path, monkeypatch):
     html = _render(tmp_path, monkeypatch,
                    promotion={"is_champion": False, "reason": "worse than the champion on AUC"},
-                   drift={"events_30d": {"psi": 0.31, "flag": True}})
+                   drift=_drift({"events_30d": {"psi": 0.31, "flag": True},
+                                 "tenure_days": {"psi": 0.05, "flag": False}}, 0.25))
     text = _text(html)
     assert 'id="not-champion"' in html and "worse than the champion on AUC" in text
     assert 'id="drift"' in html and "Product events (last 30 days)" in text and "0.31" in text
+    assert "for 1 of its inputs (stability index PSI above 0.25)" in text
+
+
+def test_drift_file_of_another_shape_is_a_clear_error(tmp_path, monkeypatch):
+    from churnlens.errors import ChurnlensError
+
+    with pytest.raises(ChurnlensError, match="drift.json.*features"):
+        _render(tmp_path, monkeypatch, drift={"events_30d": {"psi": 0.31, "flag": True}})
 
 
 def test_works_without_optional_inputs(tmp_path, monkeypatch):
@@ -269,6 +296,22 @@ def test_movers_from_history(tmp_path, monkeypatch):
             "and 1 is no longer on it") in text
     movers = text[text.index("New on the list"):text.index("Risk by segment")]
     assert "c1" in movers and "c2" not in movers
+
+
+def test_movers_only_against_a_list_of_the_same_data_source(tmp_path, monkeypatch):
+    """Issue 11.6: the list of other data (run in between) is not compared with."""
+    from churnlens import export
+
+    sample = export.data_source(pd.DataFrame({"customer_id": ["c1", "c2", "c3"]}))
+    other = export.data_source(pd.DataFrame({"customer_id": ["o1", "o2", "o3"]}))
+    history = export.update_history(None, "2026-08-17", ["c2", "gone"], source=sample)
+    history = export.update_history(history, "2026-08-24", ["o1", "o2"], source=other)
+    text = _text(_render(tmp_path / "other", monkeypatch, history=history))
+    assert "first report" in text and "new on the list" not in text
+    history = export.update_history(history, "2026-08-31", ["c1", "c2"], source=sample)
+    text = _text(_render(tmp_path / "sample", monkeypatch, history=history))
+    assert ("Since the list of 17 Aug 2026: 1 customer is new on the list "
+            "and 1 is no longer on it") in text
 
 
 def test_missing_required_input_is_a_clear_error(tmp_path, monkeypatch):

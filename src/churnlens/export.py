@@ -17,19 +17,40 @@ are ISO, newlines inside text become spaces, and a text cell that starts with `=
 a tab or a carriage return gets a leading `'` so spreadsheets do not run it as a formula (OWASP
 CSV injection). The caller writes the text with the `utf-8-sig` encoding (BOM for Excel).
 
-History (`reports/at_risk_history.json`, written by the export stage, read by the report stage):
-`{"runs": [{"as_of": "YYYY-MM-DD", "customer_ids": [...]}, ...]}` sorted by `as_of`, one entry
-per scoring date (a rerun for the same date replaces its entry), at most `HISTORY_KEEP` entries.
-It holds customer ids only, never contact data.
+History (`reports/at_risk_history.json`, written by the export stage, read by the report stage)
+is kept per data source, so the "movers" of a list are only ever computed against an earlier list
+of the same data (`update_history`, `previous_run`):
+`{"version": 2, "current": {"source": ID, "as_of": DATE}, "sources": [{"id": ID, "sketch": [...],
+"customers": N, "raw_dir": PATH, "runs": [{"as_of": "YYYY-MM-DD", "customer_ids": [...]}]}]}`.
+Runs of a source are sorted by `as_of`, one per scoring date (a rerun for the same date replaces
+its entry), at most `HISTORY_KEEP`; at most `HISTORY_SOURCES` sources, the least recently used
+dropped first. It holds customer ids (and hashes of ids) only, never contact data.
+
+What identifies a data source (`data_source`): the *customers in it*, not the folder. A user
+expects the history to follow their data when they move or rename the folder (`data.raw_dir`),
+and to carry on week after week as the same folder is refreshed with new signups — so neither the
+path nor a plain hash of all ids (which changes with every new customer) will do. The source is a
+bottom-k sketch (the `SKETCH_SIZE` smallest SHA-256 hashes of `customer_id|signup_date` of the
+validated customers table, a MinHash sketch); two tables are the same source when the Jaccard
+similarity estimated from their sketches is at least `SAME_SOURCE` (a weekly refresh adds a few
+percent of customers; another data set shares none, and the signup date keeps two data sets that
+both number their customers 1, 2, 3... apart). The `raw_dir` is kept for people only.
+
+Files written before sources existed (`{"runs": [...]}`) stay readable: `migrate_history` puts
+their entries in an `unknown` source, and `update_history` moves an old entry into the current
+source when at least `LEGACY_ADOPT` of its listed ids are customers of the current data; the other
+old entries stay in `unknown`, which is never compared with.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,7 +75,13 @@ ACTIVE = "active"
 WIN_BACK_VALUE = "win_back_value"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
-HISTORY_KEEP = 26
+HISTORY_KEEP = 26  # runs kept per data source
+HISTORY_SOURCES = 8  # data sources kept in the history
+HISTORY_VERSION = 2
+SKETCH_SIZE = 128  # hashes in a data source's sketch
+SAME_SOURCE = 0.5  # sketch similarity from which two customers tables are one data source
+LEGACY_ADOPT = 0.9  # share of an old (source-less) entry's ids that must be current customers
+UNKNOWN_SOURCE = "unknown"
 
 
 def join_reasons(scores: pd.DataFrame) -> pd.Series:
@@ -284,33 +311,123 @@ def to_csv_text(at_risk: pd.DataFrame) -> str:
     return buffer.getvalue()
 
 
+def data_source(customers: pd.DataFrame, raw_dir: str | Path | None = None) -> dict[str, Any]:
+    """The identity of a data source from its validated customers table (`customer_id`, and
+    `signup_date` when present): `{"sketch": [...], "customers": N, "raw_dir": ...}`.
+    See the module docstring for why it is a sketch of the customers and not the path."""
+    ids = customers["customer_id"].astype("string")
+    if "signup_date" in customers:
+        days = pd.to_datetime(customers["signup_date"], errors="coerce").dt.strftime("%Y-%m-%d")
+        days = days.astype("string").fillna("")
+    else:
+        days = pd.Series("", index=customers.index, dtype="string")
+    keys = {f"{cid}|{day}" for cid, day in zip(ids, days, strict=True) if not pd.isna(cid)}
+    hashes = sorted(hashlib.sha256(k.encode("utf-8")).hexdigest()[:16] for k in keys)
+    return {"sketch": hashes[:SKETCH_SIZE], "customers": len(keys),
+            "raw_dir": None if raw_dir is None else str(raw_dir)}
+
+
+def sketch_similarity(a: Sequence[str], b: Sequence[str]) -> float:
+    """Jaccard similarity of two sets estimated from their bottom-k sketches (0 when either is
+    empty): the share of the k smallest hashes of the union that both sketches hold."""
+    if not a or not b:
+        return 0.0
+    k = min(len(a), len(b))
+    both = set(a) & set(b)
+    return sum(h in both for h in sorted(set(a) | set(b))[:k]) / k
+
+
+def migrate_history(history: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The history in the current shape (a copy): None -> empty; a file from before sources
+    (`{"runs": [...]}`) -> its entries in the `unknown` source."""
+    if not history:
+        return {"version": HISTORY_VERSION, "current": None, "sources": []}
+    if "sources" in history:
+        sources = [dict(s, runs=list(s.get("runs") or [])) for s in history.get("sources") or []
+                   if isinstance(s, Mapping) and s.get("id")]
+        current = history.get("current")
+        return {"version": HISTORY_VERSION, "current": dict(current) if current else None,
+                "sources": sources}
+    runs = _valid_runs(history.get("runs"))
+    sources = [{"id": UNKNOWN_SOURCE, "sketch": [], "customers": None, "raw_dir": None,
+                "runs": runs}] if runs else []
+    return {"version": HISTORY_VERSION, "current": None, "sources": sources}
+
+
 def update_history(
-    history: dict[str, Any] | None,
+    history: Mapping[str, Any] | None,
     as_of: str,
     customer_ids: Iterable[str],
+    *,
+    source: Mapping[str, Any],
+    known_ids: Iterable[str] | None = None,
     keep: int = HISTORY_KEEP,
 ) -> dict[str, Any]:
-    """A new history with this run's ids under `as_of` (replacing an entry of the same date)."""
-    runs = [
-        r
-        for r in (history or {}).get("runs", [])
-        if isinstance(r, dict) and r.get("as_of") and str(r.get("as_of")) != str(as_of)
-    ]
+    """A new history with this run's list under `as_of` in the data source `source` (from
+    `data_source`), replacing an entry of the same date and source; it becomes `current`.
+
+    `known_ids`: every customer id of the current data, to adopt old source-less entries.
+    """
+    state = migrate_history(history)
+    sources = state["sources"]
+    sketch = list(source.get("sketch") or [])
+    scored = [(sketch_similarity(sketch, s.get("sketch") or []), i) for i, s in enumerate(sources)
+              if s["id"] != UNKNOWN_SOURCE]
+    best = max(scored, default=(0.0, -1))
+    if best[0] >= SAME_SOURCE:
+        entry = sources.pop(best[1])
+    else:
+        digest = hashlib.sha256("".join(sketch).encode("ascii")).hexdigest()[:12]
+        entry = {"id": f"src-{digest}", "runs": []}
+    entry.update(sketch=sketch, customers=source.get("customers"), raw_dir=source.get("raw_dir"))
+
+    legacy = next((s for s in sources if s["id"] == UNKNOWN_SOURCE), None)
+    if legacy is not None and known_ids is not None:
+        known = {str(c) for c in known_ids}
+        adopted = [r for r in legacy["runs"] if _share_known(r, known) >= LEGACY_ADOPT]
+        legacy["runs"] = [r for r in legacy["runs"] if r not in adopted]
+        entry["runs"] = _valid_runs(entry["runs"]) + adopted
+        if not legacy["runs"]:
+            sources.remove(legacy)
+
+    runs = [r for r in _valid_runs(entry["runs"]) if str(r["as_of"]) != str(as_of)]
     runs.append({"as_of": str(as_of), "customer_ids": [str(c) for c in customer_ids]})
     runs.sort(key=lambda r: str(r["as_of"]))
-    return {"runs": runs[-keep:] if keep > 0 else runs}
+    entry["runs"] = runs[-keep:] if keep > 0 else runs
+    sources.append(entry)  # most recently used last
+    return {"version": HISTORY_VERSION, "current": {"source": entry["id"], "as_of": str(as_of)},
+            "sources": sources[-HISTORY_SOURCES:]}
 
 
-def previous_run(history: dict[str, Any] | None, as_of: str | None) -> dict[str, Any] | None:
-    """The latest history entry strictly before `as_of` (or the one before the last, if None)."""
-    runs = sorted(
-        (r for r in (history or {}).get("runs", []) if isinstance(r, dict) and r.get("as_of")),
-        key=lambda r: str(r["as_of"]),
-    )
+def previous_run(history: Mapping[str, Any] | None, as_of: str | None) -> dict[str, Any] | None:
+    """The list before the current one, of the same data source: the latest entry of the
+    `current` source strictly before the current `as_of` (the date of the list the export wrote
+    last; `as_of` is used only when the history does not say). A file from before sources is
+    read as one source; then `as_of` None means the entry before the last."""
+    if history and "sources" in history:
+        current = history.get("current") or {}
+        source = next((s for s in history.get("sources") or []
+                       if isinstance(s, Mapping) and s.get("id") == current.get("source")), None)
+        if source is None or source.get("id") == UNKNOWN_SOURCE:
+            return None
+        runs, as_of = _valid_runs(source.get("runs")), current.get("as_of") or as_of
+    else:
+        runs = _valid_runs((history or {}).get("runs"))
     if as_of is None:
         return runs[-2] if len(runs) >= 2 else None
     earlier = [r for r in runs if str(r["as_of"]) < str(as_of)]
     return earlier[-1] if earlier else None
+
+
+def _valid_runs(runs: Any) -> list[dict[str, Any]]:
+    """History entries with an `as_of`, sorted by it."""
+    valid = [dict(r) for r in runs or [] if isinstance(r, Mapping) and r.get("as_of")]
+    return sorted(valid, key=lambda r: str(r["as_of"]))
+
+
+def _share_known(run: Mapping[str, Any], known: set[str]) -> float:
+    ids = [str(c) for c in run.get("customer_ids") or []]
+    return sum(c in known for c in ids) / len(ids) if ids else 0.0
 
 
 def _is_missing(value: Any) -> bool:

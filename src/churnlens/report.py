@@ -655,12 +655,35 @@ def feature_label(name: str) -> str:
     return name.replace("_", " ")
 
 
-def drift_alerts(
-    drift: Mapping[str, Any] | None, threshold: float = DRIFT_PSI_THRESHOLD
-) -> list[dict]:
-    """Features whose distribution moved: `flag` true or PSI above `threshold`; biggest first."""
+def drift_features(drift: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The per-feature part of `reports/drift.json` (`{feature: {"psi", "flag"}}`).
+
+    `drift` is the document the drift stage writes, `{"threshold": t, "flagged": [...],
+    "features": {...}}`, or None (no file: no alerts). Any other shape is a ValueError: reading
+    the whole document as if it were the per-feature mapping once dropped every alert silently.
+    """
+    if drift is None:
+        return {}
+    features = drift.get("features") if isinstance(drift, Mapping) else None
+    if not isinstance(features, Mapping):
+        raise ValueError("expected an object with a 'features' object "
+                         "(as written by `churnlens drift`)")
+    return features
+
+
+def drift_threshold(drift: Mapping[str, Any] | None) -> float:
+    """The PSI threshold the drift stage flagged with (`threshold` in drift.json), else the
+    default `DRIFT_PSI_THRESHOLD`."""
+    value = _number(drift.get("threshold")) if isinstance(drift, Mapping) else None
+    return DRIFT_PSI_THRESHOLD if value is None else value
+
+
+def drift_alerts(drift: Mapping[str, Any] | None) -> list[dict]:
+    """Features whose distribution moved, biggest PSI first, from the drift.json document (see
+    `drift_features`): `flag` true, or PSI above the file's own threshold (`drift_threshold`)."""
+    threshold = drift_threshold(drift)
     alerts = []
-    for feature, info in (drift or {}).items():
+    for feature, info in drift_features(drift).items():
         if not isinstance(info, Mapping):
             continue
         psi = _number(info.get("psi"))
@@ -690,7 +713,8 @@ def build_context(
     win_back: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows. `at_risk` and `win_back` (None: no win-back list) must
-    not hold a `contact` column."""
+    not hold a `contact` column. The JSON inputs are the documents as their stages write them
+    (`drift`: the whole drift.json, `history`: the whole at_risk_history.json)."""
     if "contact" in at_risk.columns or (win_back is not None and "contact" in win_back.columns):
         raise ValueError("the report never shows contact data: drop `contact` before calling")
     params = params or {}
@@ -762,7 +786,7 @@ def build_context(
         "model": model_card(metrics, train_summary, promotion, horizon, definition),
         "calibration_chart": calibration_chart(calibration),
         "drift": drift_alerts(drift),
-        "drift_threshold": f"{DRIFT_PSI_THRESHOLD:.1f}",
+        "drift_threshold": f"{drift_threshold(drift):g}",
     }
 
 

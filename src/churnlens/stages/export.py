@@ -13,8 +13,9 @@ within their own population: the high-value quantile of the at-risk list is over
 customers' `expected_revenue`, that of the win-back list over the `win_back_value` of the
 lapsed customers worth winning back. Both lists are `export.top_n` long at most.
 
-Also updates `reports/at_risk_history.json` (customer ids of each list, by `as_of`) so the weekly
-report can show who is new on the list.
+Also updates `reports/at_risk_history.json` (customer ids of each list, by data source and
+`as_of`) so the weekly report can show who is new on the list; the data source is identified by
+the validated customers table (`data/interim/customers.parquet`), see `churnlens.export`.
 """
 
 from __future__ import annotations
@@ -98,10 +99,29 @@ def run(params_path: str | Path = "params.yaml") -> None:
     )
 
     as_of = resolve_as_of(params, scores)
+    customers = source_customers(paths.INTERIM / "customers.parquet", scores)
+    source = export.data_source(customers, params.get("data", {}).get("raw_dir"))
     history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
-    write_json(export.update_history(history, as_of, at_risk["customer_id"]),
-               paths.AT_RISK_HISTORY)
-    log.info("recorded the list of %s in %s", as_of, paths.AT_RISK_HISTORY)
+    updated = export.update_history(history, as_of, at_risk["customer_id"], source=source,
+                                    known_ids=customers["customer_id"].astype(str))
+    write_json(updated, paths.AT_RISK_HISTORY)
+    current = updated["current"]["source"]
+    runs = next(s["runs"] for s in updated["sources"] if s["id"] == current)
+    log.info("recorded the list of %s in %s (data source %s: %d customers, %d lists)",
+             as_of, paths.AT_RISK_HISTORY, current, source["customers"], len(runs))
+
+
+def source_customers(customers_path: Path, scores: pd.DataFrame) -> pd.DataFrame:
+    """`customer_id` (+ `signup_date`) of the validated customers table, which identifies the
+    data source of the history (`churnlens.export.data_source`); the scores' ids without it."""
+    if not Path(customers_path).exists():
+        log.warning("no %s: the history's data source comes from the scored ids", customers_path)
+        return scores[["customer_id"]]
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(customers_path).names
+    return pd.read_parquet(customers_path,
+                           columns=[c for c in ("customer_id", "signup_date") if c in names])
 
 
 def with_activity(scores: pd.DataFrame, horizon_days: int) -> pd.DataFrame:

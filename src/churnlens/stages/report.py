@@ -42,7 +42,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
         params=params,
         train_summary=_optional_json(paths.TRAIN_SUMMARY),
         calibration=_optional_csv(paths.CALIBRATION),
-        drift=_optional_json(paths.DRIFT),
+        drift=read_drift(paths.DRIFT),
         promotion=_optional_json(paths.PROMOTION),
         history=_optional_json(paths.AT_RISK_HISTORY),
     )
@@ -108,6 +108,17 @@ def _optional_json(path: Path) -> Any:
         log.info("no %s: that part of the report is left out", path)
         return None
     return read_json(path)
+
+
+def read_drift(path: Path) -> dict[str, Any] | None:
+    """drift.json as the drift stage writes it (None without the file); a file of another shape
+    stops the report with a clear error instead of showing no alerts."""
+    drift = _optional_json(path)
+    try:
+        report.drift_features(drift)
+    except ValueError as exc:
+        raise ChurnlensError(f"{path}: {exc}; rerun `churnlens drift`") from exc
+    return drift
 
 
 def _optional_csv(path: Path) -> pd.DataFrame | None:
