@@ -368,6 +368,21 @@ def test_phone_layout_rules_present(default_html):
     assert default_html.count('<div class="scroll">') >= 2  # wide tables scroll, not the page
 
 
+def test_contact_lists_turn_into_labelled_cards_on_a_phone(default_html):
+    """At 390 px the at-risk table was 752 px wide with the reasons and actions off-screen: the
+    lists are cards on narrow screens, and every cell says what it is."""
+    import re
+
+    assert re.search(r"@media \(max-width: 640px\) \{[^@]*table\.cards thead \{ display:none; \}",
+                     default_html)
+    section = default_html[default_html.index('id="at-risk"'):default_html.index('id="movers"')]
+    table = section[section.index('<table class="cards">'):section.index("</table>")]
+    body = table[table.index("<tbody>"):]
+    cells = re.findall(r"<td[^>]*>", body)
+    assert cells and all("data-label=" in cell for cell in cells)
+    assert 'data-label="Why"' in body and 'data-label="Action"' in body
+
+
 def test_model_card_says_plainly_when_the_gradient_boosted_model_lost():
     from churnlens.report import model_card
 

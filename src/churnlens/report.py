@@ -483,6 +483,7 @@ MODEL_NAMES = {
 }
 CHART_NAMES = {
     "model": "churn model",
+    "lightgbm": "gradient-boosted alone",
     "uncalibrated": "before calibration",
     "recency": "days-since-activity rule",
     "logistic": "logistic regression",
