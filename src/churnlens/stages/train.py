@@ -39,6 +39,10 @@ REPORTED_BASELINES = ("recency", "logistic", "prior")
 SIMPLE = ("recency", "logistic")   # what the gradient-boosted model has to beat
 PLOTTED = ("model", "lightgbm", "recency", "logistic")
 PROMOTION = paths.REPORTS / "promotion.json"
+# The DVC metrics file (`dvc exp show`, `dvc metrics diff`): a handful of test-slice figures.
+HEADLINE = paths.REPORTS / "headline_metrics.json"
+HEADLINE_SCORERS = ("recency", "logistic")   # baselines shown next to the model
+HEADLINE_KEYS = ("roc_auc", "pr_auc", "brier", "ece")
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -210,6 +214,16 @@ def gate_sentence(scorer: str, lightgbm_wins: bool, model_wins: bool, simple: st
     return sentence
 
 
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few figures to compare experiments by: test rows, churn rate, model vs baselines."""
+    def pick(block: dict[str, Any]) -> dict[str, Any]:
+        return {k: None if block[k] is None else round(float(block[k]), 6) for k in HEADLINE_KEYS}
+
+    return {"rows": int(metrics["n_test"]), "churn_rate": round(float(metrics["churn_rate"]), 6),
+            "model": pick(metrics["model"]),
+            **{name: pick(metrics["baselines"][name]) for name in HEADLINE_SCORERS}}
+
+
 def population_note(definition: str, horizon_days: int) -> str:
     if definition == "inactivity":
         return ("every customer signed up by the cutoff, lapsed ones included (they can come "
@@ -363,6 +377,7 @@ def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
     metrics["gate"] = gate_summary(metrics, evaluated, shipped)
     log.info("gate: %s", metrics["gate"]["summary"])
     io.write_json(metrics, paths.METRICS)
+    io.write_json(headline_metrics(metrics), HEADLINE)
     plot_files = write_plots(curve_tables(split.test["label"].to_numpy(), preds))
     fingerprint = data_fingerprint()
     summary = build_summary(split, shipped, rows, columns, data_as_of(split, horizon),
