@@ -22,3 +22,47 @@ def test_switched_on_without_a_salt_is_a_clear_error(monkeypatch):
     assert pseudonymise_setting({"privacy": {"pseudonymise_ids": False}}) is None
     monkeypatch.setenv("CHURNLENS_ID_SALT", "x" * 20)
     assert pseudonymise_setting({"privacy": {"pseudonymise_ids": True}}) == b"x" * 20
+
+
+def test_privacy_state_records_the_switch_and_a_salt_fingerprint_never_the_salt(monkeypatch):
+    from churnlens.privacy import privacy_state
+
+    off = {"privacy": {"pseudonymise_ids": False}}
+    assert privacy_state(off) == {"pseudonymise_ids": False, "salt_fingerprint": None}
+    on = {"privacy": {"pseudonymise_ids": True, "salt_env": "TEST_SALT"}}
+    monkeypatch.setenv("TEST_SALT", "a-secret-salt-of-some-length")
+    first = privacy_state(on)
+    assert first["pseudonymise_ids"] is True and len(first["salt_fingerprint"]) == 16
+    assert "secret" not in str(first)
+    assert privacy_state(on) == first  # stable
+    monkeypatch.setenv("TEST_SALT", "another-secret-salt-of-length")
+    assert privacy_state(on)["salt_fingerprint"] != first["salt_fingerprint"]
+
+
+def test_stages_that_pseudonymise_depend_on_the_privacy_state():
+    """Switching pseudonymisation on (or changing the salt) must rerun what it affects: DVC
+    cannot see an environment variable, so an always-run stage writes data/privacy.json."""
+    from pathlib import Path
+
+    import yaml
+
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())[
+        "stages"]
+    assert stages["privacy"].get("always_changed") is True
+    assert "privacy" in stages["privacy"]["params"]
+    for name in ("validate", "export", "report"):
+        assert "data/privacy.json" in stages[name]["deps"], name
+
+
+def test_privacy_stage_writes_the_state_file(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    from churnlens.stages import privacy as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"privacy": {"pseudonymise_ids": False}}))
+    stage.run("params.yaml")
+    assert json.loads((tmp_path / "data/privacy.json").read_text()) == {
+        "pseudonymise_ids": False, "salt_fingerprint": None}

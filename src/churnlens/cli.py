@@ -13,6 +13,8 @@ from churnlens.errors import ChurnlensError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
+RAW_DIR = typer.Argument(None, help="folder of raw tables (default: data.raw_dir)")
+OUT_DIR = typer.Argument(None, help="output folder (default: data/interim)")
 
 
 def _run_stage(stage: str, *args, **kwargs) -> None:
@@ -35,9 +37,30 @@ def generate(params: Path = PARAMS) -> None:
 
 
 @app.command()
-def validate(raw_dir: Path, out_dir: Path, params: Path = PARAMS) -> None:
-    """Validate RAW_DIR; write accepted tables, quarantine and validation.json to OUT_DIR."""
-    _run_stage("validate", raw_dir, out_dir, params)
+def privacy(params: Path = PARAMS) -> None:
+    """Record whether ids are pseudonymised and the salt's fingerprint (data/privacy.json)."""
+    _run_stage("privacy", params)
+
+
+@app.command()
+def validate(
+    raw_dir: Path = RAW_DIR, out_dir: Path = OUT_DIR, params: Path = PARAMS,
+) -> None:
+    """Validate RAW_DIR; write accepted tables, quarantine and validation.json to OUT_DIR.
+
+    Without arguments (as `dvc.yaml` calls it) RAW_DIR is `data.raw_dir` from the params file:
+    the path never passes through a shell, so spaces and quotes in it are safe.
+    """
+    if raw_dir is None:
+        from churnlens.config import load_params
+
+        try:
+            raw_dir = Path(str(load_params(params)["data"]["raw_dir"]))
+        except (OSError, ChurnlensError, KeyError, TypeError) as err:
+            print(f"churnlens validate: error: no RAW_DIR given and no data.raw_dir in {params} "
+                  f"({err})", file=sys.stderr)
+            raise typer.Exit(1) from None
+    _run_stage("validate", raw_dir, out_dir or Path("data/interim"), params)
 
 
 @app.command()

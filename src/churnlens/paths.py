@@ -3,6 +3,7 @@
 from pathlib import Path
 
 INTERIM = Path("data/interim")
+PRIVACY_STATE = Path("data/privacy.json")             # pseudonymisation on/off + salt fingerprint
 VALIDATION_REPORT = INTERIM / "validation.json"
 
 FEATURES_DIR = Path("data/features")

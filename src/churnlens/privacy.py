@@ -36,6 +36,19 @@ def pseudonymise(ids: pd.Series, salt: bytes) -> pd.Series:
     return ids.astype(str).map(mapping).where(ids.notna(), None)
 
 
+FINGERPRINT_MESSAGE = b"churnlens salt fingerprint v1"
+
+
+def privacy_state(params: dict) -> dict[str, object]:
+    """What the pipeline's outputs depend on, safe to write down: whether ids are pseudonymised
+    and a fingerprint of the salt (an HMAC of a fixed message, which does not reveal the salt)."""
+    salt = pseudonymise_setting(params)
+    if salt is None:
+        return {"pseudonymise_ids": False, "salt_fingerprint": None}
+    digest = hmac.new(salt, FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:16]
+    return {"pseudonymise_ids": True, "salt_fingerprint": digest}
+
+
 def pseudonymise_setting(params: dict) -> bytes | None:
     """The salt when pseudonymisation is switched on in params, else None."""
     privacy = params.get("privacy", {}) or {}

@@ -1,0 +1,25 @@
+"""Stage `privacy`: write `data/privacy.json` (pseudonymisation on/off, salt fingerprint).
+
+DVC cannot watch an environment variable, so this stage runs on every `dvc repro`
+(`always_changed`) and rewrites the small file; the stages that pseudonymise depend on it, and
+rerun only when it changes: when `privacy.pseudonymise_ids` is switched, or the salt is.
+The salt itself is never written (see `churnlens.privacy.privacy_state`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from churnlens import io, paths
+from churnlens.config import load_params
+from churnlens.logs import get_logger
+from churnlens.privacy import privacy_state
+
+log = get_logger("privacy")
+
+
+def run(params_path: str | Path = "params.yaml") -> dict:
+    state = privacy_state(load_params(params_path))
+    io.write_json(state, paths.PRIVACY_STATE)
+    log.info("pseudonymised ids: %s", "on" if state["pseudonymise_ids"] else "off")
+    return state
