@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("generate", "privacy", "validate", "features", "train", "score", "drift", "explain", "export",
-          "kpis", "report")
+STAGES = ("generate", "privacy", "validate", "features", "train", "score", "drift", "explain",
+          "export", "kpis", "report")
 AFTER_GENERATE = STAGES[1:]
 SMALL_N = 400  # customers: 11 training cutoffs, ~50 training churners, ~13 in the test slice
 SALT = "test-salt-0123456789abcdef"   # for privacy.pseudonymise_ids (>= 16 characters)
