@@ -7,7 +7,9 @@ Each case folder holds a few input files and `expected.json`:
      "accepted":   {TABLE: rows},               # exit 0: rows_accepted
      "quarantine": {TABLE: {reason: count}},    # exit 0: exactly these reasons
      "report":     {TABLE: {key: value}},       # exit 0: entries of validation.json
-     "values":     {TABLE: {column: [...]}}}    # exit 0: the accepted column, in order
+     "values":     {TABLE: {column: [...]}},    # exit 0: the accepted column, in order
+     "as_of":      {key: value}}                # exit 0: the default as_of of the validated
+                                                # tables (`snapshot.complete_as_of`) and its tail
 
 Every case runs in-process through the Typer app (same code path as the console script, fast);
 the whole corpus also runs as real subprocesses (`python -m churnlens.cli`) under `-m slow`,
@@ -150,7 +152,24 @@ def check_outputs(out: Path, exp: dict) -> dict:
         accepted = pq.read_table(out / f"{table}.parquet")
         for column, values in columns.items():
             assert_values(accepted.column(column).to_pylist(), values, f"{table}.{column}")
+    if "as_of" in exp:
+        assert default_as_of(out) == exp["as_of"]
     return report
+
+
+def default_as_of(out: Path) -> dict:
+    """The features stage's default as_of of a validated folder, and its thin tail."""
+    from churnlens.features import connect, daily_rows, interim_paths, register_tables
+    from churnlens.snapshot import complete_as_of
+
+    con = connect("256MB", 1, None)
+    try:
+        register_tables(con, interim_paths(out))
+        choice = complete_as_of(daily_rows(con))
+    finally:
+        con.close()
+    return {"as_of": choice.as_of.isoformat(), "tail_rows": choice.tail_rows,
+            "tail_days": choice.tail_days}
 
 
 def assert_values(actual: list, wanted: list, where: str) -> None:
@@ -192,6 +211,8 @@ def test_corpus_covers_the_brief():
         "purchase_only",
         "leading_zero_ids",
         "parquet_input",
+        "stray_row_60_days_later",
+        "timestamp_in_2099",
     }
     assert wanted <= set(CASES)
 

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from churnlens.errors import ChurnlensError, NotEnoughHistoryError
 from churnlens.snapshot import (
+    complete_as_of,
+    feature_meta,
     from_epoch_day,
     labelled_cutoffs,
     list_cutoffs,
@@ -113,3 +115,134 @@ def test_plan_for_stage_warns_when_as_of_is_after_the_data(caplog):
     assert snap.as_of == date(2026, 1, 31) and len(snap.cutoffs) == 6
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "after the last event/transaction day" in warnings[0].message
+
+
+# --- the default as_of: where the data is complete (issue 12.5) ----------------------------------
+
+def _daily(first: date, n_days: int, rows: int = 20, weekdays_only: bool = False):
+    days = [first + timedelta(days=i) for i in range(n_days)]
+    return [(d, rows) for d in days if not weekdays_only or d.weekday() < 5]
+
+
+def test_complete_as_of_keeps_the_last_day_of_a_clean_log():
+    daily = _daily(date(2024, 9, 1), 730)
+    choice = complete_as_of(daily)
+    assert choice.as_of == date(2026, 8, 31) and choice.tail_rows == choice.tail_days == 0
+    # a purchase log with quiet weekends, ending on a Friday, and a light last day
+    weekdays = _daily(date(2025, 1, 1), 200, weekdays_only=True)
+    weekdays[-1] = (weekdays[-1][0], 1)
+    assert complete_as_of(weekdays).as_of == weekdays[-1][0]
+
+
+def test_complete_as_of_leaves_one_stray_row_60_days_later_after_as_of():
+    daily = _daily(date(2025, 1, 1), 200)
+    end = daily[-1][0]
+    choice = complete_as_of([*daily, (end + timedelta(days=60), 1)])
+    assert choice.as_of == end
+    assert (choice.tail_rows, choice.tail_days) == (1, 1)
+    assert choice.last_day == end + timedelta(days=60)
+    assert complete_as_of([*daily, (date(2099, 1, 1), 3)]).as_of == end
+
+
+def test_complete_as_of_on_tiny_samples():
+    month = _daily(date(2025, 1, 1), 30, rows=1)
+    assert complete_as_of([*month, (date(2025, 3, 31), 1)]).as_of == date(2025, 1, 30)
+    # too few data days to know what a normal silence is: nothing is cut
+    sparse = [(date(2025, 1, 1), 1), (date(2025, 2, 1), 1), (date(2025, 4, 1), 1)]
+    assert complete_as_of(sparse).as_of == date(2025, 4, 1)
+    ten = _daily(date(2025, 1, 1), 10, rows=1)
+    assert complete_as_of([*ten, (date(2025, 3, 11), 1)]).as_of == date(2025, 3, 11)
+    assert complete_as_of([(date(2025, 1, 1), 1)]).as_of == date(2025, 1, 1)
+    with pytest.raises(ChurnlensError):
+        complete_as_of([])
+
+
+def test_complete_as_of_accepts_silences_the_log_had_before():
+    # a 20-day break last winter: a 20-day break before the last days is normal, not a tail
+    start = date(2025, 1, 1)
+    daily = [d for d in _daily(start, 300) if not 100 <= (d[0] - start).days < 120]
+    end = daily[-1][0]
+    last = [(end + timedelta(days=20), 20)]
+    assert complete_as_of([*daily, *last]).as_of == last[0][0]
+
+
+def test_complete_as_of_never_cuts_more_than_the_thin_share():
+    # a real last month after a long silence is too many rows to be a tail
+    daily = _daily(date(2025, 1, 1), 100) + _daily(date(2025, 7, 1), 30)
+    assert complete_as_of(daily).as_of == date(2025, 7, 30)
+
+
+def test_plan_for_stage_with_a_thin_tail_warns_once_and_records_it(caplog):
+    daily = [*_daily(date(2025, 1, 1), 200), (date(2025, 9, 18), 1)]
+    cfg = {"as_of": None, "horizon_days": 90, "step_days": 30, "max_cutoffs": 6,
+           "definition": "inactivity", "windows": [7, 30]}
+    log = logging.getLogger("test_plan_tail")
+    with caplog.at_level(logging.INFO, logger="test_plan_tail"):
+        snap = plan_for_stage(cfg, date(2025, 1, 1), date(2025, 9, 18), log, daily_rows=daily,
+                              last_timestamp="2025-09-18T08:00:00")
+    assert snap.as_of == date(2025, 7, 19)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "1 rows on 1 days" in warnings[0] and "2025-09-18T08:00:00" in warnings[0]
+    meta = feature_meta(snap, cfg, [], {}, 0, "duckdb", 0.0)
+    assert meta["as_of"] == "2025-07-19"
+    assert {k: meta[k] for k in ("as_of_rule", "tail_rows", "tail_days", "last_data_day",
+                                 "last_timestamp")} == {
+        "as_of_rule": "complete_data", "tail_rows": 1, "tail_days": 1,
+        "last_data_day": "2025-09-18", "last_timestamp": "2025-09-18T08:00:00"}
+
+
+def test_plan_for_stage_clean_log_no_tail_no_warning(caplog):
+    daily = _daily(date(2025, 1, 1), 200)
+    cfg = {"as_of": None, "horizon_days": 90, "step_days": 30, "max_cutoffs": 6,
+           "definition": "inactivity"}
+    with caplog.at_level(logging.INFO, logger="test_plan_clean"):
+        snap = plan_for_stage(cfg, date(2025, 1, 1), daily[-1][0],
+                              logging.getLogger("test_plan_clean"), daily_rows=daily)
+    assert snap.as_of == daily[-1][0] and snap.tail_rows == 0
+    assert snap.as_of_rule == "complete_data"
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_explicit_as_of_is_obeyed_despite_the_daily_counts():
+    daily = [*_daily(date(2025, 1, 1), 200), (date(2025, 9, 18), 1)]
+    snap = plan_snapshot(as_of="2025-09-18", first_day=date(2025, 1, 1),
+                         last_day=date(2025, 9, 18), horizon_days=90, step_days=30,
+                         max_cutoffs=6, daily_rows=daily)
+    assert snap.as_of == date(2025, 9, 18) and snap.as_of_rule == "snapshot.as_of"
+    assert snap.tail_rows == 0
+    meta = feature_meta(snap, {"horizon_days": 90, "definition": "inactivity", "step_days": 30,
+                               "windows": [7]}, [], {}, 0, "duckdb", 0.0)
+    assert (meta["as_of_rule"], meta["tail_rows"], meta["last_timestamp"]) == (
+        "snapshot.as_of", 0, None)
+
+
+def test_features_stage_keeps_as_of_at_the_real_end(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from churnlens.io import read_json
+    from churnlens.stages import features as stage
+
+    monkeypatch.chdir(tmp_path)
+    interim = tmp_path / "data" / "interim"
+    interim.mkdir(parents=True)
+    ids = [f"c{i}" for i in range(6)]
+    pd.DataFrame({"customer_id": ids, "signup_date": [date(2025, 1, 1)] * 6,
+                  "segment": ["pro"] * 6, "country": ["DE"] * 6,
+                  "cancel_date": pd.Series([None] * 6, dtype="datetime64[s]").dt.date,
+                  }).to_parquet(interim / "customers.parquet")
+    stamps = [datetime(2025, 1, 1, 12) + timedelta(days=d) for d in range(200)]
+    tx = pd.DataFrame({"customer_id": [ids[d % 6] for d in range(200)] + ["c0"],
+                       "timestamp": [*stamps, datetime(2025, 9, 18, 8)],
+                       "amount": 10.0, "quantity": 1})
+    tx["timestamp"] = tx["timestamp"].astype("datetime64[us]")
+    tx.to_parquet(interim / "transactions.parquet")
+    (tmp_path / "params.yaml").write_text(
+        "snapshot: {as_of: null}\nlabel: {definition: inactivity, horizon_days: 90}\n"
+        "features: {engine: duckdb, cutoff_step_days: 30, max_cutoffs: 6, windows: [7, 30],\n"
+        "           inactivity_days: 30, memory_limit: 1GB, threads: 1}\n")
+    stage.run(tmp_path / "params.yaml")
+    meta = read_json("data/features/meta.json")
+    assert meta["as_of"] == "2025-07-19"
+    assert (meta["as_of_rule"], meta["tail_rows"], meta["tail_days"]) == ("complete_data", 1, 1)
+    assert meta["last_timestamp"] == "2025-09-18T08:00:00"

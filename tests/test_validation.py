@@ -539,3 +539,46 @@ def test_a_million_rows_in_seconds():
     elapsed = time.perf_counter() - start
     check_accounting("transactions", raw, result)
     assert elapsed < 30, elapsed
+
+
+# --------------------------------------------------------------------------- timestamps after today
+
+
+def test_timestamps_after_today_are_quarantined():
+    import datetime as dt
+
+    raw = pd.DataFrame({
+        "customer_id": ["C1"] * 5,
+        "timestamp": ["2026-11-25T23:59:59Z", "2026-11-26T00:00:00Z", "2099-01-01",
+                      "2026-11-26T00:30:00+01:00", "2101-01-01"],
+        "amount": ["1"] * 5,
+    })
+    result = validate_table("transactions", raw, known_customers=["C1"],
+                            today=dt.date(2026, 11, 25))
+    # the last day of today (UTC, offsets converted) is fine; a year past 2100 stays impossible
+    assert result.report["reasons"] == {"timestamp_in_future": 2, "impossible_date": 1}
+    assert result.quarantined["source_row"].tolist() == [1, 2, 4]
+    assert result.report["rows_accepted"] == 2
+
+
+def test_today_is_injectable_by_environment(monkeypatch):
+    import datetime as dt
+
+    from churnlens.errors import ChurnlensError
+    from churnlens.validation import today
+
+    raw = pd.DataFrame({"customer_id": ["C1", "C1"], "opened_at": ["2025-01-01", "2025-03-01"],
+                        "closed_at": ["2025-02-01", ""]})
+    monkeypatch.setenv("CHURNLENS_TODAY", "2025-01-15")
+    assert today() == dt.date(2025, 1, 15)
+    result = validate_table("tickets", raw, known_customers=["C1"])
+    assert result.report["reasons"] == {"timestamp_in_future": 2}  # closed_at, opened_at
+    monkeypatch.setenv("CHURNLENS_TODAY", "next week")
+    with pytest.raises(ChurnlensError, match="CHURNLENS_TODAY"):
+        today()
+    monkeypatch.delenv("CHURNLENS_TODAY")
+    assert today() == dt.datetime.now(dt.UTC).date()
+    # dates are not timestamps: a scheduled cancellation or a future signup stays
+    customers = pd.DataFrame({"customer_id": ["C1"], "signup_date": ["2099-01-01"],
+                              "cancel_date": ["2099-02-01"]})
+    assert validate_table("customers", customers).report["rows_accepted"] == 1

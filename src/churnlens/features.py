@@ -112,6 +112,25 @@ def data_day_range(con: duckdb.DuckDBPyConnection) -> tuple[date | None, date | 
             None if last is None else from_epoch_day(last))
 
 
+def daily_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[date, int]]:
+    """(day, event + transaction rows) for every day with rows, ascending (for the default as_of,
+    `snapshot.complete_as_of`). Needs the staging views (`register_tables`)."""
+    rows = con.execute(
+        "SELECT day_n, COUNT(*) FROM (SELECT day_n FROM cl_events "
+        "UNION ALL SELECT day_n FROM cl_transactions) GROUP BY day_n ORDER BY day_n"
+    ).fetchall()
+    return [(from_epoch_day(d), int(n)) for d, n in rows]
+
+
+def last_timestamp(con: duckdb.DuckDBPyConnection,
+                   paths: Mapping[str, str | Path | None]) -> str | None:
+    """The last event/transaction timestamp (ISO, naive UTC) of the interim tables, or None."""
+    parts = [f"SELECT MAX(CAST(\"timestamp\" AS TIMESTAMP)) AS ts FROM "
+             f"{parquet_source(paths.get(t), t)}" for t in ("events", "transactions")]
+    value = con.execute(f"SELECT MAX(ts) FROM ({' UNION ALL '.join(parts)})").fetchone()[0]
+    return None if value is None else pd.Timestamp(value).isoformat()
+
+
 def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
     for kind in ("VIEW", "TABLE"):
         try:

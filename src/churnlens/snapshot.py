@@ -1,5 +1,7 @@
 """Snapshot semantics: the scoring date, the cutoffs and which of them can carry a label.
 
+`as_of` is `snapshot.as_of` when given, else the last day the data is complete
+(`complete_as_of`: a thin tail of stray rows after a long silence stays after it).
 At cutoff `t` every row with `date(timestamp) <= t` is visible and nothing after it. Cutoffs are
 `as_of - k * step` for `k = 0 .. max_cutoffs - 1`, keeping those on or after the first data day.
 A cutoff is labelled when its whole label window `(t, t + horizon]` ends on or before `as_of`.
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -50,6 +52,67 @@ def resolve_as_of(as_of: date | datetime | str | None, last_data_day: date | Non
             "snapshot.as_of is null and there are no events or transactions to take it from"
         )
     return as_date(last_data_day)
+
+
+#: Share of the event/transaction rows the default as_of always covers (see `complete_as_of`).
+COMPLETE_SHARE = 0.995
+#: Shortest silence (days without any row) that can cut off a tail; longer silences seen in the
+#: year before count as normal too (weekends, holidays).
+MIN_TAIL_GAP_DAYS = 7
+#: Fewer distinct data days than this in the body: too little to tell a tail; nothing is cut.
+MIN_BODY_DAYS = 28
+AS_OF_RULE = (f"last day reached from the day by which {COMPLETE_SHARE:.1%} of the rows have "
+              "arrived without a silence longer than both "
+              f"{MIN_TAIL_GAP_DAYS} days and the longest silence of the year before")
+
+
+@dataclass(frozen=True)
+class AsOfChoice:
+    """The default as_of and the thin tail after it (rows after as_of: seen at no cutoff)."""
+
+    as_of: date
+    tail_rows: int
+    tail_days: int
+    last_day: date
+
+
+def complete_as_of(daily_rows: Iterable[tuple[date, int]]) -> AsOfChoice:
+    """The last day up to which the data is complete, from (day, rows) of events + transactions.
+
+    Rule: start at the day by which `COMPLETE_SHARE` (99.5 %) of the rows have arrived -- the
+    day of row number max(1, floor(0.995 * n)) in time order, so the very last row never decides
+    on its own -- and walk forward over the days with rows as long as each step between them is
+    at most `gap` days, where `gap` = the longest step between data days in the 365 days up to
+    the start day, but at least `MIN_TAIL_GAP_DAYS` (7). as_of is the last day reached; the rows
+    after it are the tail.
+
+    Why: a stray row (a typo'd year, a clock two months ahead) sits after a silence far longer
+    than anything the log shows normally, and is a tiny share of the rows. A log that simply ends
+    has no such silence in its last 0.5 %, so as_of stays its last day. Quiet weekends or a
+    holiday break the year before make the allowed silence longer, not the tail. At most 0.5 %
+    of the rows (plus one) can ever fall into the tail. With fewer than `MIN_BODY_DAYS` (28) data
+    days up to the start day nothing is cut (too little to know what a normal silence is).
+    """
+    days = sorted((as_date(d), int(n)) for d, n in daily_rows if int(n) > 0)
+    if not days:
+        raise ChurnlensError("no events or transactions to take as_of from")
+    last_day = days[-1][0]
+    total = sum(n for _, n in days)
+    target = max(1, math.floor(COMPLETE_SHARE * total))
+    seen, start = 0, 0
+    while seen + days[start][1] < target:  # days[start]: the day row number `target` is on
+        seen += days[start][1]
+        start += 1
+    if start + 1 < MIN_BODY_DAYS:
+        return AsOfChoice(last_day, 0, 0, last_day)
+    year_before = [d for d, _ in days[: start + 1] if d >= days[start][0] - timedelta(days=365)]
+    steps = [(b - a).days for a, b in zip(year_before, year_before[1:], strict=False)]
+    gap = max([MIN_TAIL_GAP_DAYS, *steps])
+    end = start
+    while end + 1 < len(days) and (days[end + 1][0] - days[end][0]).days <= gap:
+        end += 1
+    tail = days[end + 1:]
+    return AsOfChoice(days[end][0], sum(n for _, n in tail), len(tail), last_day)
 
 
 def list_cutoffs(as_of: date, step_days: int, max_cutoffs: int,
@@ -97,6 +160,11 @@ class Snapshot:
     horizon_days: int
     step_days: int
     first_day: date | None
+    as_of_rule: str = "snapshot.as_of"  # or "complete_data" (`complete_as_of`), "last_data_day"
+    tail_rows: int = 0              # default as_of only: rows after as_of (the thin tail)
+    tail_days: int = 0              # ... on this many days
+    last_day: date | None = None    # last event/transaction day
+    last_timestamp: str | None = None  # last event/transaction timestamp (ISO, UTC)
 
     @property
     def history_days(self) -> int | None:
@@ -112,34 +180,58 @@ def plan_snapshot(
     step_days: int,
     max_cutoffs: int,
     min_labelled: int = 1,
+    daily_rows: Iterable[tuple[date, int]] | None = None,
+    last_timestamp: str | None = None,
 ) -> Snapshot:
     """Resolve as_of, list the cutoffs and check there are at least `min_labelled` labelled ones.
 
-    Raises `NotEnoughHistoryError` (data too short) or `ChurnlensError` (params cannot work).
+    `as_of` given: obeyed. Null: `complete_as_of(daily_rows)` when the (day, event+transaction
+    rows) counts are given, else the last data day. Raises `NotEnoughHistoryError` (data too
+    short) or `ChurnlensError` (params cannot work).
     """
     if int(horizon_days) <= 0:
         raise ChurnlensError(f"label.horizon_days must be positive, got {horizon_days!r}")
-    resolved = resolve_as_of(as_of, last_day)
+    explicit = as_of is not None and str(as_of).strip() not in ("", "null", "None")
+    rule, tail_rows, tail_days = "snapshot.as_of", 0, 0
+    daily = None if explicit or daily_rows is None else list(daily_rows)
+    if daily:
+        choice = complete_as_of(daily)
+        resolved, tail_rows, tail_days = choice.as_of, choice.tail_rows, choice.tail_days
+        last_day, rule = choice.last_day, "complete_data"
+    else:
+        resolved = resolve_as_of(as_of, last_day)
+        rule = "snapshot.as_of" if explicit else "last_data_day"
     cutoffs = list_cutoffs(resolved, step_days, max_cutoffs, first_day)
     labelled = labelled_cutoffs(cutoffs, resolved, horizon_days)
     snap = Snapshot(resolved, cutoffs, labelled, int(horizon_days), int(step_days),
-                    as_date(first_day) if first_day is not None else None)
+                    as_date(first_day) if first_day is not None else None, rule,
+                    tail_rows, tail_days, None if last_day is None else as_date(last_day),
+                    last_timestamp)
     if len(labelled) < min_labelled:
         check_enough_history(snap, min_labelled, max_cutoffs)
     return snap
 
 
 def plan_for_stage(cfg: Mapping[str, Any], first_day: date | None, last_day: date | None,
-                   log: logging.Logger) -> Snapshot:
+                   log: logging.Logger, daily_rows: Iterable[tuple[date, int]] | None = None,
+                   last_timestamp: str | None = None) -> Snapshot:
     """The features stage's plan from its settings and the data's day range (both engines).
 
-    `cfg`: `as_of`, `horizon_days`, `step_days`, `max_cutoffs`, `definition`. Logs the plan and
-    how `as_of` relates to the last event/transaction day.
+    `cfg`: `as_of`, `horizon_days`, `step_days`, `max_cutoffs`, `definition`. `daily_rows`:
+    (day, event+transaction rows) for the default as_of (`complete_as_of`); without it a null
+    as_of is the last data day. Logs the plan and how `as_of` relates to the last data day: one
+    warning for a thin tail left after a default as_of, one for an explicit as_of after the data.
     """
     snap = plan_snapshot(as_of=cfg["as_of"], first_day=first_day, last_day=last_day,
                          horizon_days=cfg["horizon_days"], step_days=cfg["step_days"],
-                         max_cutoffs=cfg["max_cutoffs"], min_labelled=1)
-    if last_day is not None and snap.as_of > last_day:
+                         max_cutoffs=cfg["max_cutoffs"], min_labelled=1,
+                         daily_rows=daily_rows, last_timestamp=last_timestamp)
+    last_day = snap.last_day if snap.last_day is not None else last_day
+    if snap.tail_rows:
+        log.warning("thin tail after as_of %s: %d rows on %d days up to the last timestamp %s "
+                    "are after as_of (seen at no cutoff); set snapshot.as_of to move it",
+                    snap.as_of, snap.tail_rows, snap.tail_days, last_timestamp or last_day)
+    elif last_day is not None and snap.as_of > last_day:
         log.warning("as_of %s is after the last event/transaction day %s: inactivity labels "
                     "near as_of will count the missing days as inactive", snap.as_of, last_day)
     elif last_day is not None and snap.as_of < last_day:
@@ -157,6 +249,7 @@ def feature_meta(snap: Snapshot, cfg: Mapping[str, Any], feature_columns: list[s
 
     `per_cutoff`: labelled cutoff -> (training rows, churn rate), for cutoffs with rows.
     """
+    default = snap.as_of_rule != "snapshot.as_of"
     return {
         "as_of": snap.as_of.isoformat(),
         "first_data_day": snap.first_day.isoformat() if snap.first_day else None,
@@ -174,6 +267,13 @@ def feature_meta(snap: Snapshot, cfg: Mapping[str, Any], feature_columns: list[s
         "churn_rate": {c.isoformat(): float(rate) for c, (_, rate) in per_cutoff.items()},
         "engine": engine,
         "seconds": round(seconds, 2),
+        # how as_of was chosen; the data's end only for a default as_of (rows after an explicit
+        # as_of change nothing, not even this file)
+        "as_of_rule": snap.as_of_rule,
+        "tail_rows": int(snap.tail_rows),
+        "tail_days": int(snap.tail_days),
+        "last_data_day": snap.last_day.isoformat() if snap.last_day and default else None,
+        "last_timestamp": snap.last_timestamp if default else None,
     }
 
 

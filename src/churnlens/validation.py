@@ -43,7 +43,8 @@ Reason codes (one per quarantined row)
 date such as Feb 30, or year outside 1990-2100, any date/timestamp column),
 `non_numeric_<column>`, `non_finite_amount`, `amount_out_of_range` (|amount| > 1e9),
 `non_integer_quantity`, `negative_quantity`, `non_finite_quantity`, `quantity_out_of_range`
-(> 1e9), `score_out_of_range` (nps score not an integer 0-10), `cancel_before_signup`,
+(> 1e9), `score_out_of_range` (nps score not an integer 0-10), `timestamp_in_future` (a
+timestamp -- not a date -- on a UTC day after today, see `today()`), `cancel_before_signup`,
 `closed_before_opened`, `duplicate_row`, `duplicate_customer_id_conflict`, `unknown_customer`.
 
 Decisions
@@ -62,7 +63,10 @@ Decisions
   Duplicate rows in the other tables are kept (two equal purchases can be real).
 * `events.quantity` missing -> 1.0. `transactions.quantity` missing -> null (Int64).
   `tickets.closed_at` missing (or column absent) -> open ticket.
-* Events/signups after any date are fine here: validation does not know `as_of`.
+* Timestamps after today (UTC day, `today()`: the machine's date, or `CHURNLENS_TODAY` /
+  the `today` argument in tests) cannot be real: `timestamp_in_future`. Otherwise rows after
+  any date are fine here: validation does not know `as_of`. Dates (signup, cancel) are not
+  checked against today (a cancellation can be scheduled).
 * File-level errors (`InputFileError(file, column, expected)`, the CLI exits 1):
   required table or required column missing; a required date/timestamp/number column in
   which no non-empty value parses ("wrong type throughout", e.g. amount all text);
@@ -74,10 +78,12 @@ Decisions
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -87,7 +93,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from churnlens.errors import InputFileError
+from churnlens.errors import ChurnlensError, InputFileError
 from churnlens.readers import ROW_ERROR_COLUMN, ROW_POSITION_COLUMN, normalize_column_name
 
 __all__ = [
@@ -107,6 +113,7 @@ __all__ = [
     "reason_order",
     "schema",
     "summary_line",
+    "today",
     "validate_customers",
     "validate_table",
     "validate_tables",
@@ -123,6 +130,7 @@ REASON_COLUMN = "reason"
 SOURCE_ROW_COLUMN = "source_row"
 _OK = np.iinfo(np.int32).max  # rank of a row without any reason
 _ISO_DATE_SHAPE = r"^[+-]?\d{4,}-\d{1,2}-\d{1,2}(?:$|[T ])"
+TODAY_ENV = "CHURNLENS_TODAY"  # ISO date: "today" for the future-timestamp check (tests)
 
 DATE32 = pd.ArrowDtype(pa.date32())
 # dtype while checking (parse stage) and in the output, per column kind
@@ -328,6 +336,8 @@ def reason_order(name: str) -> list[str]:
     for col in spec.columns:
         if col.kind in ("timestamp", "date"):
             order += [f"missing_{col.name}", f"unparseable_{col.name}", "impossible_date"]
+            if col.kind == "timestamp":
+                order.append("timestamp_in_future")
         elif col.kind in ("float", "int"):
             order += [f"missing_{col.name}", f"non_numeric_{col.name}"]
         else:
@@ -395,6 +405,22 @@ def summary_line(name: str, report: Mapping[str, Any], top: int = 3) -> str:
     )
 
 
+def today() -> date:
+    """Today's UTC date, or the ISO date in the environment variable `CHURNLENS_TODAY`."""
+    value = os.environ.get(TODAY_ENV, "").strip()
+    if value:
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            raise ChurnlensError(
+                f"{TODAY_ENV} must be an ISO date (YYYY-MM-DD), got {value!r}"
+            ) from None
+    return datetime.now(UTC).date()
+
+
+_machine_today = today  # `today` is also a parameter name below
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -403,12 +429,14 @@ def validate_tables(
     *,
     sources: Mapping[str, str] | None = None,
     file_columns: Mapping[str, Sequence[str]] | None = None,
+    today: date | None = None,
 ) -> dict[str, TableResult]:
     """Validate all tables: customers first, then the others against the accepted customers.
 
     `raw[name]` is the raw string frame or None/absent for a missing table. `sources[name]`
     is the file path shown in errors; `file_columns[name]` all column names of the file
-    (when the frame holds only a selection). Raises InputFileError for unusable input.
+    (when the frame holds only a selection); `today`: see `validate_table`. Raises
+    InputFileError for unusable input.
     """
     sources = dict(sources or {})
     file_columns = dict(file_columns or {})
@@ -437,6 +465,7 @@ def validate_tables(
                 known_customers=known,
                 source=sources.get(name),
                 file_columns=file_columns.get(name),
+                today=today,
             )
     return results
 
@@ -467,6 +496,7 @@ def validate_table(
     known_customers: pd.Series | pd.Index | Sequence[str] | None = None,
     source: str | None = None,
     file_columns: Sequence[str] | None = None,
+    today: date | None = None,
 ) -> TableResult:
     """Validate one raw table (strings) -> accepted rows, quarantined rows and the report.
 
@@ -474,10 +504,12 @@ def validate_table(
         quarantined as `unknown_customer` (None = do not check).
     source: file path for error messages (its name goes into the report).
     file_columns: every column of the file, if `raw` holds only a selection of them.
+    today: timestamps on a later (UTC) day are `timestamp_in_future`; None = `today()`.
     Raises InputFileError for a missing required column or a column of the wrong type throughout.
     """
     validator = TableValidator(
-        name, known_customers=known_customers, source=source, file_columns=file_columns
+        name, known_customers=known_customers, source=source, file_columns=file_columns,
+        today=today,
     )
     result = validator.add(raw)
     result.report = validator.finish()
@@ -510,8 +542,10 @@ class TableValidator:
         known_customers: pd.Series | pd.Index | Sequence[str] | None = None,
         source: str | None = None,
         file_columns: Sequence[str] | None = None,
+        today: date | None = None,
     ) -> None:
         self.name, self.source, self.file_columns = name, source or name, file_columns
+        self.today = today if today is not None else _machine_today()
         self._known = None if known_customers is None else _value_set(known_customers)
         self._tallies = {c.name: _Tally() for c in _typed_required(name)}
         self._reasons: dict[str, int] = {}
@@ -523,7 +557,8 @@ class TableValidator:
         if self.name == "customers" and self._first is not None:
             raise ValueError("customers must be validated in one chunk (duplicate ids)")
         result, tallies = _validate_chunk(
-            self.name, raw, self._known, self.source, self.file_columns, self._rows_in
+            self.name, raw, self._known, self.source, self.file_columns, self._rows_in,
+            self.today,
         )
         report = result.report
         if self._first is None:
@@ -557,7 +592,7 @@ class TableValidator:
 
 
 def _validate_chunk(
-    name, raw, known, source, file_columns, offset
+    name, raw, known, source, file_columns, offset, today=None
 ) -> tuple[TableResult, dict[str, _Tally]]:
     """validate_table on one chunk, without the whole-column type check (see TableValidator).
 
@@ -596,6 +631,9 @@ def _validate_chunk(
         parsed[col.name], raw_missing[f"missing_{col.name}"] = values, missing
         for reason, mask in flags.items():
             flag(reason, mask)
+        if col.kind == "timestamp" and today is not None:
+            tomorrow = pd.Timestamp(today) + pd.Timedelta(days=1)
+            flag("timestamp_in_future", (values >= tomorrow).to_numpy(dtype=bool, na_value=False))
         if col.required and col.kind in _EXPECTED:
             tallies[col.name] = _tally(col, strings[col.name], missing, flags)
     parsed_df = pd.DataFrame(parsed, index=raw.index)

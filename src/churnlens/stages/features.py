@@ -23,9 +23,11 @@ from churnlens.features import (
     FEATURE_TABLE,
     build_feature_rows,
     connect,
+    daily_rows,
     data_day_range,
     feature_columns,
     interim_paths,
+    last_timestamp,
     register_tables,
     scoring_query,
     sql_literal,
@@ -98,9 +100,11 @@ def run(params_path: Path = Path("params.yaml")) -> None:
     # a scratch database file: intermediate tables live on disk, memory holds the working set
     con = connect(cfg["memory_limit"], cfg["threads"], spill, database=spill / "features.duckdb")
     try:
-        register_tables(con, interim_paths(paths.INTERIM))
+        sources = interim_paths(paths.INTERIM)
+        register_tables(con, sources)
         first_day, last_day = data_day_range(con)
-        snap = plan_for_stage(cfg, first_day, last_day, log)
+        snap = plan_for_stage(cfg, first_day, last_day, log, daily_rows=daily_rows(con),
+                              last_timestamp=last_timestamp(con, sources))
 
         rel = build_feature_rows(
             con, cutoffs=[*snap.labelled, snap.as_of], as_of=snap.as_of,
