@@ -316,7 +316,7 @@ def test_model_registered_in_the_runs_own_store(sample_run):
                           registry_uri=sample_run.tracking_uri)
     promotion = json.loads((sample_run / "reports/promotion.json").read_text())
     assert promotion["registered"] is True and promotion["is_champion"] is True
-    champion = client.get_model_version_by_alias("churnlens", "champion")
+    champion = client.get_model_version_by_alias(promotion["registered_model"], "champion")
     assert champion.run_id == promotion["run_id"]
     assert client.get_run(promotion["run_id"]).data.metrics["model.roc_auc"] == pytest.approx(
         json.loads((sample_run / "reports/metrics.json").read_text())["model"]["roc_auc"])

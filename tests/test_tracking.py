@@ -49,8 +49,9 @@ def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(
     import mlflow
 
     client = mlflow.MlflowClient()
-    assert str(client.get_model_version_by_alias("churnlens", "champion").version) == "1"
-    assert str(client.get_model_version_by_alias("churnlens", "challenger").version) == "2"
+    entry = first["registered_model"]
+    assert str(client.get_model_version_by_alias(entry, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(entry, "challenger").version) == "2"
     run = client.get_run(second["run_id"])
     assert run.data.tags["data_fingerprint"] == "fp2" and "git_commit" in run.data.tags
     assert run.data.metrics["model.roc_auc"] == 0.5
@@ -198,7 +199,7 @@ def test_run_is_named_tagged_with_datasets_and_the_version_described(tmp_path, m
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
-    version = client.get_model_version("churnlens", decision["version"])
+    version = client.get_model_version(decision["registered_model"], decision["version"])
     for text in ("sample (data/sample)", "as_of 2026-08-31", "ROC AUC 0.810", "Brier 0.120",
                  "active customers: ROC AUC 0.770", "Scorer: blend",
                  "Gate: Scores come from a blend.", "Promotion: champion", "leafy-pods"):
@@ -216,3 +217,39 @@ def test_run_name_falls_back_to_the_git_branch_outside_dvc_exp_run(monkeypatch):
     assert tracking.dvc_context(None)["experiment"] == "workspace"
     assert tracking.data_source({"data": {"raw_dir": "/srv/logs/acme/"}}) == "acme"
     assert tracking.run_name("2026-08-31", "main", "sample") == "as_of 2026-08-31 · main · sample"
+
+
+def test_each_data_source_has_its_own_registry_entry():
+    name = tracking.registered_model_name
+    assert name({"data": {"raw_dir": "data/sample"}}) == "churnlens-sample"
+    assert name({"data": {"raw_dir": "/exports/shop A/"}}) == "churnlens-shop-A"
+    assert name({"data": {"raw_dir": "/x/other"}}) != name({"data": {"raw_dir": "data/sample"}})
+
+
+def test_a_champion_that_learnt_from_the_test_slice_is_not_graded_on_it(tmp_path, monkeypatch):
+    """The shipped model is refitted up to its as_of: next week's test labels overlap what it
+    learnt. On the same slice of the same data (an experiment) its recorded test figures count;
+    on a new slice the new model takes over if it beats the simple models."""
+    assert tracking.saw_test_slice("2026-08-31", "2026-06-02")
+    assert not tracking.saw_test_slice("2026-05-31", "2026-06-02")
+    assert not tracking.saw_test_slice(None, "2026-06-02")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    test = churn_rows(300, seed=42)
+    params = {"train": {"register_model": True}, "data": {"raw_dir": "data/sample"}}
+    save_model(fitted_model(0), FEATURES, tmp_path / "m", test)
+
+    def train(as_of, cutoff, fingerprint, auc, beats=True):
+        metrics = {"test_cutoff": cutoff, "model": {"roc_auc": auc, "brier": 0.1},
+                   "gate": {"test": {"model_beats_simple": beats}}}
+        return tracking.log_training_run(params, metrics, tmp_path / "m", [], fingerprint,
+                                         test[FEATURES], test["label"], as_of=as_of)
+
+    assert train("2026-08-31", "2026-06-02", "week1", 0.90)["is_champion"]
+    # an experiment on the same data: compared with the champion's own honest test figures
+    assert not train("2026-08-31", "2026-06-02", "week1", 0.80)["is_champion"]
+    assert train("2026-08-31", "2026-06-02", "week1", 0.95)["is_champion"]
+    # next week: the champion saw the new slice; the new model must beat the simple models
+    lost = train("2026-09-07", "2026-06-09", "week2", 0.70, beats=False)
+    assert not lost["is_champion"] and "learnt from this test slice" in lost["reason"]
+    assert train("2026-09-07", "2026-06-09", "week2", 0.70, beats=True)["is_champion"]

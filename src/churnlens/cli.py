@@ -112,27 +112,32 @@ def report(params: Path = PARAMS) -> None:
 
 
 @app.command()
-def promote(version: str) -> None:
-    """Make model VERSION of `churnlens` the champion (by hand)."""
-    _run_registry(version, rollback=False)
+def promote(version: str, params: Path = PARAMS) -> None:
+    """Make model VERSION the champion (by hand) for the data source in params; the next
+    `dvc repro` scores with it."""
+    _run_registry(version, rollback=False, params=params)
 
 
 @app.command()
 def rollback(
     version: str = typer.Argument(None, help="default: the version before the champion"),
+    params: Path = PARAMS,
 ) -> None:
-    """Move the champion alias back to VERSION or the previous version."""
-    _run_registry(version, rollback=True)
+    """Move the champion alias back to VERSION or the previous version; the next `dvc repro`
+    scores with it."""
+    _run_registry(version, rollback=True, params=params)
 
 
-def _run_registry(version: str | None, rollback: bool) -> None:
+def _run_registry(version: str | None, rollback: bool, params: Path) -> None:
     from churnlens.logs import setup_logging
 
     setup_logging("registry")
     try:
-        from churnlens.tracking import move_champion
+        from churnlens.config import load_params
+        from churnlens.tracking import move_champion, registered_model_name
 
-        move = move_champion(version, rollback=rollback)
+        name = registered_model_name(load_params(params))
+        move = move_champion(version, rollback=rollback, name=name)
     except ChurnlensError as err:
         print(f"churnlens {'rollback' if rollback else 'promote'}: error: {err}", file=sys.stderr)
         raise typer.Exit(1) from None

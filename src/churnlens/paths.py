@@ -12,6 +12,7 @@ SCORING_ROWS = FEATURES_DIR / "scoring.parquet"     # one row per customer at as
 FEATURES_META = FEATURES_DIR / "meta.json"
 
 MODEL_DIR = Path("models/churn_model")              # MLflow pyfunc model
+SERVING_MODEL_DIR = Path("models/serving")           # the champion, when it is not MODEL_DIR
 PREDICTIONS = Path("data/processed/predictions.parquet")
 
 REPORTS = Path("reports")
@@ -24,5 +25,6 @@ DRIFT = REPORTS / "drift.json"
 WEEKLY_REPORT = REPORTS / "weekly_report.html"
 TRAIN_SUMMARY = REPORTS / "train_summary.json"
 PROMOTION = REPORTS / "promotion.json"
+SERVING = REPORTS / "serving.json"                    # which model scored, and why
 CALIBRATION = PLOTS / "calibration.csv"
 AT_RISK_HISTORY = REPORTS / "at_risk_history.json"   # ids of past lists, for "movers"

@@ -574,10 +574,16 @@ def _active_line(metrics: Mapping[str, Any]) -> dict[str, str] | None:
 
 
 def _not_champion(promotion: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """A banner when a new model waits for approval (the approved one scored), or when the
+    scores come from a model that is not approved (the approved one could not score)."""
     if not promotion or promotion.get("is_champion") is not False:
         return None
+    serving = promotion.get("serving") or {}
+    waiting = bool(serving.get("waiting_for_approval"))
     return {"reason": str(promotion.get("reason") or "no reason given"),
-            "version": str(promotion.get("version") or "")}
+            "version": str(promotion.get("version") or ""),
+            "kind": "waiting" if waiting else "unapproved",
+            "champion_version": str(serving.get("champion_version") or "")}
 
 
 def _fixed(value: Any, decimals: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import warnings
 from pathlib import Path
@@ -128,6 +129,13 @@ def data_source(params: dict) -> str:
     return Path(raw.rstrip("/")).name or raw
 
 
+def registered_model_name(params: dict) -> str:
+    """One registry entry per data source (`churnlens-<folder>`): models trained on different
+    data never compete for the same champion alias."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", data_source(params)).strip("-") or "unknown"
+    return f"{REGISTERED_MODEL}-{slug}"
+
+
 def run_name(as_of: str | None, experiment: str, source: str) -> str:
     return f"as_of {as_of or 'unknown'} · {experiment} · {source}"
 
@@ -170,14 +178,49 @@ def decide_promotion(new: dict[str, float], champion: dict[str, float] | None) -
     return False, f"worse than the champion on {' and '.join(worse)}"
 
 
-def _champion_figures(mlflow, features, labels) -> tuple[dict | None, str | None]:
+class ChampionSawTestSlice(Exception):
+    """The champion cannot be judged on this test slice (see `saw_test_slice`)."""
+
+    def __init__(self, version: str, as_of: str) -> None:
+        super().__init__(version, as_of)
+        self.version, self.as_of = version, as_of
+
+
+def saw_test_slice(champion_as_of: str | None, test_cutoff: str | None) -> bool:
+    """True when the champion learnt from labels inside the test slice's label window.
+
+    A shipped model is refitted on every labelled cutoff up to its own `as_of`, so its labels
+    reach `as_of`; the test slice's labels start the day after `test_cutoff`. Scoring it on that
+    slice would grade it on answers it has seen (ISO dates compare as strings).
+    """
+    return bool(champion_as_of and test_cutoff and str(champion_as_of) > str(test_cutoff))
+
+
+def _champion_figures(mlflow, features, labels, name: str, test_cutoff: str | None = None,
+                      fingerprint: str | None = None) -> tuple[dict | None, str | None]:
+    """The champion's AUC and Brier on the new test slice, fairly.
+
+    If the champion has not seen the slice, it is scored on it. If it has, but it was evaluated
+    on the very same slice of the same data (an experiment on this week's data), its recorded
+    test figures are the fair comparison. Otherwise `ChampionSawTestSlice`.
+    """
     client = mlflow.MlflowClient()
     try:
-        version = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
+        version = client.get_model_version_by_alias(name, "champion")
     except mlflow.exceptions.MlflowException:
         return None, None
+    tags = version.tags or {}
+    if saw_test_slice(tags.get("as_of"), test_cutoff):
+        same_slice = (tags.get("test_cutoff") == str(test_cutoff)
+                      and tags.get("data_fingerprint") == fingerprint)
+        if same_slice and version.run_id:
+            recorded = client.get_run(version.run_id).data.metrics
+            if "model.roc_auc" in recorded and "model.brier" in recorded:
+                return ({"roc_auc": recorded["model.roc_auc"], "brier": recorded["model.brier"]},
+                        str(version.version))
+        raise ChampionSawTestSlice(str(version.version), tags.get("as_of"))
     try:
-        return (_evaluate(f"models:/{REGISTERED_MODEL}@champion", features, labels),
+        return (_evaluate(f"models:/{name}@champion", features, labels),
                 str(version.version))
     except Exception as err:  # schema change etc.: the old champion cannot judge today's data
         log.warning("champion v%s cannot be evaluated on the current test slice (%s)",
@@ -291,6 +334,7 @@ def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_path
     source = data_source(params)
     raw_dir = str((params.get("data") or {}).get("raw_dir"))
     name = run_name(as_of, dvc["experiment"], source)
+    model_name = registered_model_name(params)
     gate = metrics.get("gate") or {}
     tags = {
         "git_commit": commit,
@@ -318,13 +362,16 @@ def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_path
             if Path(path).is_file():
                 mlflow.log_artifact(str(path), artifact_path="reports")
         info = log_saved_model(Path(model_dir),
-                               registered_name=REGISTERED_MODEL if register else None)
-        decision = {"run_id": run.info.run_id, "run_name": name, "registered": register}
+                               registered_name=model_name if register else None)
+        decision = {"run_id": run.info.run_id, "run_name": name, "registered": register,
+                    "registered_model": model_name if register else None}
         if register:
-            decision.update(_promote(mlflow, info, metrics, test_features, test_labels))
+            decision.update(_promote(mlflow, info, metrics, test_features, test_labels,
+                                     model_name, fingerprint))
             mlflow.log_dict(decision, "promotion.json")
             mlflow.set_tag("promotion", "champion" if decision["is_champion"] else "challenger")
-            _describe_version(client, decision, metrics, source=source, raw_dir=raw_dir,
+            _describe_version(client, decision, metrics, model_name, source=source,
+                              raw_dir=raw_dir,
                               as_of=as_of, experiment=dvc["experiment"], commit=commit,
                               fingerprint=fingerprint)
     log.info("MLflow run %s (%s) logged to %s", decision["run_id"], name,
@@ -343,12 +390,12 @@ def _log_datasets(mlflow, client, run_id, interim_dir, validation, features, lab
                                             f"test_slice_{test_cutoff}"), context="testing")
 
 
-def _describe_version(client, decision, metrics, *, source, raw_dir, as_of, experiment, commit,
-                      fingerprint) -> None:
+def _describe_version(client, decision, metrics, name, *, source, raw_dir, as_of, experiment,
+                      commit, fingerprint) -> None:
     version = decision["version"]
     text = version_description(source=source, raw_dir=raw_dir, as_of=as_of, metrics=metrics,
                                decision=decision, experiment=experiment, commit=commit)
-    client.update_model_version(REGISTERED_MODEL, version, description=text)
+    client.update_model_version(name, version, description=text)
     model, gate = metrics.get("model") or {}, metrics.get("gate") or {}
     tags = {"data_source": source, "as_of": as_of, "test_cutoff": metrics.get("test_cutoff"),
             "scorer": gate.get("shipped"), "roc_auc": model.get("roc_auc"),
@@ -357,23 +404,36 @@ def _describe_version(client, decision, metrics, *, source, raw_dir, as_of, expe
             "gate_model_beats_simple": (gate.get("test") or {}).get("model_beats_simple")}
     for key, value in tags.items():
         if value is not None:
-            client.set_model_version_tag(REGISTERED_MODEL, version, key,
+            client.set_model_version_tag(name, version, key,
                                          f"{value:.4f}" if isinstance(value, float) else
                                          str(value).lower() if isinstance(value, bool) else
                                          str(value))
 
 
-def _promote(mlflow, info, metrics, test_features, test_labels) -> dict:
+def _promote(mlflow, info, metrics, test_features, test_labels, name: str,
+             fingerprint: str | None = None) -> dict:
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)
-    client.set_registered_model_alias(REGISTERED_MODEL, "challenger", version)
+    client.set_registered_model_alias(name, "challenger", version)
     new = {"roc_auc": metrics["model"]["roc_auc"], "brier": metrics["model"]["brier"]}
-    champion, champion_version = _champion_figures(mlflow, test_features, test_labels)
-    promote, reason = decide_promotion(new, champion)
-    if champion is None and champion_version is not None:
-        reason = f"champion v{champion_version} cannot score the current features"
+    try:
+        champion, champion_version = _champion_figures(mlflow, test_features, test_labels, name,
+                                                       metrics.get("test_cutoff"), fingerprint)
+        promote, reason = decide_promotion(new, champion)
+        if champion is None and champion_version is not None:
+            reason = f"champion v{champion_version} cannot score the current features"
+    except ChampionSawTestSlice as seen:
+        # no fair comparison on this slice: the new model, trained on newer data, takes over
+        # when it passed its own gate (it beats the simple models on an honest test)
+        champion, champion_version = None, seen.version
+        promote = bool(((metrics.get("gate") or {}).get("test") or {}).get("model_beats_simple"))
+        reason = (f"champion v{seen.version} learnt from this test slice (its data runs to "
+                  f"{seen.as_of}, after the test cutoff {metrics.get('test_cutoff')}), so it "
+                  "cannot be compared on it; the new model "
+                  + ("beats the simple models on its test" if promote
+                     else "does not beat the simple models on its test, so the champion stays"))
     if promote:
-        client.set_registered_model_alias(REGISTERED_MODEL, "champion", version)
+        client.set_registered_model_alias(name, "champion", version)
     log.info("model v%s: %s (%s); new AUC %.4f Brier %.4f; champion %s", version,
              "promoted to champion" if promote else "stays challenger", reason,
              new["roc_auc"], new["brier"], champion if champion else "none")
@@ -394,7 +454,8 @@ def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float
     log.info("added %d artifacts to MLflow run %s", len(artifact_paths), run_id)
 
 
-def move_champion(version: str | None, *, rollback: bool = False) -> dict:
+def move_champion(version: str | None, *, rollback: bool = False,
+                  name: str = REGISTERED_MODEL) -> dict:
     """Point `champion` at `version` by hand; on rollback without a version, at the previous one.
 
     The move is logged and recorded as tags on the model version it lands on.
@@ -404,25 +465,43 @@ def move_champion(version: str | None, *, rollback: bool = False) -> dict:
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
     try:
-        current = str(client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version)
+        current = str(client.get_model_version_by_alias(name, "champion").version)
     except mlflow.exceptions.MlflowException:
         current = None
     if version is None:
         if not rollback or current is None:
             raise ChurnlensError("no version given and no champion to roll back from")
-        older = [int(v.version) for v in client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+        older = [int(v.version) for v in client.search_model_versions(f"name='{name}'")
                  if int(v.version) < int(current)]
         if not older:
             raise ChurnlensError(f"champion v{current} is the oldest version: "
                                  "nothing to roll back to")
         version = str(max(older))
     try:
-        client.get_model_version(REGISTERED_MODEL, str(version))
+        client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException:
-        raise ChurnlensError(f"model '{REGISTERED_MODEL}' has no version {version}") from None
-    client.set_registered_model_alias(REGISTERED_MODEL, "champion", str(version))
+        raise ChurnlensError(f"model '{name}' has no version {version}") from None
+    client.set_registered_model_alias(name, "champion", str(version))
     action = "rollback" if rollback else "promote"
-    client.set_model_version_tag(REGISTERED_MODEL, str(version), "champion_set_by", action)
-    client.set_model_version_tag(REGISTERED_MODEL, str(version), "champion_before", str(current))
-    log.info("%s: champion %s v%s -> v%s", action, REGISTERED_MODEL, current, version)
+    client.set_model_version_tag(name, str(version), "champion_set_by", action)
+    client.set_model_version_tag(name, str(version), "champion_before", str(current))
+    log.info("%s: champion %s v%s -> v%s", action, name, current, version)
     return {"action": action, "from": current, "to": str(version)}
+
+
+def champion_version(name: str) -> str | None:
+    """The version the `champion` alias of registry entry `name` points at (None: no champion)."""
+    mlflow = _mlflow()
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, "champion").version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def download_model_version(name: str, version: str, target: str | Path) -> Path:
+    """Copy registered model `name` version `version` into the new folder `target`."""
+    mlflow = _mlflow()
+    target = Path(target)
+    target.mkdir(parents=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                    dst_path=str(target)))

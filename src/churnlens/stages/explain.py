@@ -46,7 +46,9 @@ def run(params_path: Path) -> None:
     params = load_params(params_path)
     predictions = pd.read_parquet(paths.PREDICTIONS)
     features = pd.read_parquet(paths.SCORING_ROWS).set_index("customer_id", drop=False)
-    estimator = estimator_of(paths.MODEL_DIR)
+    # the model that scored (the approved one, see stages/score.py), not necessarily the newest
+    serving = read_json(paths.SERVING) if paths.SERVING.exists() else {}
+    estimator = estimator_of(serving.get("model_dir") or paths.MODEL_DIR)
 
     at_risk = rank_at_risk(predictions, top_n=int(params["export"]["top_n"]),
                            tiers=params["export"]["tiers"])

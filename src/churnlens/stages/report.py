@@ -43,7 +43,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
         train_summary=_optional_json(paths.TRAIN_SUMMARY),
         calibration=_optional_csv(paths.CALIBRATION),
         drift=read_drift(paths.DRIFT),
-        promotion=_optional_json(paths.PROMOTION),
+        promotion=with_serving(_optional_json(paths.PROMOTION), _optional_json(paths.SERVING)),
         history=_optional_json(paths.AT_RISK_HISTORY),
     )
     write_text(report.render_report(context), paths.WEEKLY_REPORT)
@@ -95,6 +95,13 @@ def read_scores(path: Path) -> pd.DataFrame:
     if missing:
         raise ChurnlensError(f"{path}: column '{missing[0]}' is missing")
     return pd.read_parquet(path, columns=[c for c in SCORE_COLUMNS if c in available])
+
+
+def with_serving(promotion: dict | None, serving: dict | None) -> dict | None:
+    """The train stage's promotion decision plus which model the score stage really used."""
+    if promotion is None and serving is None:
+        return None
+    return {**(promotion or {}), "serving": serving}
 
 
 def _required_json(path: Path, stage: str) -> dict[str, Any]:
