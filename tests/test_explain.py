@@ -57,3 +57,13 @@ def test_each_story_is_told_once():
     assert reasons.iloc[0].tolist() == [
         "no activity for 40 days", "1 support ticket open for 12+ days", None
     ]
+
+
+def test_inactivity_is_not_told_twice_by_usage_or_purchases():
+    contributions = pd.DataFrame({"days_since_last_activity": [0.9], "events_change_30d": [0.8],
+                                  "days_since_last_purchase": [0.7], "last_nps": [0.1]})
+    rows = pd.DataFrame({"days_since_last_activity": [29.0], "events_change_30d": [-1.0],
+                         "days_since_last_purchase": [29.0], "last_nps": [4]})
+    assert top_reasons(contributions, rows).iloc[0].tolist() == [
+        "no activity for 29 days", "last NPS answer 4/10 (detractor)", None
+    ]

@@ -1149,3 +1149,27 @@ def test_revenue_kpis_through_the_stage_outputs(sample_run):
         assert f"({window['days']} days)" in tile
     if kpis["current"]["ndr"] is not None and kpis["current"]["ndr"] < 1:
         assert "(better)" not in tile
+
+
+def test_reasons_support_the_actions_in_the_real_lists(sample_run):
+    """Issue 11.9 through the stage outputs: a ticket action shows a ticket; no story twice; the
+    CS part of the report speaks no model jargon nor internal notes."""
+
+    from churnlens.reasons import sentence_story
+
+    scores = pd.read_parquet(sample_run / "reports/scores.parquet")
+    idle = dict(zip(scores["customer_id"].astype(str), scores["days_since_last_activity"],
+                    strict=True))
+    for row in read_at_risk(sample_run) + read_win_back(sample_run):
+        reasons = [r for r in row["reasons"].split("; ") if r]
+        assert len(reasons) <= 3
+        if row["suggested_action"].startswith("Resolve the open support ticket"):
+            assert any("support ticket" in r and "open" in r for r in reasons), row
+        facts = {"days_since_last_activity": idle.get(row["customer_id"])}
+        stories = [sentence_story(r, facts) for r in reasons]
+        assert len(set(stories)) == len(stories), reasons
+    html = (sample_run / "reports/weekly_report.html").read_text(encoding="utf-8")
+    cs_part = html.split('<section id="model">', 1)[0]
+    cs_part = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", cs_part)
+    for word in ("Brier", "AUC", "ECE", "Note: ", "nps table"):
+        assert not re.search(rf"\b{word}", cs_part), word

@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 from churnlens.reasons import describe
 
 
@@ -82,3 +84,36 @@ def test_lifetime_features_read_as_plain_words():
     for name in feature_names([7, 30, 90, 180]):
         sentence = describe(name, samples)
         assert sentence is None or " = " not in sentence, name
+
+
+def test_absence_that_only_restates_inactivity_is_the_activity_story():
+    from churnlens.reasons import sentence_story, story
+
+    row = {"days_since_last_activity": 46, "days_since_last_purchase": 46,
+           "events_change_30d": -1.0, "purchases_30d": 0, "revenue_change_90d": -1.0}
+    for feature in ("days_since_last_purchase", "events_change_30d", "purchases_30d"):
+        sentence = describe(feature, row)
+        assert story(feature, sentence, row) == "activity" == sentence_story(sentence, row)
+    # 90 days without revenue is more than 46 days of inactivity: its own (purchases) story
+    assert story("revenue_change_90d", describe("revenue_change_90d", row), row) == "purchases"
+    assert story("events_change_30d", "usage down 62% vs previous 30 days", row) == "usage_trend"
+
+
+@pytest.mark.parametrize("feature,value", [
+    ("days_since_last_activity", 40), ("days_since_last_event", 12), ("events_change_30d", -0.5),
+    ("revenue_change_90d", -0.5), ("open_tickets", 2), ("oldest_open_ticket_days", 9),
+    ("is_trial", 1), ("events_first_14d", 0), ("events_first_14d", 2), ("last_nps", 3),
+    ("tenure_days", 40), ("inactive_flag", 1), ("purchases_total", 0), ("purchases_total", 2),
+    ("active_days_total", 3), ("events_total", 0), ("revenue_total", 0),
+    ("avg_days_between_purchases", 90), ("days_since_first_purchase", 20),
+    ("days_to_first_event", 9), ("events_7d", 0), ("events_30d", 3), ("active_days_30d", 2),
+    ("event_types_30d", 1), ("purchases_90d", 1), ("revenue_30d", 0), ("refunds_30d", 2),
+    ("tickets_30d", 2), ("segment", "pro"),
+])
+def test_sentence_story_agrees_with_the_feature_family(feature, value):
+    from churnlens.reasons import family, sentence_story
+
+    row = {feature: value, "days_since_last_activity": 1}
+    sentence = describe(feature, row)
+    assert sentence, feature
+    assert sentence_story(sentence, row) == family(feature), sentence

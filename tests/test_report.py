@@ -253,12 +253,13 @@ def test_null_kpi_shows_na_and_note(default_html):
     text = _text(default_html)
     nps_tile = text[text.index("Net Promoter Score"):]
     assert nps_tile.split("Net Promoter Score", 1)[1].strip().startswith("n/a")
-    assert "Note: no nps table" in nps_tile
+    assert "No survey answers in the data, so there is no NPS." in nps_tile
 
 
 def test_nps_with_value_but_no_previous(tmp_path, monkeypatch):
     text = _text(_render(tmp_path, monkeypatch, nps=31.0))
-    assert "+31" in text and "Previous period: no nps table." in text
+    assert "+31" in text
+    assert "Previous period: no survey answers in the data, so there is no NPS." in text
 
 
 def test_not_champion_and_drift_warnings(tmp_path, monkeypatch):

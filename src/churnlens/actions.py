@@ -7,13 +7,20 @@ customer by `customer_flags` from the scored table:
 * `open_ticket`: an open support ticket (`open_tickets > 0` in the scores, or the id is in
   `open_ticket_ids`, i.e. a ticket without `closed_at` in the validated tickets table);
 * `trial_not_activated`: a trial user (`is_trial`, or segment `trial` without that column)
-  with no product event in the first 14 days (`events_first_14d` 0 or missing), or with
-  `activated == False` when the scores carry such a column;
+  who has not taken to the product: no product event in the first 14 days (`events_first_14d`
+  0 or missing), or `activated == False` when the scores carry such a column, or going quiet
+  (no activity for `ONBOARDING_DAYS` days or more, but fewer than `inactive_days`: a trial idle
+  for 27 days gets onboarding, not "Nurture");
 * `inactive`: `days_since_last_activity >= inactive_days`;
 * `high_value`: `expected_revenue` above the `high_value_quantile` of the customers passed in
   (the export stage passes one list's population: the active customers for the at-risk list,
   the lapsed ones worth winning back, valued by `win_back_value`, for the win-back list);
 * `always`: every customer (the fall-back row; must be the last rule).
+
+The reasons shown next to an action must support it: `supporting_reasons` puts the fact of
+each condition that chose the action (`matched_conditions`) among a customer's three reasons
+("2 support tickets open for 40+ days", "trial user with no key action yet", "no activity for
+35 days", ...), replacing a reason that tells the same story, else the weakest one.
 
 Safety rule (checked by `parse_rules`): a customer with an open support ticket must never get a
 promotional action, so every rule up to and including the first plain `open_ticket` rule must
@@ -31,16 +38,19 @@ import numpy as np
 import pandas as pd
 
 from churnlens.errors import ChurnlensError
+from churnlens.reasons import describe, sentence_story
 
 OPEN_TICKET = "open_ticket"
 TRIAL_NOT_ACTIVATED = "trial_not_activated"
 INACTIVE = "inactive"
 HIGH_VALUE = "high_value"
 ALWAYS = "always"
+ONBOARDING_DAYS = 14  # the trial's activation window (`events_first_14d`), also "going quiet"
 
 CONDITIONS: dict[str, str] = {
     OPEN_TICKET: "has an open support ticket",
-    TRIAL_NOT_ACTIVATED: "trial user without product use in the first 14 days",
+    TRIAL_NOT_ACTIVATED: "trial user without product use in the first 14 days, or idle for 14 "
+                         "days or more but not yet `inactive`",
     INACTIVE: "no activity for `inactive_days` days or more",
     HIGH_VALUE: "expected revenue above the `high_value_quantile` of the list's population",
     ALWAYS: "every customer (fall-back)",
@@ -167,13 +177,13 @@ def customer_flags(
     if "activated" in scores:
         activated = scores["activated"]
         no_early_use = no_early_use | (activated.notna().to_numpy(bool) & ~_truthy(activated))
-    trial_not_activated = is_trial & no_early_use
-
     if "days_since_last_activity" in scores:
         days = _numeric(scores["days_since_last_activity"])
         inactive = (days >= float(inactive_days)).fillna(False).to_numpy(bool)
+        quiet = (days >= ONBOARDING_DAYS).fillna(False).to_numpy(bool) & ~inactive
     else:
-        inactive = np.zeros(len(scores), bool)
+        inactive = quiet = np.zeros(len(scores), bool)
+    trial_not_activated = is_trial & (no_early_use | quiet)
 
     if "expected_revenue" in scores and len(scores):
         revenue = _numeric(scores["expected_revenue"])
@@ -204,6 +214,104 @@ def assign_actions(flags: pd.DataFrame, rules: Sequence[Rule] | None = None) -> 
     return actions
 
 
+def matched_conditions(flags: pd.DataFrame, rules: Sequence[Rule] | None = None) -> pd.Series:
+    """The conditions of the rule that chose each row's action (`assign_actions`), without
+    `always`: the facts the action rests on (an empty tuple for the fall-back action)."""
+    rules = parse_rules(None) if rules is None else rules
+    chosen = pd.Series([None] * len(flags), index=flags.index, dtype="object")
+    for rule in rules:
+        match = np.logical_and.reduce([flags[name].to_numpy(bool) for name in rule.when])
+        free = chosen.isna().to_numpy(bool) & match
+        facts = tuple(name for name in rule.when if name != ALWAYS)
+        chosen[free] = [facts] * int(free.sum())
+    return chosen.map(lambda facts: facts if isinstance(facts, tuple) else ())
+
+
+def fact_reason(condition: str, row: Mapping[str, Any], *, inactive_days: float,
+                high_value_quantile: float) -> tuple[str, set[str]] | None:
+    """The reason sentence stating `condition` for this customer, with the stories it tells."""
+    idle = _number(row.get("days_since_last_activity"))
+    if condition == OPEN_TICKET:
+        sentence = (describe("open_tickets", row) or describe("oldest_open_ticket_days", row)
+                    if (_number(row.get("open_tickets")) or 0) >= 1
+                    else describe("oldest_open_ticket_days", row)
+                    if (_number(row.get("oldest_open_ticket_days")) or 0) >= 1
+                    else None)
+        return (sentence or "has an open support ticket"), {"support"}
+    if condition == TRIAL_NOT_ACTIVATED:
+        if idle is not None and ONBOARDING_DAYS <= idle < inactive_days and not _not_onboarded(row):
+            return f"trial user with no activity for {idle:.0f} days", {"plan", "activity"}
+        return "trial user with no key action yet", {"plan", "onboarding"}
+    if condition == INACTIVE:
+        sentence = describe("days_since_last_activity", row) if idle is not None else None
+        return (sentence or "inactive for a long time"), {"activity"}
+    if condition == HIGH_VALUE:
+        top = round(100 * (1 - high_value_quantile))
+        return (f"among the top {top}% of customers by expected revenue"), {"value"}
+    return None
+
+
+def _not_onboarded(row: Mapping[str, Any]) -> bool:
+    early = _number(row.get("events_first_14d"))
+    activated = row.get("activated")
+    if early is None or early <= 0:
+        return True
+    if activated is None or pd.isna(activated):
+        return False
+    return not bool(_truthy(pd.Series([activated]))[0])
+
+
+def _supported(condition: str, reasons: Sequence[str], row: Mapping[str, Any],
+               fact: str, *, inactive_days: float) -> bool:
+    """Whether the shown `reasons` already state the fact of `condition`."""
+    if fact in reasons:
+        return True
+    stories = [sentence_story(r, row) for r in reasons]
+    if condition == OPEN_TICKET:
+        return any(s == "support" and " open" in f" {r}" for r, s in zip(reasons, stories,
+                                                                          strict=True))
+    if condition == TRIAL_NOT_ACTIVATED:
+        trial = any("trial" in r for r in reasons)
+        if fact.startswith("trial user with no activity"):
+            idle = ("no activity for", "no product usage", "not active on any", "inactive for")
+            return trial and any(r.startswith(idle) for r in reasons)
+        return any("not onboarded" in r for r in reasons) or (
+            trial and any(r.startswith("no product use in the first") for r in reasons))
+    if condition == INACTIVE:
+        return any(r.startswith(("inactive for", "no activity for")) for r in reasons)
+    return False
+
+
+def supporting_reasons(reasons: Sequence[Any], conditions: Sequence[str],
+                       row: Mapping[str, Any], *, inactive_days: float,
+                       high_value_quantile: float, k: int = 3) -> list[str]:
+    """`reasons` (strongest first; blanks dropped) so that the fact of every condition in
+    `conditions` is among them: a missing fact replaces the reasons that tell its story (at the
+    first one's place), else goes first and the weakest reason is dropped. A reason repeating
+    the story of a stronger one is dropped too. At most `k`."""
+    shown: list[str] = []
+    told: set[str] = set()
+    for reason in reasons:  # each story once (older explain outputs may repeat one)
+        text = "" if reason is None or pd.isna(reason) else str(reason).strip()
+        told_by = sentence_story(text, row)
+        if text and (told_by not in told or told_by == "other"):
+            shown.append(text)
+            told.add(told_by)
+    for condition in reversed(list(conditions)):
+        found = fact_reason(condition, row, inactive_days=inactive_days,
+                            high_value_quantile=high_value_quantile)
+        if found is None:
+            continue
+        fact, stories = found
+        if _supported(condition, shown, row, fact, inactive_days=inactive_days):
+            continue
+        same = [i for i, r in enumerate(shown) if sentence_story(r, row) in stories]
+        at = same[0] if same else 0
+        shown = [r for i, r in enumerate(shown) if i not in same]
+        shown.insert(min(at, len(shown)), fact)
+    return shown[:k]
+
+
 def suggest_actions(
     scores: pd.DataFrame,
     *,
@@ -220,6 +328,11 @@ def suggest_actions(
         open_ticket_ids=open_ticket_ids,
     )
     return assign_actions(flags, rules)
+
+
+def _number(value: Any) -> float | None:
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return None if pd.isna(number) else float(number)
 
 
 def _numeric(values: pd.Series) -> pd.Series:

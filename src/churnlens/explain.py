@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.model import booster_of
-from churnlens.reasons import describe, family
+from churnlens.reasons import describe, story
 
 N_REASONS = 3
 REASON_COLUMNS = [f"reason_{i}" for i in range(1, N_REASONS + 1)]
@@ -47,7 +47,9 @@ def top_reasons(contributions: pd.DataFrame, features: pd.DataFrame,
                 k: int = N_REASONS) -> pd.DataFrame:
     """The `k` strongest risk-raising contributions of each row as sentences (None if fewer).
 
-    Each story (activity, purchases, support, ...) is told once, by its strongest feature.
+    Each story (activity, purchases, support, ...) is told once, by its strongest feature; a
+    sentence that only restates inactivity ("no purchase for 46 days" after "no activity for 46
+    days", "usage down 100%") counts as the activity story (`churnlens.reasons.story`).
     """
     names = np.asarray(contributions.columns)
     values = contributions.to_numpy()
@@ -60,11 +62,14 @@ def top_reasons(contributions: pd.DataFrame, features: pd.DataFrame,
         for j in order[i]:
             if values[i, j] <= 0 or len(sentences) == k:
                 break
-            story = family(str(names[j]))
-            sentence = None if story in told else describe(str(names[j]), row)
-            if sentence:
+            feature = str(names[j])
+            sentence = describe(feature, row)
+            if not sentence:
+                continue
+            told_by = story(feature, sentence, row)
+            if told_by not in told:
                 sentences.append(sentence)
-                told.add(story)
+                told.add(told_by)
         rows.append(sentences + [None] * (k - len(sentences)))
     return pd.DataFrame(rows, columns=REASON_COLUMNS[:k], index=features.index, dtype="object")
 

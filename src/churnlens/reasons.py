@@ -161,6 +161,60 @@ def family(feature: str) -> str:
     return _FAMILY_OF.get(base, feature)
 
 
+# Sentences that say "nothing for the last N days": when the customer has had no activity at
+# all for N days or more, they repeat the activity story ("no activity for 46 days" and "no
+# purchase for 46 days" are one fact), and a 100 % usage drop is "no usage lately" (activity).
+_ABSENCE = re.compile(
+    r"^no purchase for (?P<a>\d+) days|^no purchase in the last (?P<b>\d+) days"
+    r"|^no net revenue in the last (?P<c>\d+) days|^revenue down 100% vs previous (?P<d>\d+) days"
+)
+_USAGE_GONE = re.compile(r"^usage down 100% ")
+
+# Story of a sentence from its text (the export stage sees sentences, not features). First
+# match wins; `tests/test_reasons.py` checks these agree with `FAMILIES` for every template.
+SENTENCE_STORIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (story, re.compile(pattern)) for story, pattern in (
+        ("support", r"support ticket"),
+        ("plan", r"trial|^on the '.*' plan$"),
+        ("onboarding", r"first 14 days|to first use the product"),
+        ("activity", r"^no activity for|^no product usage|active on|^used only|^inactive for"
+                     r"|^has never used the product|usage events?\b|active days?\b"),
+        ("usage_trend", r"^usage down"),
+        ("satisfaction", r"\bNPS\b"),
+        ("lifecycle", r"^customer for only"),
+        ("value", r"by expected revenue"),
+        ("purchases", r"purchase|revenue|refund|^buys "),
+    )
+)
+
+
+def _refined(story: str, sentence: str, row: Row) -> str:
+    """`story`, or "activity" when the sentence only restates the customer's inactivity."""
+    if _USAGE_GONE.match(sentence):
+        return "activity"
+    absence = _ABSENCE.match(sentence)
+    idle = _num(row.get("days_since_last_activity"))
+    if absence and idle is not None:
+        span = next(int(v) for v in absence.groupdict().values() if v is not None)
+        if idle >= span:
+            return "activity"
+    return story
+
+
+def story(feature: str, sentence: str, row: Row) -> str:
+    """The story `sentence` (from `describe(feature, row)`) tells: the feature's family, except
+    that a sentence restating the customer's inactivity tells the activity story."""
+    return _refined(family(feature), sentence, row)
+
+
+def sentence_story(sentence: str, row: Row | None = None) -> str:
+    """The story of a reason sentence from its text (`SENTENCE_STORIES`; "other" if unknown),
+    refined like `story` with the customer's `days_since_last_activity` when `row` has it."""
+    text = str(sentence).strip()
+    base = next((name for name, pattern in SENTENCE_STORIES if pattern.search(text)), "other")
+    return _refined(base, text, row or {})
+
+
 def describe(feature: str, row: Row) -> str | None:
     """Sentence for `feature` of this customer's row, or None if it tells no risk story."""
     raw = row.get(feature)

@@ -223,6 +223,24 @@ def _kpi_note(notes: Any, scope: str, key: str) -> str | None:
     return None
 
 
+# kpis.json notes in the words of a CS reader (the notes name tables and formulas).
+PLAIN_NOTES = {
+    "no nps table": "no survey answers in the data, so there is no NPS",
+    "no answers in period": "nobody answered the survey in this period",
+    "no customers at the start of the period": "there were no customers at the start of the "
+                                               "period",
+    "no purchases in the period": "nobody bought anything in this period",
+}
+
+
+def plain_note(note: str | None) -> str | None:
+    """A KPI note in plain words (`PLAIN_NOTES`; other notes as written, capitalised)."""
+    if not note:
+        return note
+    text = str(note).strip().rstrip(".")
+    return capitalise(PLAIN_NOTES.get(text.lower(), text)) + "."
+
+
 def kpi_tiles(kpis: Mapping[str, Any], crr_target: Any = None, currency: str = "") -> list[dict]:
     """One tile per KPI in `KPI_TILES`: value, delta vs the previous period, target, note."""
     current = kpis.get("current") or {}
@@ -270,10 +288,12 @@ def kpi_tiles(kpis: Mapping[str, Any], crr_target: Any = None, currency: str = "
             tile["delta"] = Delta(delta.text, delta.arrow, "neutral",
                                   f"up, still below {format_percent(spec.par, 0)}")
         if _number(value) is None:
-            tile["note"] = _kpi_note(notes, "current", spec.key) or "Could not be computed."
+            tile["note"] = plain_note(_kpi_note(notes, "current", spec.key)
+                                      or "Could not be computed.")
         elif _number(previous.get(spec.key)) is None:
             reason = _kpi_note(notes, "previous", spec.key)
-            tile["note"] = f"Previous period: {reason}." if reason else None
+            tile["note"] = (f"Previous period: {plain_note(reason)[0].lower()}"
+                            f"{plain_note(reason)[1:]}" if reason else None)
         if spec.key == "crr" and target is not None:
             number = _number(value)
             met = None if number is None else number >= target

@@ -69,8 +69,9 @@ def run(params_path: str | Path = "params.yaml") -> None:
                             strict=True))
         contacts = contacts.assign(customer_id=pseudonymise(contacts["customer_id"], salt))
 
+    actions, reasons = suggest(scores[active], settings, open_ids)
     at_risk = export.build_at_risk(
-        scores, suggest(scores[active], settings, open_ids), top_n=settings["top_n"],
+        with_reasons(scores, reasons), actions, top_n=settings["top_n"],
         tiers=settings["tiers"], contacts=contacts,
     )
     write_list(at_risk, paths.AT_RISK, real_ids)
@@ -86,9 +87,9 @@ def run(params_path: str | Path = "params.yaml") -> None:
     candidates = lapsed[(export.return_value(lapsed) > 0).to_numpy(bool)]
     if export.WIN_BACK_VALUE in candidates:
         candidates = candidates.assign(expected_revenue=candidates[export.WIN_BACK_VALUE])
+    actions, reasons = suggest(candidates, settings, open_ids)
     win_back = export.build_win_back(
-        scores, suggest(candidates, settings, open_ids), top_n=settings["top_n"],
-        contacts=contacts,
+        with_reasons(scores, reasons), actions, top_n=settings["top_n"], contacts=contacts,
     )
     write_list(win_back, WIN_BACK, real_ids)
     log.info(
@@ -134,16 +135,44 @@ def with_activity(scores: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
     return scores.assign(**{export.ACTIVE: active_customers(scores, horizon_days)})
 
 
-def suggest(scores: pd.DataFrame, settings: dict[str, Any], open_ids: set[str]) -> pd.Series:
+def suggest(scores: pd.DataFrame, settings: dict[str, Any],
+            open_ids: set[str]) -> tuple[pd.Series, pd.DataFrame]:
     """The suggested action of each customer in `scores` (which is also the population of the
-    high-value quantile)."""
-    return act.suggest_actions(
+    high-value quantile), and `reason_1..3` that support it: the fact each action rests on
+    (open ticket, trial not activated, inactive, high value) is among the reasons
+    (`churnlens.actions.supporting_reasons`)."""
+    flags = act.customer_flags(
         scores,
         inactive_days=settings["inactive_days"],
         high_value_quantile=settings["high_value_quantile"],
         open_ticket_ids=open_ids,
-        rules=settings["rules"],
     )
+    actions = act.assign_actions(flags, settings["rules"])
+    conditions = act.matched_conditions(flags, settings["rules"])
+    present = [c for c in export.REASON_COLUMNS if c in scores]
+    rows = scores.to_dict("records")
+    fixed = [
+        act.supporting_reasons([row.get(c) for c in present], facts, row,
+                               inactive_days=settings["inactive_days"],
+                               high_value_quantile=settings["high_value_quantile"],
+                               k=len(export.REASON_COLUMNS))
+        for row, facts in zip(rows, conditions, strict=True)
+    ]
+    reasons = pd.DataFrame([r + [None] * (len(export.REASON_COLUMNS) - len(r)) for r in fixed],
+                           columns=list(export.REASON_COLUMNS), index=scores.index,
+                           dtype="object")
+    return actions, reasons
+
+
+def with_reasons(scores: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
+    """`scores` whose `reason_1..3` are replaced by `reasons` on `reasons`' rows."""
+    out = scores.copy()
+    for column in reasons.columns:
+        base = out[column].astype("object") if column in out else pd.Series(
+            None, index=out.index, dtype="object")
+        base.loc[reasons.index] = reasons[column]
+        out[column] = base
+    return out
 
 
 def write_list(table: pd.DataFrame, path: Path, real_ids: dict[str, str] | None) -> None:
