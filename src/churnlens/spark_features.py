@@ -210,6 +210,24 @@ def data_day_range(spark: SparkSession) -> tuple[date | None, date | None]:
             None if last is None else from_epoch_day(last))
 
 
+def daily_rows(spark: SparkSession) -> list[tuple[date, int]]:
+    """(day, event + transaction rows) per day with rows, ascending: the same SQL as the DuckDB
+    runner's `features.daily_rows`, for the default as_of (`snapshot.complete_as_of`)."""
+    rows = spark.sql(
+        "SELECT day_n, COUNT(*) AS n FROM (SELECT day_n FROM cl_events "
+        "UNION ALL SELECT day_n FROM cl_transactions) u GROUP BY day_n ORDER BY day_n"
+    ).collect()
+    return [(from_epoch_day(d), int(n)) for d, n in rows]
+
+
+def last_timestamp(spark: SparkSession) -> str | None:
+    """The last event/transaction timestamp (ISO, naive UTC) of the source views, or None."""
+    parts = [f"SELECT MAX(CAST(`timestamp` AS TIMESTAMP)) AS ts FROM {SOURCE_PREFIX}{table}"
+             for table in ("events", "transactions")]
+    value = spark.sql(f"SELECT MAX(ts) FROM ({' UNION ALL '.join(parts)}) t").collect()[0][0]
+    return None if value is None else pd.Timestamp(value).isoformat()
+
+
 # --- the steps ------------------------------------------------------------------------------------
 
 def _drop_view(spark: SparkSession, name: str) -> None:
@@ -417,7 +435,8 @@ def run_stage(
     try:
         register_tables(spark, interim_paths(source))
         first_day, last_day = data_day_range(spark)
-        snap = plan_for_stage(cfg, first_day, last_day, log)
+        snap = plan_for_stage(cfg, first_day, last_day, log, daily_rows=daily_rows(spark),
+                              last_timestamp=last_timestamp(spark))
         rows = build_feature_rows(
             spark, cutoffs=[*snap.labelled, snap.as_of], as_of=snap.as_of,
             horizon_days=cfg["horizon_days"], definition=cfg["definition"],
