@@ -173,7 +173,10 @@ def _project(tmp_path: Path, *, optional=True, nps=None, at_risk_rows=None, scor
         promotion = promotion or {"is_champion": True, "reason": "no champion yet"}
         drift = drift or _drift({"events_30d": {"psi": 0.05, "flag": False}})
     if promotion is not None:
+        serving = promotion.pop("serving", None)
         (reports / "promotion.json").write_text(json.dumps(promotion))
+        if serving is not None:  # written by the score stage in a real run
+            (reports / "serving.json").write_text(json.dumps(serving))
     if drift is not None:
         (reports / "drift.json").write_text(json.dumps(drift))
     if history is not None:
@@ -262,13 +265,23 @@ def test_nps_with_value_but_no_previous(tmp_path, monkeypatch):
     assert "Previous period: no survey answers in the data, so there is no NPS." in text
 
 
+def test_a_new_model_waiting_for_approval_is_said_in_plain_words(tmp_path, monkeypatch):
+    promotion = {"is_champion": False, "version": "7", "reason": "worse than the champion on AUC",
+                 "serving": {"waiting_for_approval": True, "champion_version": "6"}}
+    text = _text(_render(tmp_path, monkeypatch, promotion=promotion))
+    assert "A new model (version 7) is waiting for approval." in text
+    assert "come from the approved model (version 6)" in text and "churnlens promote 7" in text
+    assert "AUC" not in text[:text.index("About the model")]
+
+
 def test_not_champion_and_drift_warnings(tmp_path, monkeypatch):
     html = _render(tmp_path, monkeypatch,
                    promotion={"is_champion": False, "reason": "worse than the champion on AUC"},
                    drift=_drift({"events_30d": {"psi": 0.31, "flag": True},
                                  "tenure_days": {"psi": 0.05, "flag": False}}, 0.25))
     text = _text(html)
-    assert 'id="not-champion"' in html and "worse than the champion on AUC" in text
+    assert 'id="not-champion"' in html and "could not score this week's data" in text
+    assert "AUC" not in text[:text.index("About the model")]  # no jargon for CS readers
     assert 'id="drift"' in html and "Product events (last 30 days)" in text and "0.31" in text
     assert "for 1 of its inputs (stability index PSI above 0.25)" in text
 
