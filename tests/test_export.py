@@ -422,3 +422,18 @@ def test_segment_comes_from_interim_customers_when_scores_lack_it(tmp_path, monk
     export_stage.run("params.yaml")
     rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
     assert [r["segment"] for r in rows] == ["gold", "silver", ""]
+
+
+@pytest.mark.parametrize("encoding,delimiter", [("cp1252", ";"), ("utf-16", ","),
+                                                ("utf-8-sig", ";")])
+def test_contacts_are_read_like_validation_reads_the_file(tmp_path, encoding, delimiter):
+    """Issue 12: a cp1252, UTF-16 or semicolon customers file passed validation and then
+    crashed export (plain `pd.read_csv`). One reader for both."""
+    from churnlens.stages.export import read_contacts
+
+    text = (f"customer_id{delimiter}signup_date{delimiter}email{delimiter}name\n"
+            f"007{delimiter}2025-01-01{delimiter}zoe@example.com{delimiter}Zoë Müller\n"
+            f"008{delimiter}2025-01-02{delimiter}{delimiter}\n")
+    (tmp_path / "customers.csv").write_bytes(text.encode(encoding))
+    contacts = read_contacts(tmp_path).set_index("customer_id")["contact"].to_dict()
+    assert contacts == {"007": "Zoë Müller <zoe@example.com>", "008": ""}

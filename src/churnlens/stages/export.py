@@ -246,6 +246,28 @@ def open_ticket_ids(path: Path) -> set[str]:
     return set(tickets.loc[open_rows, "customer_id"].astype("string").dropna())
 
 
+def _read_contact_columns(path: Path) -> pd.DataFrame:
+    """The id, e-mail and name columns as text, read by the same reader validation uses (the
+    encoding, delimiter and BOM it detected; malformed rows left out, as validation does)."""
+    from churnlens.readers import (
+        ROW_ERROR_COLUMN,
+        ROW_POSITION_COLUMN,
+        RowParserNeeded,
+        open_table,
+        read_table,
+    )
+
+    try:
+        frame = read_table(path, CONTACT_COLUMNS).frame
+    except RowParserNeeded:
+        frame = next(open_table(path, CONTACT_COLUMNS, row_parser=True).frames)
+    if ROW_ERROR_COLUMN in frame:
+        frame = frame[frame[ROW_ERROR_COLUMN].isna()]
+    frame = frame.drop(columns=[c for c in (ROW_ERROR_COLUMN, ROW_POSITION_COLUMN)
+                                if c in frame])
+    return frame.astype("string").fillna("")
+
+
 def read_contacts(raw_dir: str | Path) -> pd.DataFrame | None:
     """`customer_id`, `contact` from the raw customers file (contact "" without an e-mail column).
 
@@ -255,21 +277,7 @@ def read_contacts(raw_dir: str | Path) -> pd.DataFrame | None:
     if path is None:
         log.warning("no customers file in %s: the contact column stays empty", raw_dir)
         return None
-    if path.suffix == ".csv":
-        raw = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            encoding="utf-8-sig",
-            usecols=lambda c: str(c).strip().lower() in CONTACT_COLUMNS,
-        )
-    else:
-        import pyarrow.parquet as pq
-
-        names = pq.read_schema(path).names
-        wanted = [n for n in names if n.strip().lower() in CONTACT_COLUMNS]
-        raw = pd.read_parquet(path, columns=wanted)
-        raw = raw.astype("string")
+    raw = _read_contact_columns(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     if "customer_id" not in raw:
         raise InputFileError(str(path), "customer_id", "column is required")
