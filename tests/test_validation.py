@@ -582,3 +582,18 @@ def test_today_is_injectable_by_environment(monkeypatch):
     customers = pd.DataFrame({"customer_id": ["C1"], "signup_date": ["2099-01-01"],
                               "cancel_date": ["2099-02-01"]})
     assert validate_table("customers", customers).report["rows_accepted"] == 1
+
+
+def test_an_email_shifted_into_segment_or_country_is_quarantined_not_a_feature():
+    """Issue 12: a row with missing fields put the e-mail into `segment` and the name into
+    `country`; the e-mail then reached features, scores, kpis.json, the model and MLflow."""
+    raw = pd.DataFrame({"customer_id": ["a", "b", "c"],
+                        "signup_date": ["2025-01-01", "2025-01-02", "2025-01-03"],
+                        "segment": ["pro", "zoe@example.com", "basic"],
+                        "country": ["DE", "FR", "bob.smith@mail.example.org"]})
+    result = validate_table("customers", raw)
+    assert result.accepted["customer_id"].tolist() == ["a"]
+    reasons = dict(zip(result.quarantined["customer_id"], result.quarantined["reason"],
+                       strict=True))
+    assert reasons == {"b": "email_in_segment", "c": "email_in_country"}
+    assert "@" not in result.accepted.to_string()

@@ -45,7 +45,9 @@ date such as Feb 30, or year outside 1990-2100, any date/timestamp column),
 `non_integer_quantity`, `negative_quantity`, `non_finite_quantity`, `quantity_out_of_range`
 (> 1e9), `score_out_of_range` (nps score not an integer 0-10), `timestamp_in_future` (a
 timestamp -- not a date -- on a UTC day after today, see `today()`), `cancel_before_signup`,
-`closed_before_opened`, `duplicate_row`, `duplicate_customer_id_conflict`, `unknown_customer`.
+`closed_before_opened`, `duplicate_row`, `duplicate_customer_id_conflict`, `unknown_customer`,
+`email_in_segment` / `email_in_country` (a value that looks like an e-mail address: personal
+data shifted into a plain column, e.g. by a row with missing fields; it never becomes a feature).
 
 Decisions
 ---------
@@ -194,6 +196,13 @@ def _integral(s: pd.Series) -> pd.Series:
 
 
 _CUSTOMER_ID = Col("customer_id", "id", required=True, nullable=False)
+_EMAIL_LIKE = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"
+
+
+def _no_email(s: pd.Series) -> pd.Series:
+    """True where a text value does not look like an e-mail address (personal data that a
+    row with missing fields would shift into a plain column, e.g. `segment`)."""
+    return ~s.astype("string").str.contains(_EMAIL_LIKE, regex=True, na=False).astype(bool)
 
 TABLES: dict[str, TableSpec] = {
     "customers": TableSpec(
@@ -202,8 +211,8 @@ TABLES: dict[str, TableSpec] = {
         columns=(
             _CUSTOMER_ID,
             Col("signup_date", "date", required=True, nullable=False),
-            Col("segment", "text"),
-            Col("country", "text"),
+            Col("segment", "text", checks=(("email_in_segment", _no_email),)),
+            Col("country", "text", checks=(("email_in_country", _no_email),)),
             Col("cancel_date", "date"),
         ),
         row_checks=(("cancel_before_signup", lambda d: ~(d["cancel_date"] < d["signup_date"])),),
