@@ -123,19 +123,26 @@ def rank_at_risk(scores: pd.DataFrame, *, top_n: int, tiers: Iterable[str]) -> p
     allowed = {str(t).strip().lower() for t in tiers}
     tier = scores["risk_tier"].astype("string").str.strip().str.lower()
     keep = tier.isin(allowed).fillna(False).to_numpy(bool) & active_mask(scores)
-    chosen = scores[keep].copy()
-    chosen["_erar"] = pd.to_numeric(chosen["expected_revenue_at_risk"], errors="coerce")
-    chosen["_prob"] = pd.to_numeric(chosen["churn_probability"], errors="coerce")
-    chosen["_id"] = chosen["customer_id"].astype("string")
-    chosen = chosen.sort_values(
-        ["_erar", "_prob", "_id"],
+    chosen = scores[keep]
+    return _ranked(chosen, pd.to_numeric(chosen["expected_revenue_at_risk"], errors="coerce"),
+                   pd.to_numeric(chosen["churn_probability"], errors="coerce"), top_n)
+
+
+def _ranked(chosen: pd.DataFrame, first: pd.Series, second: pd.Series | float,
+            top_n: int) -> pd.DataFrame:
+    """`chosen` by `first`, then `second` (both highest first, missing last), then
+    `customer_id`; cut to `top_n`, with a 1-based `rank` column (index kept)."""
+    order = chosen.assign(_first=first, _second=second,
+                          _id=chosen["customer_id"].astype("string"))
+    order = order.sort_values(
+        ["_first", "_second", "_id"],
         ascending=[False, False, True],
         na_position="last",
         kind="mergesort",
     ).head(max(int(top_n), 0))
-    chosen = chosen.drop(columns=["_erar", "_prob", "_id"])
-    chosen.insert(0, "rank", range(1, len(chosen) + 1))
-    return chosen
+    order = order.drop(columns=["_first", "_second", "_id"])
+    order.insert(0, "rank", range(1, len(order) + 1))
+    return order
 
 
 def return_value(scores: pd.DataFrame) -> pd.Series:
@@ -158,18 +165,9 @@ def rank_win_back(scores: pd.DataFrame, *, top_n: int) -> pd.DataFrame:
     ranking = return_value(scores)
     chosen = scores[~active_mask(scores) & (ranking > 0).to_numpy(bool)].copy()
     chosen["expected_revenue_at_risk"] = ranking[chosen.index]
-    chosen["_value"] = (pd.to_numeric(chosen[WIN_BACK_VALUE], errors="coerce")
-                        if WIN_BACK_VALUE in chosen else 0.0)
-    chosen["_id"] = chosen["customer_id"].astype("string")
-    chosen = chosen.sort_values(
-        ["expected_revenue_at_risk", "_value", "_id"],
-        ascending=[False, False, True],
-        na_position="last",
-        kind="mergesort",
-    ).head(max(int(top_n), 0))
-    chosen = chosen.drop(columns=["_value", "_id"])
-    chosen.insert(0, "rank", range(1, len(chosen) + 1))
-    return chosen
+    value = (pd.to_numeric(chosen[WIN_BACK_VALUE], errors="coerce")
+             if WIN_BACK_VALUE in chosen else 0.0)
+    return _ranked(chosen, chosen["expected_revenue_at_risk"], value, top_n)
 
 
 def lapse_reasons(ranked: pd.DataFrame) -> pd.Series:

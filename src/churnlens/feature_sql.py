@@ -174,6 +174,16 @@ SELECT MIN(first_day) AS first_day, MAX(last_day) AS last_day FROM (
 ) b"""
 
 
+def daily_rows_sql() -> str:
+    """(day_n, n): event + transaction rows per day with rows, ascending (for the default as_of,
+    `snapshot.complete_as_of`)."""
+    return """
+SELECT day_n, COUNT(*) AS n FROM (
+  SELECT day_n FROM cl_events UNION ALL SELECT day_n FROM cl_transactions
+) u
+GROUP BY day_n ORDER BY day_n"""
+
+
 def check_windows(windows: Sequence[int]) -> list[int]:
     """Sorted distinct positive look-back windows (days)."""
     try:

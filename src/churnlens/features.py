@@ -115,10 +115,7 @@ def data_day_range(con: duckdb.DuckDBPyConnection) -> tuple[date | None, date | 
 def daily_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[date, int]]:
     """(day, event + transaction rows) for every day with rows, ascending (for the default as_of,
     `snapshot.complete_as_of`). Needs the staging views (`register_tables`)."""
-    rows = con.execute(
-        "SELECT day_n, COUNT(*) FROM (SELECT day_n FROM cl_events "
-        "UNION ALL SELECT day_n FROM cl_transactions) GROUP BY day_n ORDER BY day_n"
-    ).fetchall()
+    rows = con.execute(feature_sql.daily_rows_sql()).fetchall()
     return [(from_epoch_day(d), int(n)) for d, n in rows]
 
 

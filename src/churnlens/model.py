@@ -346,11 +346,18 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
         """The uncalibrated blended log-odds (only the side with weight > 0 is computed)."""
         w = self.blend_weight_
-        score = np.zeros(len(X), dtype=float)
+        return self._blend(self.tree_score(X) if w > 0 else None,
+                           self.linear_.decision_function(X) if w < 1 else None, len(X))
+
+    def _blend(self, tree: np.ndarray | None, linear: np.ndarray | None,
+               n: int) -> np.ndarray:
+        """`w * tree + (1 - w) * linear` over `n` rows, leaving out a side whose weight is 0."""
+        w = self.blend_weight_
+        score = np.zeros(n, dtype=float)
         if w > 0:
-            score += w * self.tree_score(X)
+            score += w * tree
         if w < 1:
-            score += (1.0 - w) * self.linear_.decision_function(X)
+            score += (1.0 - w) * linear
         return score
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -367,9 +374,21 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
 
     def candidate_proba(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """Calibrated churn probability of each candidate alone: LightGBM and logistic."""
-        return {"lightgbm": np.clip(self.tree_calibrator_.predict(self.tree_score(X)),
-                                    PROBA_CLIP, 1.0 - PROBA_CLIP),
+        return {"lightgbm": self._tree_proba(self.tree_score(X)),
                 "logistic": self.linear_.predict_proba(X)[:, 1]}
+
+    def evaluation_proba(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """What the evaluation reports, with LightGBM and the logistic side predicted once:
+        the shipped `model`, its `uncalibrated` blend and `lightgbm` alone."""
+        tree = self.tree_score(X)
+        linear = self.linear_.decision_function(X) if self.blend_weight_ < 1 else None
+        blend = self._blend(tree, linear, len(X))
+        return {"model": np.clip(self.calibrator_.predict(blend), PROBA_CLIP, 1.0 - PROBA_CLIP),
+                "uncalibrated": 1.0 / (1.0 + np.exp(-blend)),
+                "lightgbm": self._tree_proba(tree)}
+
+    def _tree_proba(self, tree: np.ndarray) -> np.ndarray:
+        return np.clip(self.tree_calibrator_.predict(tree), PROBA_CLIP, 1.0 - PROBA_CLIP)
 
     def predict_proba_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
         return _two_columns(1.0 / (1.0 + np.exp(-self.raw_score(X))))

@@ -292,8 +292,8 @@ def kpi_tiles(kpis: Mapping[str, Any], crr_target: Any = None, currency: str = "
                                       or "Could not be computed.")
         elif _number(previous.get(spec.key)) is None:
             reason = _kpi_note(notes, "previous", spec.key)
-            tile["note"] = (f"Previous period: {plain_note(reason)[0].lower()}"
-                            f"{plain_note(reason)[1:]}" if reason else None)
+            plain = plain_note(reason)
+            tile["note"] = f"Previous period: {plain[0].lower()}{plain[1:]}" if reason else None
         if spec.key == "crr" and target is not None:
             number = _number(value)
             met = None if number is None else number >= target

@@ -211,12 +211,9 @@ def data_day_range(spark: SparkSession) -> tuple[date | None, date | None]:
 
 
 def daily_rows(spark: SparkSession) -> list[tuple[date, int]]:
-    """(day, event + transaction rows) per day with rows, ascending: the same SQL as the DuckDB
-    runner's `features.daily_rows`, for the default as_of (`snapshot.complete_as_of`)."""
-    rows = spark.sql(
-        "SELECT day_n, COUNT(*) AS n FROM (SELECT day_n FROM cl_events "
-        "UNION ALL SELECT day_n FROM cl_transactions) u GROUP BY day_n ORDER BY day_n"
-    ).collect()
+    """(day, event + transaction rows) per day with rows, ascending: the DuckDB runner's SQL
+    (`feature_sql.daily_rows_sql`), for the default as_of (`snapshot.complete_as_of`)."""
+    rows = spark.sql(feature_sql.daily_rows_sql()).collect()
     return [(from_epoch_day(d), int(n)) for d, n in rows]
 
 

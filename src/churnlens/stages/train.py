@@ -104,9 +104,7 @@ def fit_model(rows: pd.DataFrame, columns: list[str], cfg: dict[str, Any],
 
 def predict_all(model: ChurnClassifier, baselines: dict, frame: pd.DataFrame,
                 columns: list[str]) -> dict[str, np.ndarray]:
-    preds = {"model": model.predict_proba(frame[columns])[:, 1],
-             "uncalibrated": model.predict_proba_uncalibrated(frame[columns])[:, 1],
-             "lightgbm": model.candidate_proba(frame[columns])["lightgbm"]}
+    preds = model.evaluation_proba(frame[columns])
     preds.update({name: est.predict_proba(frame)[:, 1] for name, est in baselines.items()})
     return preds
 
