@@ -43,8 +43,10 @@ def trained_model(promotion: dict, reason: str) -> dict[str, Any]:
             "champion_version": None, "waiting_for_approval": False, "reason": reason}
 
 
-def resolve_serving_model(promotion: dict, features: pd.DataFrame) -> dict[str, Any]:
-    """Which model scores: the registry's champion for this data source, else the new model."""
+def resolve_serving_model(promotion: dict, features: pd.DataFrame,
+                          target: Path = paths.SERVING_MODEL_DIR) -> dict[str, Any]:
+    """Which model scores: the registry's champion for this data source (fetched into `target`),
+    else the new model."""
     from churnlens import tracking
     from churnlens.packaging import feature_columns_of
 
@@ -63,9 +65,9 @@ def resolve_serving_model(promotion: dict, features: pd.DataFrame) -> dict[str, 
     if champion == new:
         return {**trained_model(promotion, "the new model is the approved model"),
                 "scored_by": "approved model", "champion_version": champion}
-    shutil.rmtree(paths.SERVING_MODEL_DIR, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
     try:
-        model_dir = tracking.download_model_version(name, champion, paths.SERVING_MODEL_DIR)
+        model_dir = tracking.download_model_version(name, champion, target)
         check_feature_schema(feature_columns_of(model_dir), features, model_dir)
     except Exception as err:
         log.warning("approved model v%s cannot score today's features (%s): scoring with the "
