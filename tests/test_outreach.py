@@ -1,0 +1,204 @@
+"""Control groups and measured effects (churnlens.outreach): reproducible, stratified, sticky
+holdout; the interval of the measured effect covers a known simulated effect at about its
+nominal rate; plain sentences."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnlens import outreach
+from churnlens.outreach import (
+    CONTROL_ACTION,
+    assign_holdout,
+    measure_effect,
+    newcombe_interval,
+    plain_sentence,
+)
+
+ACTIONS = ("Onboarding call", "Reactivation campaign", "Nurture")
+
+
+def _list(n=300, prefix="c", seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "customer_id": [f"{prefix}{i:04d}" for i in range(n)],
+        "risk_tier": rng.choice(["high", "medium"], n),
+        "suggested_action": rng.choice(ACTIONS, n),
+        "expected_revenue": rng.uniform(50, 500, n).round(2),
+    })
+
+
+def _assign(at_risk, previous=None, list_date="2026-03-02", share=0.2, seed=7, source="s1"):
+    return assign_holdout(at_risk, share, seed, previous, list_date, 90, source=source,
+                          value_column="expected_revenue")
+
+
+def test_holdout_is_reproducible_and_depends_on_seed_source_and_date():
+    at_risk = _list()
+    first = _assign(at_risk)
+    assert first["holdout"].equals(_assign(at_risk)["holdout"])
+    # the order of the list does not matter either
+    shuffled = _assign(at_risk.sample(frac=1, random_state=3))
+    assert shuffled["holdout"].sort_index().equals(first["holdout"])
+    for other in (_assign(at_risk, seed=8), _assign(at_risk, source="s2"),
+                  _assign(at_risk, list_date="2026-03-09")):
+        assert not other["holdout"].equals(first["holdout"])
+
+
+def test_holdout_is_stratified_by_tier_and_action():
+    at_risk = _list(600)
+    arms = _assign(at_risk, share=0.1)
+    for _, group in arms.groupby(["tier", "action"]):
+        expected = 0.1 * len(group)
+        assert math.floor(expected) <= group["holdout"].sum() <= math.ceil(expected)
+    assert set(arms["action"]) == set(ACTIONS)  # the would-be action is kept for measurement
+
+
+def test_every_customer_has_the_same_chance_whatever_the_stratum():
+    # a stratum of 3 customers at share 0.1 is held out 0 or 1 times; on average 0.3
+    at_risk = _list(3)
+    at_risk["suggested_action"] = "Nurture"
+    at_risk["risk_tier"] = "high"
+    counts = [_assign(at_risk, list_date=day, share=0.1)["holdout"].sum()
+              for day in pd.date_range("2025-01-01", periods=400).strftime("%Y-%m-%d")]
+    assert 0.075 <= np.mean(counts) / 3 <= 0.125
+
+
+def test_share_zero_holds_out_nobody():
+    arms = _assign(_list(), share=0.0)
+    assert not arms["holdout"].any() and arms["fresh"].all()
+    with pytest.raises(ValueError):
+        _assign(_list(), share=1.0)
+
+
+def test_arms_are_sticky_during_the_window_and_reassigned_after():
+    week1 = _assign(_list(200), list_date="2026-03-02")
+    # next week: the same customers, with other actions and tiers
+    again = _list(200, seed=5)
+    week2 = _assign(again, previous=week1, list_date="2026-03-09")
+    assert week2["holdout"].equals(week1["holdout"])
+    assert (week2["assigned"] == "2026-03-02").all() and not week2["fresh"].any()
+    assert week2["action"].equals(week1["action"])  # the action of the first assignment
+    # after the 90-day window, everyone is assigned afresh on the new date
+    later = _assign(again, previous=week1, list_date="2026-06-01")
+    assert later["fresh"].all() and (later["assigned"] == "2026-06-01").all()
+    # new customers on a list are assigned fresh next to the sticky ones
+    mixed = pd.concat([_list(200), _list(100, prefix="n")], ignore_index=True)
+    week2 = _assign(mixed, previous=week1, list_date="2026-03-09")
+    assert week2["fresh"].sum() == 100
+    assert week2.loc[week2["fresh"], "holdout"].sum() == pytest.approx(20, abs=3)
+
+
+def test_a_rerun_on_the_same_date_does_not_stick_to_itself():
+    at_risk = _list(100)
+    first = _assign(at_risk)
+    again = _assign(at_risk, previous=first)
+    assert again["fresh"].all() and again["holdout"].equals(first["holdout"])
+
+
+def test_control_actions():
+    shown = outreach.control_actions(pd.Series(["A", "B"]), pd.Series([True, False]))
+    assert shown.tolist() == [CONTROL_ACTION, "B"]
+
+
+def _simulate(rng, n, share, truth, base, list_date="2026-01-05"):
+    """One list of n customers; control retention `base[action]`, treated + `truth[action]`."""
+    actions = rng.choice(list(truth), n)
+    holdout = rng.random(n) < share
+    p = np.array([base[a] for a in actions]) + np.where(holdout, 0.0,
+                                                        [truth[a] for a in actions])
+    ids = [f"{list_date}-{i}" for i in range(n)]
+    assignments = pd.DataFrame({"assigned": list_date, "customer_id": ids, "holdout": holdout,
+                                "action": actions, "value": 100.0})
+    outcomes = pd.DataFrame({"assigned": list_date, "customer_id": ids,
+                             "retained": rng.random(n) < p})
+    return assignments, outcomes
+
+
+@pytest.mark.parametrize("n, share", [(1500, 0.2), (600, 0.1)])  # control arms ~100 and ~20
+def test_interval_covers_the_simulated_effect_at_about_95_percent(n, share):
+    rng = np.random.default_rng(2024)
+    truth = {"Reactivation campaign": 0.08, "Onboarding call": 0.15, "Nurture": -0.05}
+    base = {"Reactivation campaign": 0.33, "Onboarding call": 0.4, "Nurture": 0.6}
+    covered = {a: 0 for a in truth}
+    sims = 200
+    for _ in range(sims):
+        assignments, outcomes = _simulate(rng, n, share, truth, base)
+        effects = measure_effect(assignments, outcomes)
+        for e in effects:
+            if e["list_date"] != outreach.ALL_LISTS and e["action"] in truth:
+                covered[e["action"]] += e["ci_low"] <= truth[e["action"]] <= e["ci_high"]
+    for action, hits in covered.items():
+        assert 0.90 <= hits / sims <= 0.99, (action, hits)
+
+
+def test_newcombe_interval_small_and_extreme_counts():
+    low, high = newcombe_interval(10, 10, 0, 10)
+    assert 0 < low < 1 and high <= 1
+    assert newcombe_interval(5, 10, 5, 10)[0] < 0 < newcombe_interval(5, 10, 5, 10)[1]
+    assert all(math.isnan(v) for v in newcombe_interval(1, 0, 1, 10))
+
+
+def test_measure_effect_figures_and_pooling():
+    rng = np.random.default_rng(1)
+    truth = {"Reactivation campaign": 0.1}
+    base = {"Reactivation campaign": 0.3}
+    a1, o1 = _simulate(rng, 4000, 0.25, truth, base, "2026-01-05")
+    a2, o2 = _simulate(rng, 4000, 0.25, truth, base, "2026-01-12")
+    costs = a1[~a1["holdout"]][["assigned", "customer_id"]].assign(cost=2.0)
+    effects = measure_effect(pd.concat([a1, a2]), pd.concat([o1, o2]), costs=costs)
+    by_key = {(e["list_date"], e["action"]): e for e in effects}
+    assert set(by_key) == {("2026-01-05", "Reactivation campaign"), ("2026-01-05", "all actions"),
+                           ("2026-01-12", "Reactivation campaign"), ("2026-01-12", "all actions"),
+                           ("all", "Reactivation campaign"), ("all", "all actions")}
+    pooled = by_key[("all", "Reactivation campaign")]
+    assert pooled["treated"] + pooled["control"] == 8000
+    assert pooled["ci_low"] <= 0.1 <= pooled["ci_high"] and not pooled["too_thin"]
+    assert pooled["customers_kept"] == pytest.approx(pooled["difference"] * pooled["treated"],
+                                                     abs=0.5)
+    assert pooled["revenue_kept"] == pytest.approx(pooled["customers_kept"] * 100, abs=1)
+    first = by_key[("2026-01-05", "Reactivation campaign")]
+    assert first["cost"] == pytest.approx(2.0 * first["treated"])
+    assert first["cost_per_customer_kept"] == pytest.approx(first["cost"] / first["customers_kept"],
+                                                            rel=1e-3)
+
+
+def test_only_measured_assignments_count_and_thin_estimates_are_flagged():
+    rng = np.random.default_rng(3)
+    a, o = _simulate(rng, 60, 0.1, {"Nurture": 0.1}, {"Nurture": 0.5})
+    effects = measure_effect(a, o.iloc[:30])
+    [row] = [e for e in effects if e["action"] == "Nurture" and e["list_date"] != "all"]
+    assert row["treated"] + row["control"] == 30 and row["too_thin"]
+    assert "not enough customers yet to tell" in plain_sentence(row)
+
+
+def test_customers_assigned_but_not_treated_are_left_out():
+    a = pd.DataFrame({"assigned": "d", "customer_id": list("abcd"),
+                      "holdout": [False, False, True, True], "treated": [True, False, False, False],
+                      "action": "A"})
+    o = a[["assigned", "customer_id"]].assign(retained=True)
+    [row, *_] = measure_effect(a, o, min_per_arm=1)
+    assert (row["treated"], row["control"]) == (1, 2)
+
+
+def test_plain_sentences():
+    effect = {"action": "Reactivation campaign", "treated": 400, "control": 100,
+              "retention_treated": 0.41, "retention_control": 0.33, "difference": 0.08,
+              "ci_low": 0.03, "ci_high": 0.13, "half_width": 0.05, "customers_kept": 19.2,
+              "revenue_kept": 12400.0, "cost_per_customer_kept": None, "too_thin": False}
+    assert plain_sentence(effect) == ("Reactivation campaign: 41 % vs 33 % stayed, +8 pts (±5), "
+                                      "about 19 customers and 12,400 of revenue kept")
+    worse = effect | {"retention_treated": 0.27, "difference": -0.06, "ci_low": -0.11,
+                      "ci_high": -0.01, "customers_kept": -24.0, "revenue_kept": -3100.0,
+                      "cost_per_customer_kept": None}
+    assert plain_sentence(worse).endswith("−6 pts (±5), about 24 customers and 3,100 of "
+                                          "revenue lost")
+    unclear = effect | {"ci_low": -0.02}
+    assert plain_sentence(unclear).endswith("no clear difference yet")
+    costly = effect | {"cost_per_customer_kept": 52.4}
+    assert plain_sentence(costly).endswith("kept, 52 spent per customer kept")
+    thin = effect | {"too_thin": True, "treated": 35, "control": 4}
+    assert plain_sentence(thin) == ("Reactivation campaign: not enough customers yet to tell "
+                                    "(35 contacted, 4 in the control group)")
