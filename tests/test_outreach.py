@@ -2,13 +2,19 @@
 holdout; the interval of the measured effect covers a known simulated effect at about its
 nominal rate; plain sentences."""
 
+import io
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from churnlens import outreach
+from churnlens.errors import ChurnlensError
+from churnlens.export import AT_RISK_COLUMNS
 from churnlens.outreach import (
     CONTROL_ACTION,
     assign_holdout,
@@ -16,6 +22,7 @@ from churnlens.outreach import (
     newcombe_interval,
     plain_sentence,
 )
+from churnlens.stages import export as export_stage
 
 ACTIONS = ("Onboarding call", "Reactivation campaign", "Nurture")
 
@@ -202,3 +209,91 @@ def test_plain_sentences():
     thin = effect | {"too_thin": True, "treated": 35, "control": 4}
     assert plain_sentence(thin) == ("Reactivation campaign: not enough customers yet to tell "
                                     "(35 contacted, 4 in the control group)")
+
+
+# --- through the export stage -------------------------------------------------------------
+
+def _stage_project(root: Path, n=300, share=None, as_of="2026-03-02") -> Path:
+    (root / "raw").mkdir()
+    (root / "data" / "interim").mkdir(parents=True)
+    (root / "reports").mkdir()
+    rng = np.random.default_rng(0)
+    ids = [f"c{i:04d}" for i in range(n)]
+    probability = rng.uniform(0.3, 0.95, n).round(3)
+    value = rng.uniform(50, 900, n).round(2)
+    scores = pd.DataFrame({
+        "customer_id": ids, "churn_probability": probability,
+        "risk_tier": np.where(probability >= 0.5, "high", "medium"),
+        "expected_revenue": value, "expected_revenue_at_risk": (probability * value).round(2),
+        "segment": rng.choice(["trial", "basic", "pro"], n), "open_tickets": 0,
+        "is_trial": False, "events_first_14d": 9,
+        "days_since_last_activity": rng.choice([1, 5, 40], n), "reason_1": "few logins",
+    })
+    scores.to_parquet(root / "reports" / "scores.parquet", index=False)
+    pd.DataFrame({"customer_id": ids, "signup_date": pd.Timestamp("2025-01-01")}).to_parquet(
+        root / "data" / "interim" / "customers.parquet", index=False)
+    pd.DataFrame({"customer_id": ids, "signup_date": "2025-01-01",
+                  "email": [f"{c}@example.com" for c in ids]}).to_csv(
+        root / "raw" / "customers.csv", index=False)
+    _params(root, share, as_of)
+    return root
+
+
+def _params(root: Path, share, as_of):
+    params = {"data": {"raw_dir": "raw"}, "snapshot": {"as_of": as_of},
+              "label": {"horizon_days": 90}, "export": {"top_n": 250}}
+    if share is not None:
+        params["export"]["holdout_share"] = share
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _export(root: Path, share, as_of):
+    _params(root, share, as_of)
+    export_stage.run("params.yaml")
+    text = (root / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig")
+    history = json.loads((root / "reports" / "at_risk_history.json").read_text())
+    return text, pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False), history
+
+
+def test_stage_without_holdout_share_writes_what_it_wrote_before(tmp_path, monkeypatch):
+    monkeypatch.chdir(_stage_project(tmp_path))
+    text_default, table, history = _export(tmp_path, None, "2026-03-02")
+    assert list(table.columns) == list(AT_RISK_COLUMNS)
+    assert "arms" not in history["sources"][0]["runs"][0]
+    (tmp_path / "reports" / "at_risk_history.json").unlink()
+    text_zero, _, history_zero = _export(tmp_path, 0.0, "2026-03-02")
+    assert text_zero == text_default and history_zero == history
+
+
+def test_stage_marks_a_sticky_reproducible_control_group(tmp_path, monkeypatch):
+    monkeypatch.chdir(_stage_project(tmp_path))
+    text, table, history = _export(tmp_path, 0.2, "2026-03-02")
+    assert list(table.columns) == [*AT_RISK_COLUMNS, "holdout"]
+    assert set(table["holdout"]) == {"true", "false"}
+    control = table[table["holdout"] == "true"]
+    assert len(control) == pytest.approx(0.2 * len(table), abs=4)
+    assert (control["suggested_action"] == CONTROL_ACTION).all()
+    assert (control["contact"] == "").all()  # nobody mails the control group by mistake
+    contacted = table[table["holdout"] == "false"]
+    assert CONTROL_ACTION not in set(contacted["suggested_action"])
+    assert (contacted["contact"] != "").all()
+    [run] = history["sources"][0]["runs"]
+    arms = pd.DataFrame(run["arms"])
+    assert set(arms.loc[arms["holdout"], "customer_id"]) == set(control["customer_id"])
+    assert CONTROL_ACTION not in set(arms["action"])  # the would-be action is recorded
+    assert (arms["assigned"] == "2026-03-02").all() and arms["value"].notna().all()
+
+    again, _, _ = _export(tmp_path, 0.2, "2026-03-02")  # rerun: the same list
+    assert again == text
+    _, week2, history2 = _export(tmp_path, 0.2, "2026-03-09")  # sticky next week
+    assert set(week2.loc[week2["holdout"] == "true", "customer_id"]) == set(control["customer_id"])
+    assert [r["as_of"] for r in history2["sources"][0]["runs"]] == ["2026-03-02", "2026-03-09"]
+    _, later, _ = _export(tmp_path, 0.2, "2026-06-15")  # window over: assigned afresh
+    assert set(later.loc[later["holdout"] == "true", "customer_id"]) != set(
+        control["customer_id"])
+
+
+def test_bad_holdout_share_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(_stage_project(tmp_path, n=20))
+    with pytest.raises(ChurnlensError, match="holdout_share"):
+        _export(tmp_path, 1.5, "2026-03-02")

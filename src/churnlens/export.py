@@ -24,7 +24,10 @@ of the same data (`update_history`, `previous_run`):
 "customers": N, "raw_dir": PATH, "runs": [{"as_of": "YYYY-MM-DD", "customer_ids": [...]}]}]}`.
 Runs of a source are sorted by `as_of`, one per scoring date (a rerun for the same date replaces
 its entry), at most `HISTORY_KEEP`; at most `HISTORY_SOURCES` sources, the least recently used
-dropped first. It holds customer ids (and hashes of ids) only, never contact data.
+dropped first. It holds customer ids (and hashes of ids) only, never contact data. With a control
+group (`export.holdout_share` > 0) a run also holds `"arms": [{"customer_id", "holdout",
+"assigned", "action", "tier", "value"}]` (`churnlens.outreach.assign_holdout`), and runs with arms
+are kept beyond `HISTORY_KEEP` while their effect is measured (`update_history(arms_days=...)`).
 
 What identifies a data source (`data_source`): the *customers in it*, not the folder. A user
 expects the history to follow their data when they move or rename the folder (`data.raw_dir`),
@@ -72,6 +75,7 @@ DECIMALS = {"churn_probability": 3, "expected_revenue_at_risk": 2}
 REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
 REASON_SEPARATOR = "; "
 ACTIVE = "active"
+HOLDOUT = "holdout"  # extra at-risk column with export.holdout_share > 0 (true = control group)
 WIN_BACK_VALUE = "win_back_value"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -287,6 +291,8 @@ def format_number(value: Any, decimals: int) -> str:
 
 def format_cell(column: str, value: Any) -> str:
     """The CSV text of one cell of the at-risk table."""
+    if column == HOLDOUT:
+        return "" if _is_missing(value) else ("true" if bool(value) else "false")
     if column in DECIMALS:
         return format_number(value, DECIMALS[column])
     if column == "rank":
@@ -360,23 +366,25 @@ def update_history(
     source: Mapping[str, Any],
     known_ids: Iterable[str] | None = None,
     keep: int = HISTORY_KEEP,
+    arms: Iterable[Mapping[str, Any]] | None = None,
+    arms_days: int | None = None,
 ) -> dict[str, Any]:
     """A new history with this run's list under `as_of` in the data source `source` (from
     `data_source`), replacing an entry of the same date and source; it becomes `current`.
 
     `known_ids`: every customer id of the current data, to adopt old source-less entries.
+    `arms`: the control-group assignment of this list (`churnlens.outreach.assign_holdout`
+    records), stored as the run's `arms`; runs with arms younger than `arms_days` days are kept
+    beyond the `keep` latest, so that their effect can still be measured.
     """
     state = migrate_history(history)
     sources = state["sources"]
     sketch = list(source.get("sketch") or [])
-    scored = [(sketch_similarity(sketch, s.get("sketch") or []), i) for i, s in enumerate(sources)
-              if s["id"] != UNKNOWN_SOURCE]
-    best = max(scored, default=(0.0, -1))
-    if best[0] >= SAME_SOURCE:
-        entry = sources.pop(best[1])
+    best = _matching_source(sources, sketch)
+    if best >= 0:
+        entry = sources.pop(best)
     else:
-        digest = hashlib.sha256("".join(sketch).encode("ascii")).hexdigest()[:12]
-        entry = {"id": f"src-{digest}", "runs": []}
+        entry = {"id": _new_source_id(sketch), "runs": []}
     entry.update(sketch=sketch, customers=source.get("customers"), raw_dir=source.get("raw_dir"))
 
     legacy = next((s for s in sources if s["id"] == UNKNOWN_SOURCE), None)
@@ -389,12 +397,54 @@ def update_history(
             sources.remove(legacy)
 
     runs = [r for r in _valid_runs(entry["runs"]) if str(r["as_of"]) != str(as_of)]
-    runs.append({"as_of": str(as_of), "customer_ids": [str(c) for c in customer_ids]})
+    run = {"as_of": str(as_of), "customer_ids": [str(c) for c in customer_ids]}
+    if arms is not None:
+        run["arms"] = [dict(a) for a in arms]
+    runs.append(run)
     runs.sort(key=lambda r: str(r["as_of"]))
-    entry["runs"] = runs[-keep:] if keep > 0 else runs
+    entry["runs"] = _kept_runs(runs, keep, arms_days)
     sources.append(entry)  # most recently used last
     return {"version": HISTORY_VERSION, "current": {"source": entry["id"], "as_of": str(as_of)},
             "sources": sources[-HISTORY_SOURCES:]}
+
+
+def _matching_source(sources: Sequence[Mapping[str, Any]], sketch: Sequence[str]) -> int:
+    """Index of the known source most similar to `sketch` (at least `SAME_SOURCE`), else -1."""
+    scored = [(sketch_similarity(sketch, s.get("sketch") or []), i) for i, s in enumerate(sources)
+              if s.get("id") != UNKNOWN_SOURCE]
+    best = max(scored, default=(0.0, -1))
+    return best[1] if best[0] >= SAME_SOURCE else -1
+
+
+def _new_source_id(sketch: Sequence[str]) -> str:
+    return "src-" + hashlib.sha256("".join(sketch).encode("ascii")).hexdigest()[:12]
+
+
+def _kept_runs(runs: list[dict[str, Any]], keep: int, arms_days: int | None) -> list[dict]:
+    """The `keep` latest runs (all when keep <= 0), plus runs with arms within `arms_days`."""
+    latest = runs[-keep:] if keep > 0 else runs
+    if not arms_days or not runs:
+        return latest
+    newest = pd.Timestamp(runs[-1]["as_of"])
+    return [r for r in runs if r in latest or (
+        r.get("arms") and (newest - pd.Timestamp(r["as_of"])).days <= int(arms_days))]
+
+
+def source_runs(history: Mapping[str, Any] | None,
+                source: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The id `update_history` will give the data source `source` (from `data_source`) and the
+    runs the history already holds for it (empty for a new source)."""
+    sources = migrate_history(history)["sources"]
+    sketch = list(source.get("sketch") or [])
+    best = _matching_source(sources, sketch)
+    if best < 0:
+        return _new_source_id(sketch), []
+    return sources[best]["id"], _valid_runs(sources[best]["runs"])
+
+
+def history_arms(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every control-group assignment recorded in `runs` (the `arms` of each run)."""
+    return [dict(a) for r in runs for a in (r.get("arms") or []) if isinstance(a, Mapping)]
 
 
 def previous_run(history: Mapping[str, Any] | None, as_of: str | None) -> dict[str, Any] | None:

@@ -13,6 +13,12 @@ within their own population: the high-value quantile of the at-risk list is over
 customers' `expected_revenue`, that of the win-back list over the `win_back_value` of the
 lapsed customers worth winning back. Both lists are `export.top_n` long at most.
 
+With `export.holdout_share` > 0, a seeded share of each new at-risk list, stratified by risk
+tier and action, is the control group (`churnlens.outreach`): `holdout` true, the action "Do not
+contact (control group)" and an empty contact; a customer keeps their arm for
+`label.horizon_days` across lists of the same data source, and the assignment goes into the
+history. At 0 (the default) the list and the history are exactly what they were without it.
+
 Also updates `reports/at_risk_history.json` (customer ids of each list, by data source and
 `as_of`) so the weekly report can show who is new on the list; the data source is identified by
 the validated customers table (`data/interim/customers.parquet`), see `churnlens.export`.
@@ -27,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens import actions as act
-from churnlens import export, paths
+from churnlens import export, outreach, paths
 from churnlens.config import load_params
 from churnlens.errors import ChurnlensError, InputFileError
 from churnlens.io import find_table, read_json, write_json, write_text
@@ -45,6 +51,8 @@ REQUIRED_SCORE_COLUMNS = (
 )
 CONTACT_COLUMNS = ("customer_id", "email", "name")
 WIN_BACK = paths.REPORTS / "win_back.csv"
+MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
+                          # their measurement window, so their effects keep being pooled
 
 
 def run(params_path: str | Path = "params.yaml") -> None:
@@ -74,6 +82,14 @@ def run(params_path: str | Path = "params.yaml") -> None:
         with_reasons(scores, reasons), actions, top_n=settings["top_n"],
         tiers=settings["tiers"], contacts=contacts,
     )
+    as_of = resolve_as_of(params, scores)
+    customers = source_customers(paths.INTERIM / "customers.parquet", scores)
+    source = export.data_source(customers, params.get("data", {}).get("raw_dir"))
+    history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
+    arms = None
+    if settings["holdout_share"] > 0:
+        at_risk, arms = with_control_group(at_risk, scores, settings, history, source, as_of,
+                                           horizon)
     write_list(at_risk, paths.AT_RISK, real_ids)
     log.info(
         "wrote %s: %d of %d active customers (tiers %s); %d with a contact; actions: %s",
@@ -99,17 +115,55 @@ def run(params_path: str | Path = "params.yaml") -> None:
         int((win_back["contact"] != "").sum()), action_counts(win_back),
     )
 
-    as_of = resolve_as_of(params, scores)
-    customers = source_customers(paths.INTERIM / "customers.parquet", scores)
-    source = export.data_source(customers, params.get("data", {}).get("raw_dir"))
-    history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
     updated = export.update_history(history, as_of, at_risk["customer_id"], source=source,
-                                    known_ids=customers["customer_id"].astype(str))
+                                    known_ids=customers["customer_id"].astype(str), arms=arms,
+                                    arms_days=horizon + MEASURED_KEEP_DAYS)
     write_json(updated, paths.AT_RISK_HISTORY)
     current = updated["current"]["source"]
     runs = next(s["runs"] for s in updated["sources"] if s["id"] == current)
     log.info("recorded the list of %s in %s (data source %s: %d customers, %d lists)",
              as_of, paths.AT_RISK_HISTORY, current, source["customers"], len(runs))
+
+
+def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, settings: dict[str, Any],
+                       history: dict[str, Any] | None, source: dict[str, Any], as_of: str,
+                       horizon: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The at-risk list with its control group (`churnlens.outreach.assign_holdout`): a
+    `holdout` column, the action "Do not contact (control group)" and no contact for the
+    control customers; and the assignment records for the history. Arms stick for `horizon`
+    days across the lists of the same data source (the history's earlier runs)."""
+    source_id, runs = export.source_runs(history, source)
+    previous = export.history_arms(r for r in runs if str(r["as_of"]) < as_of)
+    arms = outreach.assign_holdout(
+        at_risk.assign(_value=list_values(at_risk, scores)), settings["holdout_share"],
+        settings["holdout_seed"], previous, as_of, horizon, source=source_id,
+        value_column="_value")
+    holdout = arms["holdout"].astype(bool)
+    out = at_risk.assign(
+        suggested_action=outreach.control_actions(at_risk["suggested_action"], holdout),
+        contact=at_risk["contact"].where(~holdout, ""),
+        **{export.HOLDOUT: holdout})
+    records = [
+        {"customer_id": r["customer_id"], "holdout": bool(r["holdout"]),
+         "assigned": r["assigned"], "action": r["action"], "tier": r["tier"],
+         "value": None if pd.isna(r["value"]) else round(float(r["value"]), 2)}
+        for r in arms.to_dict("records")]
+    log.info("control group of the list of %s (export.holdout_share %.2f): %d of %d customers, "
+             "%d kept from earlier lists", as_of, settings["holdout_share"], int(holdout.sum()),
+             len(out), int((~arms["fresh"]).sum()))
+    return out, records
+
+
+def list_values(at_risk: pd.DataFrame, scores: pd.DataFrame) -> pd.Series:
+    """Expected revenue over the horizon of each listed customer: the scores'
+    `expected_revenue`, else expected revenue at risk / churn probability."""
+    if "expected_revenue" in scores:
+        lookup = dict(zip(scores["customer_id"].astype(str),
+                          pd.to_numeric(scores["expected_revenue"], errors="coerce"), strict=True))
+        return at_risk["customer_id"].astype(str).map(lookup).astype("float64")
+    probability = pd.to_numeric(at_risk["churn_probability"], errors="coerce")
+    return (at_risk["expected_revenue_at_risk"] / probability.where(probability > 0)).astype(
+        "float64")
 
 
 def source_customers(customers_path: Path, scores: pd.DataFrame) -> pd.DataFrame:
@@ -208,12 +262,21 @@ def export_settings(params: dict[str, Any]) -> dict[str, Any]:
         raise ChurnlensError(
             f"params export.inactive_days: expected a number >= 0, got {inactive_days!r}"
         )
+    share = section.get("holdout_share", 0.0)
+    if (not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share < 1):
+        raise ChurnlensError(
+            f"params export.holdout_share: expected a number in [0, 1), got {share!r}")
+    seed = section.get("holdout_seed", 13)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ChurnlensError(f"params export.holdout_seed: expected a whole number, got {seed!r}")
     return {
         "top_n": top_n,
         "tiers": list(tiers),
         "high_value_quantile": float(quantile),
         "inactive_days": float(inactive_days),
         "rules": act.parse_rules(section.get("actions")),
+        "holdout_share": float(share),
+        "holdout_seed": seed,
     }
 
 
