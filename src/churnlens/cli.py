@@ -75,10 +75,57 @@ def train(params: Path = PARAMS) -> None:
     _run_stage("train", params)
 
 
+SCORE_INPUT = typer.Option(None, "--input", help="score this folder of raw tables with the "
+                           "approved model instead (nothing written to the project)")
+SCORE_OUTPUT = typer.Option(None, "--output", help="with --input: CSV file to write (atomically); "
+                            "default: the CSV on stdout")
+SCORE_AS_OF = typer.Option(None, "--as-of", help="with --input: scoring date (default: "
+                           "snapshot.as_of, else the last day the data is complete)")
+
+
 @app.command()
-def score(params: Path = PARAMS) -> None:
-    """Score every active customer at as_of."""
-    _run_stage("score", params)
+def score(params: Path = PARAMS, input_dir: Path = SCORE_INPUT, output: Path = SCORE_OUTPUT,
+          as_of: str = SCORE_AS_OF) -> None:
+    """Score every active customer at as_of (the DVC stage).
+
+    With --input DIR: validate, build features, score, explain and suggest actions for every
+    customer of the raw folder DIR with the approved model (the registry's champion), as CSV.
+    """
+    if input_dir is None:
+        if output is not None or as_of is not None:
+            raise typer.BadParameter("--output and --as-of go with --input DIR")
+        _run_stage("score", params)
+        return
+    _score_input(input_dir, output, as_of, params)
+
+
+def _score_input(input_dir: Path, output: Path | None, as_of: str | None, params: Path) -> None:
+    """`churnlens score --input`: the CSV to `output` or stdout, one summary line on stderr."""
+    import logging
+    import os
+
+    from churnlens.logs import setup_logging
+
+    setup_logging("score", level=logging.WARNING)  # stderr: warnings and the summary line
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        from churnlens.io import write_text
+        from churnlens.score_logs import score_raw_logs, summary_line, to_csv_text
+
+        scores = score_raw_logs(input_dir, params=params, as_of=as_of)
+        text = to_csv_text(scores)
+        if output is not None:
+            write_text(text, output, encoding="utf-8-sig")
+    except ChurnlensError as err:
+        print(f"churnlens score: error: {err}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except OSError as err:  # --output not writable (the input's own errors are ChurnlensErrors)
+        print(f"churnlens score: error: {err.filename or output}: {err.strerror or err}",
+              file=sys.stderr)
+        raise typer.Exit(1) from None
+    if output is None:
+        sys.stdout.write(text)
+    print(summary_line(scores) + (f"; wrote {output}" if output else ""), file=sys.stderr)
 
 
 @app.command()
