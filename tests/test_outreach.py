@@ -297,3 +297,40 @@ def test_bad_holdout_share_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(_stage_project(tmp_path, n=20))
     with pytest.raises(ChurnlensError, match="holdout_share"):
         _export(tmp_path, 1.5, "2026-03-02")
+
+
+def test_stage_measures_the_effect_once_the_window_has_passed(tmp_path, monkeypatch):
+    monkeypatch.chdir(_stage_project(tmp_path, n=400))
+    _, first, _ = _export(tmp_path, 0.3, "2026-03-02")
+    report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
+    assert report["effects"] == [] and report["lists"] == [
+        {"list_date": "2026-03-02", "customers": len(first),
+         "control": int((first["holdout"] == "true").sum()), "measurable_on": "2026-05-31",
+         "measured": False}]
+    # what happened next: 70 % of contacted and 40 % of control customers stayed active
+    rng = np.random.default_rng(5)
+    stays = np.where(first["holdout"] == "true", 0.4, 0.7)
+    active = first.loc[rng.random(len(first)) < stays, "customer_id"]
+    pd.DataFrame({"customer_id": active, "timestamp": pd.Timestamp("2026-04-10 12:00"),
+                  "amount": 10.0}).to_parquet("data/interim/transactions.parquet", index=False)
+    pd.DataFrame({"customer_id": first["customer_id"],  # activity on the list day: not counted
+                  "timestamp": pd.Timestamp("2026-03-02 18:00"), "event_type": "login"}
+                 ).to_parquet("data/interim/events.parquet", index=False)
+    _export(tmp_path, 0.3, "2026-06-08")
+    report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
+    assert [x["measured"] for x in report["lists"]] == [True, False]
+    effects = {(e["list_date"], e["action"]): e for e in report["effects"]}
+    overall = effects[("2026-03-02", "all actions")]
+    assert overall["treated"] + overall["control"] == len(first)
+    assert overall["ci_low"] <= 0.3 <= overall["ci_high"]
+    assert overall["retention_control"] == pytest.approx(0.4, abs=0.12)
+    assert all(e["sentence"].startswith(e["action"][:1].upper()) for e in report["by_action"])
+    assert {e["action"] for e in report["by_action"]} == set(first.loc[
+        first["holdout"] == "false", "suggested_action"])
+
+
+def test_stage_without_control_groups_writes_an_empty_outreach_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(_stage_project(tmp_path, n=20))
+    _export(tmp_path, None, "2026-03-02")
+    report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
+    assert report["lists"] == [] and report["effects"] == [] and report["holdout_share"] == 0

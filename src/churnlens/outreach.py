@@ -280,3 +280,44 @@ def plain_sentence(effect: Mapping[str, Any]) -> str:
     if effect.get("cost_per_customer_kept") is not None:
         text += f", {effect['cost_per_customer_kept']:,.0f} spent per customer kept"
     return text
+
+
+def due_assignments(assignments: pd.DataFrame, horizon_days: int, as_of: str) -> pd.DataFrame:
+    """One row per assignment (`assigned`, `customer_id`; a sticky customer is recorded on
+    every list they stayed on, the first record counts) with `due`: its window
+    (assigned, assigned + horizon] has ended on or before `as_of`."""
+    if assignments.empty:
+        return assignments.assign(due=pd.Series(dtype=bool))
+    frame = assignments.astype({"assigned": str, "customer_id": str}).drop_duplicates(
+        ["assigned", "customer_id"], keep="first").reset_index(drop=True)
+    end = pd.to_datetime(frame["assigned"]) + pd.Timedelta(days=int(horizon_days))
+    return frame.assign(due=(end <= pd.Timestamp(as_of)).to_numpy(bool))
+
+
+def window_outcomes(
+    assignments: pd.DataFrame,
+    *,
+    horizon_days: int,
+    activity: pd.DataFrame | None = None,
+    cancellations: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """`assigned`, `customer_id`, `retained` of each assignment (rows of `assignments`): under
+    the inactivity definition (`activity`: `customer_id`, `timestamp` of every transaction and
+    event) retained = any activity on a day in (assigned, assigned + horizon]; under the
+    cancellation definition (`cancellations`: `customer_id`, `cancel_date`) retained = no
+    cancel date in it. The caller passes only assignments whose window has ended."""
+    frame = assignments[["assigned", "customer_id"]].astype(str).reset_index(drop=True)
+    start = pd.to_datetime(frame["assigned"])
+    end = start + pd.Timedelta(days=int(horizon_days))
+    if cancellations is not None:
+        cancel = cancellations.dropna(subset=["cancel_date"]).astype({"customer_id": str})
+        day = dict(zip(cancel["customer_id"], pd.to_datetime(cancel["cancel_date"]).dt.normalize(),
+                       strict=True))
+        when = pd.to_datetime(frame["customer_id"].map(day))
+        left = (when > start) & (when <= end)
+        return frame.assign(retained=~left.fillna(False).to_numpy(bool))
+    days = pd.DataFrame({"customer_id": activity["customer_id"].astype(str),
+                         "day": pd.to_datetime(activity["timestamp"]).dt.normalize()})
+    joined = frame.assign(_row=frame.index, _start=start, _end=end).merge(days, on="customer_id")
+    hit = joined[(joined["day"] > joined["_start"]) & (joined["day"] <= joined["_end"])]
+    return frame.assign(retained=frame.index.isin(hit["_row"]))

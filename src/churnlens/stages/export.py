@@ -19,6 +19,10 @@ contact (control group)" and an empty contact; a customer keeps their arm for
 `label.horizon_days` across lists of the same data source, and the assignment goes into the
 history. At 0 (the default) the list and the history are exactly what they were without it.
 
+Writes `reports/outreach.json`: the lists with a control group and, once a list's window has
+passed, the measured effect per action (`measured_outreach`); without control groups its lists
+and effects are empty.
+
 Also updates `reports/at_risk_history.json` (customer ids of each list, by data source and
 `as_of`) so the weekly report can show who is new on the list; the data source is identified by
 the validated customers table (`data/interim/customers.parquet`), see `churnlens.export`.
@@ -51,6 +55,7 @@ REQUIRED_SCORE_COLUMNS = (
 )
 CONTACT_COLUMNS = ("customer_id", "email", "name")
 WIN_BACK = paths.REPORTS / "win_back.csv"
+OUTREACH = paths.REPORTS / "outreach.json"
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
                           # their measurement window, so their effects keep being pooled
 
@@ -123,6 +128,57 @@ def run(params_path: str | Path = "params.yaml") -> None:
     runs = next(s["runs"] for s in updated["sources"] if s["id"] == current)
     log.info("recorded the list of %s in %s (data source %s: %d customers, %d lists)",
              as_of, paths.AT_RISK_HISTORY, current, source["customers"], len(runs))
+    write_json(measured_outreach(runs, as_of, params, settings), OUTREACH)
+
+
+def measured_outreach(runs: list[dict[str, Any]], as_of: str, params: dict[str, Any],
+                      settings: dict[str, Any]) -> dict[str, Any]:
+    """The content of `reports/outreach.json`: each list with a control group (its size and the
+    day its effect can be measured) and the measured effects (`churnlens.outreach`) of the
+    lists whose `label.horizon_days` window has passed by `as_of`, outcomes from the validated
+    transactions and events (inactivity) or the customers' cancel dates (cancellation)."""
+    label = params.get("label") or {}
+    horizon = int(label.get("horizon_days", 90))
+    definition = str(label.get("definition", "inactivity"))
+    arms = pd.DataFrame(export.history_arms(runs), columns=list(outreach.ASSIGNMENT_COLUMNS))
+    arms = outreach.due_assignments(arms, horizon, as_of)
+    lists = [{"list_date": day, "customers": len(group), "control": int(group["holdout"].sum()),
+              "measurable_on": (pd.Timestamp(day) + pd.Timedelta(days=horizon)).date().isoformat(),
+              "measured": bool(group["due"].all())}
+             for day, group in arms.groupby("assigned", sort=True)]
+    due = arms[arms["due"]]
+    effects: list[dict[str, Any]] = []
+    if not due.empty:
+        ids = sorted(set(due["customer_id"]))
+        if definition == "cancellation":
+            outcomes = outreach.window_outcomes(
+                due, horizon_days=horizon,
+                cancellations=read_rows(paths.INTERIM / "customers.parquet",
+                                        ["customer_id", "cancel_date"], ids))
+        else:
+            activity = pd.concat([read_rows(paths.INTERIM / f"{t}.parquet",
+                                            ["customer_id", "timestamp"], ids)
+                                  for t in ("transactions", "events")], ignore_index=True)
+            outcomes = outreach.window_outcomes(due, horizon_days=horizon, activity=activity)
+        effects = [dict(e, sentence=outreach.plain_sentence(e))
+                   for e in outreach.measure_effect(due, outcomes)]
+    pooled = [e for e in effects if e["list_date"] == outreach.ALL_LISTS
+              and e["action"] != outreach.ALL_ACTIONS]
+    if lists:
+        log.info("outreach: %d lists with a control group, %d measured; %s", len(lists),
+                 sum(x["measured"] for x in lists),
+                 " | ".join(e["sentence"] for e in pooled) or "no list measurable yet")
+    return {"as_of": as_of, "holdout_share": settings["holdout_share"], "horizon_days": horizon,
+            "label_definition": definition, "confidence": 0.95,
+            "max_half_width": outreach.MAX_HALF_WIDTH, "lists": lists, "by_action": pooled,
+            "effects": effects}
+
+
+def read_rows(path: Path, columns: list[str], ids: list[str]) -> pd.DataFrame:
+    """`columns` of a validated table for the customers `ids` (empty without the file)."""
+    if not Path(path).exists():
+        return pd.DataFrame(columns=columns)
+    return pd.read_parquet(path, columns=columns, filters=[("customer_id", "in", ids)])
 
 
 def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, settings: dict[str, Any],
