@@ -13,8 +13,10 @@ from churnlens.errors import InputFileError
 from churnlens.readers import (
     ROW_ERROR_COLUMN,
     ROW_POSITION_COLUMN,
+    WRONG_FIELD_COUNT,
     detect_encoding,
     normalize_column_name,
+    open_table,
     read_table,
     sniff_delimiter,
 )
@@ -108,9 +110,44 @@ def test_quoted_fields(tmp_path):
 
 
 def test_blank_lines_and_short_rows(tmp_path):
-    frame = data(read_table(write(tmp_path, "a,b,c\n1,2,3\n\n4,5\n")))
+    table = read_table(write(tmp_path, "a,b,c\n1,2,3\n\n4,5\n"))
+    frame = data(table)
     assert frame["a"].tolist() == ["1", "4"]
-    assert frame["c"].iloc[1] in ("", None) or pd.isna(frame["c"].iloc[1])
+    assert pd.isna(frame["c"].iloc[1])  # absent, not an empty field
+    assert table.frame[ROW_ERROR_COLUMN].tolist()[1] == WRONG_FIELD_COUNT
+    assert table.frame[ROW_ERROR_COLUMN].isna().tolist() == [True, False]
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "cp1252"])
+def test_short_rows_are_marked_not_padded(tmp_path, encoding, chunk_rows):
+    """A row with a missing field would shift an e-mail into `segment`: it is marked, whatever
+    the encoding, chunked or not; empty fields of a full-width row are not."""
+    text = ("customer_id;signup_date;segment;email\n"
+            "C1;2024-01-01;pro;a@x.org\n"
+            "C2;2024-01-01;b@x.org\n"
+            "C3;2024-01-01;;\n"
+            "C4;2024-01-01;basic;é@x.org;extra\n")
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode(encoding))
+    table = open_table(path, None, chunk_rows)
+    frame = pd.concat(list(table.frames), ignore_index=True)
+    assert frame[ROW_ERROR_COLUMN].tolist()[1] == WRONG_FIELD_COUNT
+    assert frame[ROW_ERROR_COLUMN].tolist()[3] == WRONG_FIELD_COUNT
+    assert frame[ROW_ERROR_COLUMN].isna().tolist() == [True, False, True, False]
+    assert frame[ROW_POSITION_COLUMN].tolist() == [0, 1, 2, 3]
+    assert frame["segment"].tolist()[2] == ""
+
+
+def test_well_formed_files_keep_the_fast_parser(tmp_path, monkeypatch):
+    import churnlens.readers as readers
+
+    def fail(*args, **kwargs):
+        raise AssertionError("row parser used for a well-formed file")
+
+    monkeypatch.setattr(readers, "_row_parser_chunks", fail)
+    frame = data(read_table(write(tmp_path, 'a,b,c\n1,"x\ny",\n\n,,\n')))
+    assert frame["b"].tolist() == ["x\ny", ""]
 
 
 def test_rows_with_too_many_fields_are_kept_and_marked(tmp_path):
@@ -119,14 +156,14 @@ def test_rows_with_too_many_fields_are_kept_and_marked(tmp_path):
     frame = table.frame
     assert frame["a"].tolist() == ["1", "3", "6"]
     assert frame["b"].tolist() == ["2", "4", "7\n8"]
-    assert frame[ROW_ERROR_COLUMN].tolist()[1] == "malformed_row"
+    assert frame[ROW_ERROR_COLUMN].tolist()[1] == WRONG_FIELD_COUNT
     assert frame[ROW_ERROR_COLUMN].isna().tolist() == [True, False, True]
     assert frame[ROW_POSITION_COLUMN].tolist() == [0, 1, 2]
 
 
 def test_ragged_first_row_is_not_truncated_silently(tmp_path):
     table = read_table(write(tmp_path, "a,b\n1,2,3\n4,5\n"))
-    assert table.frame[ROW_ERROR_COLUMN].tolist()[0] == "malformed_row"
+    assert table.frame[ROW_ERROR_COLUMN].tolist()[0] == WRONG_FIELD_COUNT
     assert len(table.frame) == 2
 
 
@@ -239,3 +276,14 @@ def test_parquet_zero_rows(tmp_path):
     pq.write_table(pa.table({"a": pa.array([], type=pa.int64())}), path)
     raw = read_table(path)
     assert len(raw.frame) == 0 and raw.columns == ("a",)
+
+
+def test_error_messages_carry_no_cell_values():
+    from churnlens.readers import redact
+
+    assert redact("Failed to parse string: 'Ann Example' as double") == (
+        "Failed to parse string: '…' as double")
+    assert "ann@example.com" not in redact("bad value ann@example.com in row 3")
+    # the parser's own words stay readable
+    assert redact("'utf-8' codec can't decode byte 0xe9") == "'utf-8' codec can't decode byte 0xe9"
+    assert redact("',' expected after '\"'") == "',' expected after '\"'"

@@ -143,9 +143,10 @@ def test_malformed_csv_row_after_the_first_chunk(tmp_path, monkeypatch):
     rows.insert(11, "")  # blank line: not a row
     (raw / "transactions.csv").write_text("customer_id,timestamp,amount\n" + "\n".join(rows))
     report = compare_runs(raw, tmp_path, monkeypatch, tiny=4)
-    assert report["transactions"]["reasons"] == {"unknown_customer": 9, "malformed_row": 1}
+    assert report["transactions"]["reasons"] == {"unknown_customer": 9, "wrong_field_count": 1}
     quarantine = pd.read_parquet(tmp_path / "tiny/quarantine/transactions.parquet")
-    assert quarantine.loc[quarantine["reason"] == "malformed_row", "source_row"].tolist() == [23]
+    wrong = quarantine["reason"] == "wrong_field_count"
+    assert quarantine.loc[wrong, "source_row"].tolist() == [23]
 
 
 def test_wrong_type_is_decided_over_the_whole_column(tmp_path, monkeypatch):

@@ -318,10 +318,10 @@ def test_personal_data_is_dropped():
 
 def test_reader_marks_become_reasons():
     raw = frame([BASE["transactions"], BASE["transactions"]])
-    raw[ROW_ERROR_COLUMN] = pd.Series([None, "malformed_row"], dtype="str")
+    raw[ROW_ERROR_COLUMN] = pd.Series([None, "wrong_field_count"], dtype="str")
     raw[ROW_POSITION_COLUMN] = pd.array([0, 1], dtype="Int64")
     result = validate_table("transactions", raw, known_customers=["C1"])
-    assert result.quarantined["reason"].tolist() == ["malformed_row"]
+    assert result.quarantined["reason"].tolist() == ["wrong_field_count"]
     assert ROW_ERROR_COLUMN not in result.report["unknown_columns"]
 
 
@@ -597,3 +597,81 @@ def test_an_email_shifted_into_segment_or_country_is_quarantined_not_a_feature()
                        strict=True))
     assert reasons == {"b": "email_in_segment", "c": "email_in_country"}
     assert "@" not in result.accepted.to_string()
+
+
+# ------------------------------------------------- issue 12 part 3: personal data in plain columns
+
+
+def test_quarantined_rows_keep_their_place_but_not_the_email():
+    raw = pd.DataFrame({"customer_id": ["a", "b"], "signup_date": ["2025-01-01", "2025-01-02"],
+                        "segment": ["pro", "zoe@example.com"], "country": ["DE", "FR"]})
+    q = validate_table("customers", raw).quarantined
+    assert q[["customer_id", "segment", "country", "reason", "source_row"]].values.tolist() == [
+        ["b", "<masked>", "FR", "email_in_segment", 1]]
+
+
+@pytest.mark.parametrize(("table", "column"), [("events", "event_type"), ("tickets", "priority")])
+def test_an_email_in_any_text_column_is_quarantined(table, column):
+    assert one(table, **{column: "zoe@example.com"}) == f"email_in_{column}"
+
+
+def test_misaligned_rows_of_a_file_with_personal_columns_are_masked_but_for_the_id():
+    raw = pd.DataFrame({"customer_id": ["a", "b"], "signup_date": ["2025-01-01", "2025-01-02"],
+                        "segment": ["pro", "Zoe"], "country": ["DE", "Zoe Example"],
+                        "name": ["Ann", None]})
+    raw[ROW_ERROR_COLUMN] = pd.Series([None, "wrong_field_count"], dtype="str")
+    q = validate_table("customers", raw).quarantined
+    assert q[["customer_id", "signup_date", "segment", "country"]].values.tolist() == [
+        ["b", "<masked>", "<masked>", "<masked>"]]
+    # without personal columns in the file a shifted value is a contract value: kept
+    q = validate_table("customers", raw.drop(columns="name")).quarantined
+    assert q["country"].tolist() == ["Zoe Example"]
+
+
+def rare_customers(n: int, rare: dict[str, str]) -> pd.DataFrame:
+    raw = pd.DataFrame({"customer_id": [f"C{i}" for i in range(n)],
+                        "signup_date": ["2025-01-01"] * n,
+                        "segment": ["pro" if i % 2 else "basic" for i in range(n)],
+                        "country": ["DE"] * n})
+    for column, value in rare.items():
+        raw.loc[n - 1, column] = value
+    return raw
+
+
+def test_a_name_in_a_category_column_never_becomes_a_category():
+    """Issue 12 part 3: a person's name (or any value held by one customer) in `segment` or
+    `country` would become a model category, a KPI group and a report line."""
+    raw = rare_customers(200, {"segment": "Zoe Example", "country": "Zoe Example"})
+    raw.loc[:3, "country"] = "LI"  # 4 customers: rare too
+    result = validate_table("customers", raw)
+    assert result.report["rows_accepted"] == 200  # nobody is dropped for it
+    assert "Zoe Example" not in result.accepted.to_string()
+    assert set(result.accepted["segment"]) == {"pro", "basic", "other"}
+    assert set(result.accepted["country"]) == {"DE", "other"}
+    assert result.report["rare_values_generalised"] == {"segment": 1, "country": 5}
+
+
+@pytest.mark.parametrize(("n", "generalised"), [(10, {}), (39, {}), (40, {"segment": 1}),
+                                                (100, {"segment": 1})])
+def test_in_a_handful_of_customers_nothing_is_rare(n, generalised):
+    raw = rare_customers(n, {"segment": "trial"})
+    assert validate_table("customers", raw).report["rare_values_generalised"] == generalised
+
+
+def test_unknown_columns_that_look_like_emails_are_not_listed():
+    raw = frame([{**BASE["customers"], "zoe@example.com": "x", "notes": "y"}])
+    report = validate_table("customers", raw).report
+    assert report["unknown_columns"] == ["<column 6>", "notes"]
+
+
+def test_missing_column_error_lists_no_values_of_a_headerless_file():
+    raw = frame([{"c1": "C2", "2024-01-01": "2024-02-01", "ann@example.com": "b@example.com",
+                  "ann example": "Bob Example"}])
+    with pytest.raises(InputFileError) as err:
+        validate_table("customers", raw, source="customers.csv")
+    message = str(err.value)
+    assert "found 4 columns whose names look like data values" in message
+    assert "ann" not in message and "c1" not in message
+    with pytest.raises(InputFileError) as err:  # a real header: its names help
+        validate_table("customers", frame([{"custmer_id": "C1", "signup_date": "2024-01-01"}]))
+    assert "found: custmer_id, signup_date" in str(err.value)

@@ -13,13 +13,15 @@ CSV handling
 * delimiter: sniffed from the header line: the most frequent of `,` `;` tab `|` outside
   quotes (ties in that order; `,` when none occurs).
 * quoting: standard double quotes, doubled quotes inside, newlines inside quoted fields.
-* values are kept verbatim (no NA interpretation, no stripping); a row with fewer fields
-  than the header gets missing values (NA) for the rest.
-* a row with MORE fields than the header is not silently truncated: it is kept with its
-  first fields and marked in the column `ROW_ERROR_COLUMN` (`"malformed_row"`), so the
-  validation can quarantine it. (Such files are parsed row by row with the `csv` module,
-  slower than pandas' C parser, which reads every well-formed file.) A quote left open
-  until the end of the file makes the file unreadable.
+* values are kept verbatim (no NA interpretation, no stripping).
+* a row with FEWER or MORE fields than the header is neither padded nor truncated silently:
+  it is kept (its first fields, NA for absent ones) and marked in the column
+  `ROW_ERROR_COLUMN` (`"wrong_field_count"`), so the validation quarantines it -- a padded
+  row would shift values into the wrong columns (an e-mail into `segment`). Such files are
+  parsed row by row with the `csv` module; every other file by pandas' C parser, after a
+  quick structural pass by Arrow's CSV reader that only checks the field counts
+  (`_field_counts_match`; ~0.3 s for 5M rows). A quote left open until the end of the file
+  makes the file unreadable.
 * column names: whitespace stripped, lower-cased; empty names become `unnamed_<i>`.
 
 Parquet handling
@@ -35,8 +37,8 @@ Chunks (`open_table(path, columns, chunk_rows)`)
 Parquet: record batches of `chunk_rows` rows (`ParquetFile.iter_batches`); the `_id`
 float decision above is taken over the whole column first. CSV: pandas' C parser with
 `chunksize`; the row parser yields chunks too. Concatenated, the chunks equal the frame of
-`read_table`, row positions included. One exception cannot be streamed: a malformed row
-met after chunks were handed out means the whole file must be read by the row parser, so
+`read_table`, row positions included. One exception cannot be streamed: a row pandas cannot
+parse met after chunks were handed out means the whole file must be read by the row parser, so
 iterating raises `RowParserNeeded` and the caller starts again with `row_parser=True`.
 
 File-level problems raise `churnlens.errors.InputFileError(file, column, expected)`:
@@ -49,6 +51,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 import warnings
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -68,6 +71,7 @@ __all__ = [
     "RawTable",
     "RowParserNeeded",
     "TableChunks",
+    "WRONG_FIELD_COUNT",
     "detect_encoding",
     "normalize_column_name",
     "open_table",
@@ -76,8 +80,10 @@ __all__ = [
 ]
 
 #: Column added by the reader: NA for normal rows, a reason code for rows the reader
-#: could only partly parse (currently `"malformed_row"`).
+#: could only partly parse (`WRONG_FIELD_COUNT`).
 ROW_ERROR_COLUMN = "__row_error__"
+#: The reason code of a CSV row whose number of fields differs from the header's.
+WRONG_FIELD_COUNT = "wrong_field_count"
 #: Column added by the reader: 0-based position of the row among the data rows of the file.
 ROW_POSITION_COLUMN = "__source_row__"
 
@@ -267,7 +273,14 @@ def _positioned(file: str, chunks: Iterator[pd.DataFrame], columns) -> Iterator[
 
 
 def _c_parser_chunks(path, encoding, delimiter, names, chunk_rows) -> Iterator[pd.DataFrame]:
-    """Fast path: pandas' C parser. A malformed row sends the file to the row parser."""
+    """Fast path: pandas' C parser. A row of the wrong width sends the file to the row parser.
+
+    pandas pads a short row without a word (and with `na_filter=False` the padding cannot be
+    told from empty fields), so the field counts are checked first, before any chunk is out.
+    """
+    if not _field_counts_match(path, encoding, delimiter, len(names)):
+        yield from _row_parser_chunks(path, encoding, delimiter, names, chunk_rows)
+        return
     handed_out = False
     try:
         for frame in _c_parser_frames(path, _csv_options(encoding, delimiter, names), chunk_rows):
@@ -280,6 +293,47 @@ def _c_parser_chunks(path, encoding, delimiter, names, chunk_rows) -> Iterator[p
         if handed_out:
             raise RowParserNeeded(str(path)) from None
         yield from _row_parser_chunks(path, encoding, delimiter, names, chunk_rows)
+
+
+def _field_counts_match(path, encoding: str, delimiter: str, width: int) -> bool:
+    """True when every non-blank line of the file (header included) has `width` fields.
+
+    A structural pass with Arrow's streaming CSV reader (same quoting rules, one column
+    converted): it stops at the first row of another width. Anything Arrow cannot read
+    answers False too: the row parser then decides (and names the error).
+    """
+    import pyarrow.csv as pacsv
+
+    def stop(row) -> str:  # the row's text is never kept or shown
+        return "error"
+
+    read = pacsv.ReadOptions(
+        autogenerate_column_names=True, encoding=_arrow_codec(encoding), block_size=1 << 22
+    )
+    parse = pacsv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"',
+        double_quote=True,
+        newlines_in_values=True,
+        ignore_empty_lines=True,
+        invalid_row_handler=stop,
+    )
+    convert = pacsv.ConvertOptions(
+        column_types={f"f{i}": pa.string() for i in range(width)}, include_columns=["f0"]
+    )
+    try:
+        with pacsv.open_csv(path, read_options=read, parse_options=parse,
+                            convert_options=convert) as reader:
+            for _ in reader:
+                pass
+    except (pa.ArrowException, OSError, UnicodeError, ValueError):
+        return False
+    return True
+
+
+def _arrow_codec(encoding: str) -> str:
+    """Arrow reads UTF-8 natively (BOM skipped); other codecs go through Python's."""
+    return "utf8" if encoding in ("utf-8", "utf-8-sig") else encoding
 
 
 def _csv_options(encoding: str, delimiter: str, names: list[str]) -> dict:
@@ -324,7 +378,8 @@ def _strict(call):
 
 
 def _row_parser_chunks(path, encoding, delimiter, names, chunk_rows) -> Iterator[pd.DataFrame]:
-    """Slow path: parse with the csv module; over-long rows are cut and marked `malformed_row`.
+    """Slow path: parse with the csv module; rows of the wrong width are marked
+    `wrong_field_count` (short ones get NA for the absent fields, long ones are cut).
 
     Yields frames of `chunk_rows` rows (the whole file when None); at least one frame.
     """
@@ -343,7 +398,7 @@ def _row_parser_chunks(path, encoding, delimiter, names, chunk_rows) -> Iterator
             if not header_seen:
                 header_seen = True
                 continue
-            errors.append("malformed_row" if len(row) > width else None)
+            errors.append(WRONG_FIELD_COUNT if len(row) != width else None)
             rows.append((row + [None] * width)[:width])
             if chunk_rows is not None and len(rows) >= chunk_rows:
                 yield _rows_frame(rows, errors, names)
@@ -396,8 +451,21 @@ def _select(frame: pd.DataFrame, columns: Collection[str] | None) -> pd.DataFram
 
 
 def _short(err: BaseException) -> str:
+    """The parser's own words for an error, one line, without cell values: quoted text with
+    a space or an `@` in it and anything like an e-mail address are replaced by `…`."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[-1][:200]}" if text else type(err).__name__
+    return f"{type(err).__name__}: {redact(text[-1])[:200]}" if text else type(err).__name__
+
+
+_QUOTED_VALUE = re.compile(
+    r"(?<![^\s:(\[])(?:'[^']*[\s@][^']*'|\"[^\"]*[\s@][^\"]*\")(?![^\s,;:.)\]])"
+)
+_EMAIL_TEXT = re.compile(r"[^@\s'\"]+@[^@\s'\"]+")
+
+
+def redact(text: str) -> str:
+    """`text` (a library's error message) with cell-like values replaced by `…`."""
+    return _EMAIL_TEXT.sub("…", _QUOTED_VALUE.sub("'…'", text))
 
 
 # --------------------------------------------------------------------------- Parquet

@@ -26,7 +26,21 @@ How a table is checked
 
 Quarantine rows carry the contract columns as the raw strings of the file (personal data
 excluded), `reason`, and `source_row`: the 0-based position of the row among the data rows
-of the file (blank lines not counted).
+of the file (blank lines not counted). Personal data that sits in a contract column is masked
+(`MASKED`, the raw file keeps it): any value that looks like an e-mail address, and, in a row
+of the wrong width from a file with `email`/`name` columns, every value but `customer_id`
+(its values may be shifted: the name in `country`).
+
+Personal values in messages: errors, logs and the report name files, columns, counts and
+reasons, never a cell. A header line that looks like data (a headerless file, whose "column
+names" would be the first customer's e-mail and name) is described by its number of columns;
+column names that look like e-mail addresses are shown as `<column N>`.
+
+Rare category values: in the accepted customers, a `segment` or `country` value held by fewer
+than `min(5, 5 % of the customers)` customers becomes `other` (`generalise_rare_values`,
+counted in `rare_values_generalised`): a person's name, an id or a typo in a category column
+is held by one customer and must not become a model category, a KPI group or a report line;
+the rows are kept.
 
 Chunks
 ------
@@ -38,7 +52,8 @@ throughout" (counts summed, checked at `finish`), the report (counts and reasons
 
 Reason codes (one per quarantined row)
 --------------------------------------
-`malformed_row` (CSV row with more fields than the header), `missing_<column>`,
+`wrong_field_count` (CSV row with fewer or more fields than the header: its values may sit in
+the wrong columns, so no check of them counts), `missing_<column>`,
 `unparseable_<column>` (timestamps, dates), `impossible_date` (ISO-shaped but not a real
 date such as Feb 30, or year outside 1990-2100, any date/timestamp column),
 `non_numeric_<column>`, `non_finite_amount`, `amount_out_of_range` (|amount| > 1e9),
@@ -46,8 +61,9 @@ date such as Feb 30, or year outside 1990-2100, any date/timestamp column),
 (> 1e9), `score_out_of_range` (nps score not an integer 0-10), `timestamp_in_future` (a
 timestamp -- not a date -- on a UTC day after today, see `today()`), `cancel_before_signup`,
 `closed_before_opened`, `duplicate_row`, `duplicate_customer_id_conflict`, `unknown_customer`,
-`email_in_segment` / `email_in_country` (a value that looks like an e-mail address: personal
-data shifted into a plain column, e.g. by a row with missing fields; it never becomes a feature).
+`email_in_<column>` for every free-text column (`segment`, `country`, `event_type`,
+`priority`: a value that looks like an e-mail address is personal data in a plain column;
+it never becomes a feature or a category).
 
 Decisions
 ---------
@@ -81,6 +97,7 @@ Decisions
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -96,7 +113,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churnlens.errors import ChurnlensError, InputFileError
-from churnlens.readers import ROW_ERROR_COLUMN, ROW_POSITION_COLUMN, normalize_column_name
+from churnlens.readers import (
+    ROW_ERROR_COLUMN,
+    ROW_POSITION_COLUMN,
+    WRONG_FIELD_COUNT,
+    normalize_column_name,
+)
 
 __all__ = [
     "OPTIONAL_TABLES",
@@ -195,6 +217,17 @@ def _integral(s: pd.Series) -> pd.Series:
     return _finite(s) & (s == np.floor(s))
 
 
+#: What a quarantined value that may be personal data is replaced by (the raw file keeps it).
+MASKED = "<masked>"
+#: Free-text customer columns whose values become categories (features, KPI groups, lists).
+CATEGORY_COLUMNS = ("segment", "country")
+#: A category value held by fewer customers than this is generalised to OTHER_CATEGORY ...
+MIN_CATEGORY_CUSTOMERS = 5
+#: ... or, in a table of fewer than 100 customers, by fewer than this share of them (so that in
+#: a handful of customers, where rare cannot be told from normal, nothing is generalised).
+MIN_CATEGORY_SHARE = 0.05
+OTHER_CATEGORY = "other"
+
 _CUSTOMER_ID = Col("customer_id", "id", required=True, nullable=False)
 _EMAIL_LIKE = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"
 
@@ -251,7 +284,8 @@ TABLES: dict[str, TableSpec] = {
         columns=(
             _CUSTOMER_ID,
             Col("timestamp", "timestamp", required=True, nullable=False),
-            Col("event_type", "text", required=True, nullable=False),
+            Col("event_type", "text", required=True, nullable=False,
+                checks=(("email_in_event_type", _no_email),)),
             Col(
                 "quantity",
                 "float",
@@ -271,7 +305,7 @@ TABLES: dict[str, TableSpec] = {
             _CUSTOMER_ID,
             Col("opened_at", "timestamp", required=True, nullable=False),
             Col("closed_at", "timestamp"),
-            Col("priority", "text"),
+            Col("priority", "text", checks=(("email_in_priority", _no_email),)),
         ),
         row_checks=(("closed_before_opened", lambda d: ~(d["closed_at"] < d["opened_at"])),),
     ),
@@ -341,7 +375,7 @@ def empty_result(name: str) -> TableResult:
 def reason_order(name: str) -> list[str]:
     """All reason codes of a table in priority order: a row gets the first that applies."""
     spec = TABLES[name]
-    order = ["malformed_row"]
+    order = [WRONG_FIELD_COUNT]
     for col in spec.columns:
         if col.kind in ("timestamp", "date"):
             order += [f"missing_{col.name}", f"unparseable_{col.name}", "impossible_date"]
@@ -595,8 +629,9 @@ class TableValidator:
             first["unknown_columns"],
             first["missing_optional_columns"],
         )
-        if "pii_columns_dropped" in first:
-            report["pii_columns_dropped"] = first["pii_columns_dropped"]
+        for key in ("pii_columns_dropped", "rare_values_generalised"):  # one-chunk tables
+            if key in first:
+                report[key] = first[key]
         return report
 
 
@@ -660,12 +695,18 @@ def _validate_chunk(
 
     ok = rank == _OK
     accepted = _to_output(name, parsed_df.loc[ok].reset_index(drop=True))
-    quarantined = _quarantine(name, strings, raw, ~ok, rank, order, offset)
+    generalised = {}
+    if name == "customers":
+        accepted, generalised = generalise_rare_values(accepted, CATEGORY_COLUMNS)
+    masked_rows = _misaligned(rank, order) if pii_dropped else None
+    quarantined = _quarantine(name, strings, raw, ~ok, rank, order, offset, masked_rows)
     counts = pd.Series(rank[~ok]).value_counts()
     reasons = {order[int(r)]: int(c) for r, c in counts.sort_values(ascending=False).items()}
     report = _report(name, source, n, int(ok.sum()), reasons, unknown, missing_optional)
     if spec.pii:
         report["pii_columns_dropped"] = pii_dropped
+    if name == "customers":
+        report["rare_values_generalised"] = generalised
     return TableResult(accepted, quarantined, report), tallies
 
 
@@ -687,15 +728,47 @@ def _contract_frame(name, raw, source, file_columns):
     raw = raw.drop(columns=[c for c in spec.pii if c in raw.columns])  # personal data: gone here
     absent_required = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
     if absent_required:
-        found = ", ".join(file_columns[:15]) + (", ..." if len(file_columns) > 15 else "")
         needed = ", ".join(c.name for c in spec.columns if c.required)
         raise InputFileError(
             source,
             absent_required[0],
-            f"required column missing: table {name} needs {needed} (found: {found or 'none'})",
+            f"required column missing: table {name} needs {needed} ({_found(file_columns)})",
         )
     missing_optional = [c.name for c in spec.columns if c.name not in raw.columns]
+    unknown = [_shown_name(c, file_columns.index(c)) for c in unknown]
     return raw.reset_index(drop=True), unknown, pii_dropped, missing_optional
+
+
+_NUMBER_LIKE = r"^[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:e[+-]?\d+)?$"
+
+
+def _looks_like_value(name: str) -> bool:
+    """A header field that is a date, a number or an e-mail: a data row taken for the header."""
+    text = str(name).strip()
+    return bool(
+        re.search(_ISO_DATE_SHAPE, text)
+        or re.match(_NUMBER_LIKE, text, flags=re.IGNORECASE)
+        or re.search(_EMAIL_LIKE, text)
+    )
+
+
+def _shown_name(name: str, position: int) -> str:
+    """A column name as it may appear in a message or report: never an e-mail address."""
+    return f"<column {position + 1}>" if re.search(_EMAIL_LIKE, str(name)) else str(name)
+
+
+def _found(file_columns: Sequence[str]) -> str:
+    """The columns of a file for an error message, without personal data: when the first line
+    looks like data (a headerless file: the first customer's e-mail and name would be its
+    "column names") only how many; otherwise the names, e-mail-like ones replaced."""
+    n = len(file_columns)
+    if not n:
+        return "found no columns"
+    if any(_looks_like_value(c) for c in file_columns):
+        return (f"found {n} columns whose names look like data values, not shown: "
+                "expected a header line with column names first")
+    shown = [_shown_name(c, i) for i, c in enumerate(file_columns[:15])]
+    return "found: " + ", ".join(shown) + (", ..." if n > 15 else "")
 
 
 # --------------------------------------------------------------------------- internals
@@ -841,7 +914,7 @@ def _schema_failures(name: str, parsed: pd.DataFrame) -> dict[str, np.ndarray]:
         except pandera.errors.SchemaErrors as err:
             cases = err.failure_cases
     if cases["index"].isna().any():  # dtype or check crash: a bug here, not bad input
-        bad = cases[cases["index"].isna()][["column", "check", "failure_case"]]
+        bad = cases[cases["index"].isna()][["column", "check"]]  # no failure_case: raw values
         raise RuntimeError(f"validation schema for {name} failed as a whole:\n{bad.to_string()}")
     reasons = np.where(
         cases["check"] == "not_nullable",
@@ -855,6 +928,34 @@ def _schema_failures(name: str, parsed: pd.DataFrame) -> dict[str, np.ndarray]:
         mask[positions[reasons == reason]] = True
         out[str(reason)] = mask
     return out
+
+
+def generalise_rare_values(
+    customers: pd.DataFrame, columns: Sequence[str] = CATEGORY_COLUMNS
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Replace the rare values of free-text category columns by OTHER_CATEGORY.
+
+    A value held by fewer than `min(MIN_CATEGORY_CUSTOMERS, MIN_CATEGORY_SHARE * customers)`
+    customers (at least one) is rare. A plan or a country is shared by many customers; a
+    person's name, an id or a typo shifted into `segment` is held by one, and would otherwise
+    become a model category (pickled with the model), a KPI group and a report line. Returns
+    the frame and {column: rows changed} for the columns where something changed.
+    """
+    threshold = max(1, min(MIN_CATEGORY_CUSTOMERS, int(MIN_CATEGORY_SHARE * len(customers))))
+    changed: dict[str, int] = {}
+    out = customers
+    for column in columns:
+        if column not in customers.columns:
+            continue
+        values = customers[column]
+        counts = values.value_counts(dropna=True)
+        rare = values.isin(counts.index[counts < threshold]).to_numpy(dtype=bool)
+        if rare.any():
+            if out is customers:
+                out = customers.copy()
+            out[column] = values.mask(rare, OTHER_CATEGORY).astype(values.dtype)
+            changed[column] = int(rare.sum())
+    return out, changed
 
 
 def _duplicates(parsed: pd.DataFrame, ok: np.ndarray) -> dict[str, np.ndarray]:
@@ -888,10 +989,31 @@ def _to_output(name: str, parsed: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=parsed.index)
 
 
-def _quarantine(name, strings, raw, bad, rank, order, offset=0) -> pd.DataFrame:
+def _misaligned(rank: np.ndarray, order: list[str]) -> np.ndarray:
+    """Rows whose values may sit in the wrong columns (CSV rows of the wrong width)."""
+    if WRONG_FIELD_COUNT not in order:
+        return np.zeros(len(rank), dtype=bool)
+    return rank == order.index(WRONG_FIELD_COUNT)
+
+
+def _masked(values: pd.Series, everything: np.ndarray | None = None) -> pd.Series:
+    """Quarantine strings without personal data: e-mail-like values, and every value of the
+    rows in `everything` (misaligned rows of a file with personal columns), become MASKED."""
+    hide = values.astype("string").str.contains(_EMAIL_LIKE, regex=True, na=False)
+    hide = hide.to_numpy(dtype=bool)
+    if everything is not None:
+        hide |= everything & values.notna().to_numpy()
+    return values.mask(hide, MASKED) if hide.any() else values
+
+
+def _quarantine(name, strings, raw, bad, rank, order, offset=0, misaligned=None) -> pd.DataFrame:
     if not bad.any():
         return empty_quarantine(name)
-    out = {c: strings[c][bad].reset_index(drop=True) for c in contract_columns(name)}
+    out = {}
+    for c in contract_columns(name):
+        # the id stays readable (it is what the row is about), unless it looks like an e-mail
+        everything = None if misaligned is None or c == "customer_id" else misaligned[bad]
+        out[c] = _masked(strings[c][bad].reset_index(drop=True), everything)
     out[REASON_COLUMN] = pd.Series(np.asarray(order, dtype=object)[rank[bad]], dtype="str")
     if ROW_POSITION_COLUMN in raw.columns:
         position = raw[ROW_POSITION_COLUMN].astype("Int64")[bad]
