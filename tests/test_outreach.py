@@ -334,3 +334,39 @@ def test_stage_without_control_groups_writes_an_empty_outreach_report(tmp_path, 
     _export(tmp_path, None, "2026-03-02")
     report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
     assert report["lists"] == [] and report["effects"] == [] and report["holdout_share"] == 0
+
+
+def test_weekly_report_says_per_action_what_outreach_did(tmp_path, monkeypatch):
+    from churnlens import report
+    from churnlens.stages import report as report_stage
+    from test_report import _project as report_project
+    from test_report import _text
+
+    monkeypatch.setattr(report, "segment_chart", lambda *args, **kw: None)
+    monkeypatch.setattr(report, "calibration_chart", lambda *args, **kw: None)
+    monkeypatch.chdir(report_project(tmp_path))
+    report_stage.run("params.yaml")
+    html = (tmp_path / "reports" / "weekly_report.html").read_text(encoding="utf-8")
+    assert "Did our outreach work?" not in html  # no outreach.json: nothing shown
+
+    effect = {"list_date": "all", "action": "Reactivation campaign", "treated": 400,
+              "control": 100, "retention_treated": 0.41, "retention_control": 0.33,
+              "difference": 0.08, "ci_low": 0.03, "ci_high": 0.13, "half_width": 0.05,
+              "customers_kept": 19.2, "revenue_kept": 12400.0, "cost_per_customer_kept": None,
+              "too_thin": False}
+    thin = effect | {"action": "Onboarding call", "too_thin": True, "treated": 30, "control": 3}
+    lists = [{"list_date": "2026-03-02", "customers": 200, "control": 20,
+              "measurable_on": "2026-05-31", "measured": True},
+             {"list_date": "2026-08-31", "customers": 200, "control": 21,
+              "measurable_on": "2026-11-29", "measured": False}]
+    (tmp_path / "reports" / "outreach.json").write_text(json.dumps(
+        {"horizon_days": 90, "lists": lists, "by_action": [effect, thin], "effects": []}))
+    report_stage.run("params.yaml")
+    text = _text((tmp_path / "reports" / "weekly_report.html").read_text(encoding="utf-8"))
+    assert "Did our outreach work?" in text
+    assert ("Reactivation campaign: 41 % vs 33 % stayed, +8 pts (±5), about 19 customers and "
+            "12,400 of revenue kept") in text
+    assert "Onboarding call: not enough customers yet to tell (30 contacted, 3 in the control " \
+           "group)" in text
+    assert "21 of the 200 customers on the list of 2026-08-31 are the control group" in text
+    assert outreach.report_section({"lists": []}) is None

@@ -202,38 +202,42 @@ def measure_effect(
     has_costs = costs is not None and not costs.empty
     frame = frame[frame["treated"].astype(bool) | frame["holdout"].astype(bool)]
 
-    results = []
-    groups = [((day, action), g) for (day, action), g in frame.groupby(["assigned", "action"])]
-    groups += [((day, ALL_ACTIONS), g) for day, g in frame.groupby("assigned")]
-    groups += [((ALL_LISTS, action), g) for action, g in frame.groupby("action")]
+    holdout = frame["holdout"].to_numpy(bool)
+    arrays = {"treated": frame["treated"].to_numpy(bool) & ~holdout, "control": holdout,
+              "retained": frame["retained"].to_numpy(bool),
+              "value": pd.to_numeric(frame["value"], errors="coerce").to_numpy(float),
+              "cost": pd.to_numeric(frame["cost"], errors="coerce").fillna(0).to_numpy(float)}
+    groups = [(key, rows) for key, rows in frame.groupby(["assigned", "action"]).indices.items()]
+    groups += [((day, ALL_ACTIONS), rows)
+               for day, rows in frame.groupby("assigned").indices.items()]
+    groups += [((ALL_LISTS, action), rows)
+               for action, rows in frame.groupby("action").indices.items()]
     if frame["assigned"].nunique() > 1:
-        groups.append(((ALL_LISTS, ALL_ACTIONS), frame))
-    for (day, action), group in groups:
-        results.append(_effect(group, day, action, confidence=confidence,
-                               max_half_width=max_half_width, min_per_arm=min_per_arm,
-                               has_costs=has_costs))
+        groups.append(((ALL_LISTS, ALL_ACTIONS), np.arange(len(frame))))
+    results = [_effect({k: v[rows] for k, v in arrays.items()}, day, action,
+                       confidence=confidence, max_half_width=max_half_width,
+                       min_per_arm=min_per_arm, has_costs=has_costs)
+               for (day, action), rows in groups]
     order = {ALL_LISTS: "~"}
     return sorted(results, key=lambda r: (order.get(r["list_date"], r["list_date"]),
                                           r["action"] == ALL_ACTIONS, r["action"]))
 
 
-def _effect(group: pd.DataFrame, day: str, action: str, *, confidence: float,
+def _effect(group: Mapping[str, np.ndarray], day: str, action: str, *, confidence: float,
             max_half_width: float, min_per_arm: int, has_costs: bool) -> dict[str, Any]:
-    treated = group[group["treated"].astype(bool) & ~group["holdout"].astype(bool)]
-    control = group[group["holdout"].astype(bool)]
-    n1, n2 = len(treated), len(control)
-    x1 = int(treated["retained"].astype(bool).sum())
-    x2 = int(control["retained"].astype(bool).sum())
+    treated, control, retained = group["treated"], group["control"], group["retained"]
+    n1, n2 = int(treated.sum()), int(control.sum())
+    x1, x2 = int((retained & treated).sum()), int((retained & control).sum())
     r1 = x1 / n1 if n1 else None
     r2 = x2 / n2 if n2 else None
     diff = r1 - r2 if n1 and n2 else None
     low, high = newcombe_interval(x1, n1, x2, n2, confidence) if diff is not None else (None, None)
     half = (high - low) / 2 if diff is not None else None
-    values = pd.to_numeric(treated["value"], errors="coerce")
+    values = group["value"][treated]
     kept = diff * n1 if diff is not None else None
-    revenue = diff * float(values.fillna(0).sum()) if diff is not None and values.notna().any() \
-        else None
-    cost = float(treated["cost"].sum()) if has_costs else None
+    revenue = (diff * float(np.nansum(values))
+               if diff is not None and np.isfinite(values).any() else None)
+    cost = float(group["cost"][treated].sum()) if has_costs else None
     per_kept = cost / kept if cost is not None and kept is not None and kept > 0 else None
     thin = min(n1, n2) < min_per_arm or half is None or half > max_half_width
     return {
@@ -321,3 +325,26 @@ def window_outcomes(
     joined = frame.assign(_row=frame.index, _start=start, _end=end).merge(days, on="customer_id")
     hit = joined[(joined["day"] > joined["_start"]) & (joined["day"] <= joined["_end"])]
     return frame.assign(retained=frame.index.isin(hit["_row"]))
+
+
+def report_section(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the weekly report shows from `reports/outreach.json`: None without control groups,
+    else a `summary` line and one plain sentence per action (pooled over the measured lists)."""
+    lists = list((report or {}).get("lists") or [])
+    if not lists:
+        return None
+    horizon = report.get("horizon_days")
+    measured = [x for x in lists if x.get("measured")]
+    waiting = [x for x in lists if not x.get("measured")]
+    parts = []
+    if measured:
+        parts.append(f"{len(measured)} list{'s' if len(measured) > 1 else ''} with a control "
+                     f"group measured (from {measured[0]['list_date']}): share of contacted and "
+                     f"of control customers still active {horizon} days after the list.")
+    if waiting:
+        latest = waiting[-1]
+        parts.append(f"{latest['control']} of the {latest['customers']} customers on the list of "
+                     f"{latest['list_date']} are the control group; its effect can be measured "
+                     f"from {latest['measurable_on']}.")
+    sentences = [e.get("sentence") or plain_sentence(e) for e in report.get("by_action") or []]
+    return {"summary": " ".join(parts), "sentences": sentences}

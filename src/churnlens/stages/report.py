@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from churnlens import paths, report
+from churnlens import outreach, paths, report
 from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.io import read_json, write_text
@@ -46,6 +46,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
         promotion=with_serving(_optional_json(paths.PROMOTION), _optional_json(paths.SERVING)),
         history=_optional_json(paths.AT_RISK_HISTORY),
     )
+    context["outreach"] = outreach.report_section(_optional_json(paths.REPORTS / "outreach.json"))
     write_text(report.render_report(context), paths.WEEKLY_REPORT)
     log.info(
         "wrote %s (%d customers listed, %d to win back, %s; %d drift alerts%s)",
