@@ -376,3 +376,19 @@ def test_headerless_customers_error_names_columns_not_values(tmp_path):
     code, stderr = run_inprocess(CORPUS / "headerless_customers", tmp_path / "out")
     assert code == 1
     assert "C1" not in stderr and "example.com" not in stderr and "Example" not in stderr
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "as_of" in expected(c)])
+def test_kpis_take_the_same_default_as_of_as_features(case, tmp_path):
+    """Issue 12 part 5: one rule for the default as_of; the KPI stage's counts give the same."""
+    import pyarrow.dataset as ds
+
+    from churnlens.kpis import daily_activity_rows
+    from churnlens.snapshot import default_as_of as snapshot_as_of
+
+    out = tmp_path / "interim"
+    assert run_inprocess(CORPUS / case, out)[0] == 0
+    tables = [ds.dataset(str(out / f"{t}.parquet")) for t in ("transactions", "events")]
+    decision = snapshot_as_of(None, daily_activity_rows(*tables))
+    assert {"as_of": decision.as_of.isoformat(), "tail_rows": decision.tail_rows,
+            "tail_days": decision.tail_days} == expected(case)["as_of"] == default_as_of(out)

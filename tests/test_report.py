@@ -466,3 +466,62 @@ def test_kpi_tiles_show_the_longer_revenue_window_and_its_caveat():
     assert tiles["crr"]["title"] == "Customer retention"
     plain = {t["key"]: t for t in report.kpi_tiles({"current": {"ndr": 0.9}, "previous": {}})}
     assert plain["ndr"]["title"] == "Net revenue retention" and plain["ndr"]["caveat"] is None
+
+
+# --- issue 12 part 5: a thin tail cut off by the default as_of, through real stage outputs ---
+
+
+def _add_stray_row(raw_dir: Path) -> None:
+    """One purchase 60 days after the end of the log (a clock two months ahead)."""
+    path = raw_dir / "transactions.csv"
+    tx = pd.read_csv(path, dtype=str, keep_default_na=False)
+    stray = tx.iloc[[0]].copy()
+    last = pd.to_datetime(tx["timestamp"], errors="coerce", utc=True, format="ISO8601").max()
+    stray["timestamp"] = (last + pd.Timedelta(days=60)).isoformat()
+    pd.concat([tx, stray]).to_csv(path, index=False)
+
+
+@pytest.fixture(scope="module")
+def stray_row_run(tmp_path_factory):
+    from pipeline_helpers import run_pipeline
+
+    return run_pipeline(tmp_path_factory.mktemp("stray"), n_customers=60,
+                        env={"CHURNLENS_TODAY": "2100-01-01"}, raw_hook=_add_stray_row,
+                        stages=["privacy", "validate", "features", "kpis"])
+
+
+def test_kpis_use_the_as_of_of_the_features_stage(stray_row_run):
+    """One rule, one as_of: the KPI period ends where the features' snapshot does, not on
+    the stray row's day."""
+    meta = json.loads((stray_row_run / "data/features/meta.json").read_text())
+    kpis = json.loads((stray_row_run / "reports/kpis.json").read_text())
+    assert meta["as_of_rule"] == "complete_data" and meta["tail_rows"] == 1
+    assert kpis["as_of"] == kpis["period"]["end"] == meta["as_of"]
+    for key in ("as_of_rule", "tail_rows", "tail_days", "last_data_day"):
+        assert kpis[key] == meta[key], key
+    assert kpis["last_data_day"] > kpis["as_of"]
+
+
+def test_report_says_in_one_plain_line_that_late_rows_were_left_out(
+        stray_row_run, tmp_path, monkeypatch):
+    root = _project(tmp_path)
+    kpis = (stray_row_run / "reports/kpis.json").read_text()
+    (root / "reports" / "kpis.json").write_text(kpis)
+    monkeypatch.setattr(report, "segment_chart", lambda *args, **kw: None)
+    monkeypatch.setattr(report, "calibration_chart", lambda *args, **kw: None)
+    monkeypatch.chdir(root)
+    report_stage.run("params.yaml")
+    text = _text((root / "reports" / "weekly_report.html").read_text(encoding="utf-8"))
+    last = report.format_date(json.loads(kpis)["last_data_day"])
+    as_of = report.format_date(json.loads(kpis)["as_of"])
+    assert (f"1 late row up to {last} came in after a long silence in the data and is left "
+            f"out: this report covers the data up to {as_of}.") in text
+
+
+def test_no_tail_line_without_a_tail(default_html):
+    assert "late row" not in _text(default_html)
+    assert report.tail_note({"as_of": "2026-08-31", "tail_rows": 0}) is None
+    assert report.tail_note({"as_of": "2026-08-31", "tail_rows": 12, "tail_days": 3,
+                             "last_data_day": "2026-10-30"}) == (
+        "12 late rows on 3 days up to 30 Oct 2026 came in after a long silence in the data and "
+        "are left out: this report covers the data up to 31 Aug 2026.")

@@ -446,20 +446,24 @@ def build_panel(
     )
 
 
-def last_activity_day(transactions: Any, events: Any = None) -> date | None:
-    """Day of the last transaction/event timestamp (None if both are empty)."""
+def daily_activity_rows(transactions: Any, events: Any = None) -> list[tuple[date, int]]:
+    """(UTC day, transaction + event rows) for each day with rows, ascending: the counts the
+    features stage gives `snapshot.default_as_of`, so both stages pick the same as_of."""
     con = duckdb.connect()
     try:
-        days = []
+        parts = []
         for name, table in (("tx", transactions), ("ev", events)):
             if table is not None:
                 con.register(name, table)
-                sql = f'SELECT max(CAST("timestamp" AS TIMESTAMP)) FROM {name}'
-                days.append(con.execute(sql).fetchall()[0][0])
+                parts.append(f'SELECT CAST(CAST("timestamp" AS TIMESTAMP) AS DATE) AS d '
+                             f'FROM {name} WHERE "timestamp" IS NOT NULL')
+        if not parts:
+            return []
+        rows = con.execute(f"SELECT d, COUNT(*) FROM ({' UNION ALL '.join(parts)}) u "
+                           "GROUP BY d ORDER BY d").fetchall()
     finally:
         con.close()
-    days = [pd.Timestamp(d).date() for d in days if d is not None]
-    return max(days) if days else None
+    return [(pd.Timestamp(d).date(), int(n)) for d, n in rows]
 
 
 def status_at(panel: KpiPanel, day: Any) -> pd.Series:

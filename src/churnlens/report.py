@@ -721,6 +721,23 @@ def drift_alerts(drift: Mapping[str, Any] | None) -> list[dict]:
     return [{k: v for k, v in a.items() if k != "_psi"} for a in alerts]
 
 
+def tail_note(kpis: Mapping[str, Any]) -> str | None:
+    """One plain line when stray rows after a long silence were left out of this report
+    (kpis.json `tail_rows` / `tail_days` / `last_data_day`, set by the default as_of)."""
+    rows = _number(kpis.get("tail_rows"))
+    if not rows or rows <= 0:
+        return None
+    days = int(_number(kpis.get("tail_days")) or 0)
+    rows_text = "1 late row" if rows == 1 else f"{format_count(rows)} late rows"
+    on_days = "" if days <= 1 else f" on {days} days"
+    until = kpis.get("last_data_day")
+    upto = f" up to {format_date(until)}" if until else ""
+    as_of = format_date(kpis.get("as_of") or (kpis.get("period") or {}).get("end"))
+    return (f"{capitalise(rows_text)}{on_days}{upto} came in after a long silence in the data "
+            f"and {'is' if rows == 1 else 'are'} left out: this report covers the data up to "
+            f"{as_of}.")
+
+
 # --------------------------------------------------------------------------- context + render
 
 
@@ -772,6 +789,7 @@ def build_context(
         "horizon": None if _number(horizon) is None else f"{_number(horizon):.0f}",
         "definition": DEFINITION_WORDS.get(str(definition), "leaves"),
         "generated_on": format_date(generated_on) if generated_on else None,
+        "tail_note": tail_note(kpis),
         "currency_note": (
             f"Amounts in {currency}."
             if currency

@@ -115,6 +115,47 @@ def complete_as_of(daily_rows: Iterable[tuple[date, int]]) -> AsOfChoice:
     return AsOfChoice(days[end][0], sum(n for _, n in tail), len(tail), last_day)
 
 
+@dataclass(frozen=True)
+class AsOfDecision:
+    """How `snapshot.as_of` resolves (`default_as_of`), for every stage that needs a date.
+
+    rule: "snapshot.as_of" (given), "complete_data" (`complete_as_of`) or "last_data_day"
+    (null and no daily counts). tail_rows / tail_days: the thin tail after a default as_of.
+    last_day: the last event/transaction day (None when unknown).
+    """
+
+    as_of: date
+    rule: str
+    tail_rows: int = 0
+    tail_days: int = 0
+    last_day: date | None = None
+
+
+def is_explicit(as_of: date | datetime | str | None) -> bool:
+    """True when `snapshot.as_of` names a date (null, "" and "None" mean: the default)."""
+    return as_of is not None and str(as_of).strip() not in ("", "null", "None")
+
+
+def default_as_of(as_of: date | datetime | str | None,
+                  daily_rows: Iterable[tuple[date, int]] | None,
+                  last_day: date | None = None) -> AsOfDecision:
+    """THE as_of of a run, the same in every stage (features on either engine, KPIs).
+
+    `as_of` given: obeyed. Null: the last day the data is complete (`complete_as_of` over
+    `daily_rows`, the (day, event + transaction rows) counts); without counts, `last_day`.
+    """
+    if is_explicit(as_of):
+        return AsOfDecision(as_date(as_of), "snapshot.as_of", 0, 0,
+                            None if last_day is None else as_date(last_day))
+    daily = None if daily_rows is None else list(daily_rows)
+    if daily:
+        choice = complete_as_of(daily)
+        return AsOfDecision(choice.as_of, "complete_data", choice.tail_rows, choice.tail_days,
+                            choice.last_day)
+    resolved = resolve_as_of(None, last_day)
+    return AsOfDecision(resolved, "last_data_day", 0, 0, resolved)
+
+
 def list_cutoffs(as_of: date, step_days: int, max_cutoffs: int,
                  first_day: date | None = None) -> list[date]:
     """`as_of - k * step_days` for k in 0..max_cutoffs-1, not before `first_day`; ascending."""
@@ -191,16 +232,11 @@ def plan_snapshot(
     """
     if int(horizon_days) <= 0:
         raise ChurnlensError(f"label.horizon_days must be positive, got {horizon_days!r}")
-    explicit = as_of is not None and str(as_of).strip() not in ("", "null", "None")
-    rule, tail_rows, tail_days = "snapshot.as_of", 0, 0
-    daily = None if explicit or daily_rows is None else list(daily_rows)
-    if daily:
-        choice = complete_as_of(daily)
-        resolved, tail_rows, tail_days = choice.as_of, choice.tail_rows, choice.tail_days
-        last_day, rule = choice.last_day, "complete_data"
-    else:
-        resolved = resolve_as_of(as_of, last_day)
-        rule = "snapshot.as_of" if explicit else "last_data_day"
+    decision = default_as_of(as_of, None if is_explicit(as_of) else daily_rows, last_day)
+    resolved, rule = decision.as_of, decision.rule
+    tail_rows, tail_days = decision.tail_rows, decision.tail_days
+    if decision.rule == "complete_data":
+        last_day = decision.last_day
     cutoffs = list_cutoffs(resolved, step_days, max_cutoffs, first_day)
     labelled = labelled_cutoffs(cutoffs, resolved, horizon_days)
     snap = Snapshot(resolved, cutoffs, labelled, int(horizon_days), int(step_days),

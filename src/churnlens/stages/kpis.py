@@ -4,7 +4,10 @@ Reads the validated tables in `data/interim/`, writes `reports/kpis.json` and
 `reports/plots/kpi_trend.csv`. The event and transaction logs are streamed from Parquet by
 DuckDB (pyarrow datasets), never loaded whole into pandas. NDR/GRR use `kpis.revenue_window`
 (optional; default "auto": the label horizon on purchase-only or lumpy logs, see
-`churnlens.kpis.choose_revenue_window`).
+`churnlens.kpis.choose_revenue_window`). A null `snapshot.as_of` resolves as in the features
+stage (`churnlens.snapshot.default_as_of` over the daily row counts): a thin tail of late rows
+stays after it, and kpis.json records it (`as_of_rule`, `tail_rows`, `tail_days`,
+`last_data_day`, as data/features/meta.json) for the weekly report.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from churnlens import paths
 from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.io import write_json, write_text
-from churnlens.kpis import compute_kpis, last_activity_day
+from churnlens.kpis import compute_kpis, daily_activity_rows
 from churnlens.logs import get_logger
-from churnlens.snapshot import resolve_as_of
+from churnlens.snapshot import AsOfDecision, default_as_of
 
 log = get_logger("kpis")
 
@@ -64,6 +67,18 @@ def read_nps(path: Path) -> pd.DataFrame | None:
     return nps if len(nps) else None
 
 
+def as_of_fields(decision: AsOfDecision) -> dict[str, Any]:
+    """How as_of was chosen, for kpis.json (the report says when a thin tail was left out);
+    the keys of data/features/meta.json."""
+    default = decision.rule != "snapshot.as_of"
+    return {
+        "as_of_rule": decision.rule,
+        "tail_rows": int(decision.tail_rows),
+        "tail_days": int(decision.tail_days),
+        "last_data_day": decision.last_day.isoformat() if decision.last_day and default else None,
+    }
+
+
 def run(params_path: Path = Path("params.yaml")) -> None:
     params = load_params(params_path)
     kpis_params = params.get("kpis") or {}
@@ -77,7 +92,9 @@ def run(params_path: Path = Path("params.yaml")) -> None:
     if events is not None and events.count_rows() == 0:
         events = None  # a purchase-only log: validate writes an empty events table
     nps = read_nps(_interim("nps"))
-    as_of = resolve_as_of(snapshot.get("as_of"), last_activity_day(transactions, events))
+    # the as_of of the features stage (same rule, same counts): a thin tail stays after it
+    decision = default_as_of(snapshot.get("as_of"), daily_activity_rows(transactions, events))
+    as_of = decision.as_of
 
     report, trend = compute_kpis(
         customers,
@@ -93,6 +110,7 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         max_cohorts=MAX_COHORTS,
         revenue_window=kpis_params.get("revenue_window", "auto"),
     )
+    report.update(as_of_fields(decision))
     write_json(report, paths.KPIS)
     write_text(trend.to_csv(index=False), TREND_CSV)
 
@@ -103,6 +121,10 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         current["customers_start"], current["customers_end"], current["crr"],
         current["churn_rate"], current["ndr"], time.perf_counter() - started,
     )
+    if decision.tail_rows:
+        log.info("thin tail after as_of %s: %d rows on %d days up to %s are left out "
+                 "(as in features)", as_of, decision.tail_rows, decision.tail_days,
+                 decision.last_day)
     window = report["revenue_window"]
     if window["reason"]:
         log.info("NDR/GRR over %s days (not %s): %s", window["days"], window["period_days"],
