@@ -370,3 +370,31 @@ def test_weekly_report_says_per_action_what_outreach_did(tmp_path, monkeypatch):
            "group)" in text
     assert "21 of the 200 customers on the list of 2026-08-31 are the control group" in text
     assert outreach.report_section({"lists": []}) is None
+
+
+@pytest.mark.slow
+def test_pipeline_measures_an_earlier_list_after_its_window(tmp_path):
+    """Two weekly runs of the whole pipeline on one sample, 5 months apart: the first list's
+    control group is measured from the validated data in the second run."""
+    from pipeline_helpers import AFTER_GENERATE, new_run, run_pipeline, run_stages
+
+    overrides = {"export.holdout_share": 0.3, "snapshot.as_of": "2026-03-31"}
+    first = run_pipeline(tmp_path, n_customers=800, overrides=overrides)
+    table = pd.read_csv(first / "reports/at_risk.csv", dtype=str, keep_default_na=False,
+                        encoding="utf-8-sig")
+    control = table[table["holdout"] == "true"]
+    assert len(control) > 0 and (control["contact"] == "").all()
+    assert (control["suggested_action"] == CONTROL_ACTION).all()
+    params = dict(first.params, snapshot={"as_of": "2026-08-31"})
+    second = run_stages(new_run(tmp_path, params), AFTER_GENERATE)
+    report = json.loads((second / "reports/outreach.json").read_text())
+    assert [x["list_date"] for x in report["lists"]] == ["2026-03-31", "2026-08-31"]
+    assert [x["measured"] for x in report["lists"]] == [True, False]
+    overall = next(e for e in report["effects"]
+                   if (e["list_date"], e["action"]) == ("2026-03-31", outreach.ALL_ACTIONS))
+    assert overall["treated"] + overall["control"] == len(table)
+    assert overall["control"] == len(control)
+    assert 0 <= overall["retention_control"] <= 1 and overall["ci_low"] < overall["ci_high"]
+    html = (second / "reports/weekly_report.html").read_text(encoding="utf-8")
+    assert "Did our outreach work?" in html and report["by_action"]
+    assert all(e["sentence"] in html for e in report["by_action"])
