@@ -392,3 +392,241 @@ def test_kpis_take_the_same_default_as_of_as_features(case, tmp_path):
     decision = snapshot_as_of(None, daily_activity_rows(*tables))
     assert {"as_of": decision.as_of.isoformat(), "tail_rows": decision.tail_rows,
             "tail_days": decision.tail_days} == expected(case)["as_of"] == default_as_of(out)
+
+
+# =========================================================================== issue 12 part 8
+# Bad params and run-time failures, through the CLI: one line on stderr, exit 1, no traceback,
+# and a safe state (nothing half-written, nothing registered). Params are checked once, up front,
+# by `config.load_params` (`churnlens.params_check`); any other error becomes one line pointing
+# at the stage log (`logs/STAGE.log`); train refuses tiny data before MLflow and holds a lock.
+# Corpus cases with a "train" entry in expected.json also run features and train.
+
+PIPELINE_CASES = [c for c in CASES if "train" in expected(c)]
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+# name: ({dotted key: value}, substrings of the one error line)
+BAD_PARAMS = {
+    "memory_limit_without_unit": ({"features.memory_limit": "4"}, ["features.memory_limit"]),
+    "memory_limit_words": ({"features.memory_limit": "lots"}, ["features.memory_limit",
+                                                               "e.g. 4GB"]),
+    "threads_zero": ({"features.threads": 0}, ["features.threads", ">= 1", "got 0"]),
+    "threads_text": ({"features.threads": "two"}, ["features.threads", "got 'two'"]),
+    "as_of_not_a_date": ({"snapshot.as_of": "yesterday"}, ["snapshot.as_of", "ISO date"]),
+    "as_of_impossible_date": ({"snapshot.as_of": "2026-02-30"}, ["snapshot.as_of"]),
+    "horizon_negative": ({"label.horizon_days": -90}, ["label.horizon_days"]),
+    "definition_unknown": ({"label.definition": "churned"}, ["label.definition",
+                                                             "inactivity, cancellation"]),
+    "cv_folds_one": ({"train.cv_folds": 1}, ["train.cv_folds", ">= 2"]),
+    "tiers_out_of_order": ({"score.tiers": {"high": 0.25, "medium": 0.5, "low": 0.0}},
+                           ["score.tiers", "highest tier first"]),
+    "windows_zero": ({"features.windows": [0, 30]}, ["features.windows"]),
+    "top_n_negative": ({"export.top_n": -1}, ["export.top_n"]),
+    "unknown_action_condition": ({"export.actions": [{"when": "sometimes", "action": "Call"},
+                                                     {"when": "always", "action": "Nurture"}]},
+                                 ["export.actions rule 1", "unknown condition 'sometimes'"]),
+    "many_bad_keys_at_once": ({"features.memory_limit": "lots", "features.threads": 0,
+                               "snapshot.as_of": "yesterday"},
+                              ["3 bad values", "features.memory_limit", "features.threads",
+                               "snapshot.as_of"]),
+}
+
+
+def write_params(folder: Path, overrides: dict, raw_dir: Path | None = None) -> Path:
+    import yaml
+
+    params = yaml.safe_load(REPO_PARAMS.read_text(encoding="utf-8"))
+    if raw_dir is not None:
+        params["data"]["raw_dir"] = str(raw_dir)
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str, BaseException | None]:
+    result = CliRunner().invoke(app, list(args))
+    escaped = None if isinstance(result.exception, SystemExit | type(None)) else result.exception
+    return result.exit_code, result.stderr, escaped
+
+
+def one_error_line(stage: str, code: int, stderr: str, escaped) -> str:
+    assert escaped is None, f"exception escaped the CLI: {escaped!r}"
+    assert code == 1, stderr
+    assert "Traceback" not in stderr and "╭" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"churnlens {stage}: error: "), stderr
+    return errors[0]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An empty project folder as cwd; stage logs and MLflow inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHURNLENS_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PARAMS))
+def test_bad_params_one_line_before_anything_is_written(case, project):
+    overrides, wanted = BAD_PARAMS[case]
+    params = write_params(project, overrides, raw_dir=CORPUS / "single_customer")
+    out = project / "interim"
+    line = one_error_line("validate", *invoke("validate", str(CORPUS / "single_customer"),
+                                              str(out), "--params", str(params)))
+    for part in wanted:
+        assert part in line, (part, line)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("stage", ["privacy", "features", "train", "score", "drift",
+                                   "explain", "export", "kpis", "report", "generate"])
+def test_every_stage_checks_the_whole_params_file_first(stage, project):
+    params = write_params(project, BAD_PARAMS["many_bad_keys_at_once"][0])
+    line = one_error_line(stage, *invoke(stage, "--params", str(params)))
+    assert "3 bad values" in line and "features.threads" in line
+    assert sorted(p.name for p in project.iterdir()) == ["logs", "params.yaml"]
+
+
+def test_as_of_typed_as_a_yaml_date(project):
+    """`as_of: 2026-08-31` unquoted is a YAML date: read as the ISO string, the run goes on."""
+    from churnlens.config import load_params
+
+    params = write_params(project, {})
+    params.write_text(params.read_text().replace("as_of: null", "as_of: 2026-08-31"))
+    assert load_params(params)["snapshot"]["as_of"] == "2026-08-31"
+    code, stderr, escaped = invoke("validate", str(CORPUS / "single_customer"),
+                                   str(project / "interim"), "--params", str(params))
+    assert (code, escaped) == (0, None), stderr
+
+
+def test_missing_params_file_is_one_line(project):
+    line = one_error_line("features", *invoke("features", "--params", "nope.yaml"))
+    assert "params file nope.yaml not found" in line
+
+
+@pytest.mark.parametrize("case", PIPELINE_CASES)
+def test_tiny_data_stops_train_before_mlflow(case, project):
+    """Three customers validate and get features, but train stops with one line before
+    anything is fitted, saved or registered (it used to crash, or register a model whose
+    test figures the promotion gate could not compare)."""
+    exp = expected(case)["train"]
+    params = write_params(project, {"train.register_model": True}, raw_dir=CORPUS / case)
+    for stage in ("validate", "features"):
+        code, stderr, escaped = invoke(stage, "--params", str(params))
+        assert (code, escaped) == (0, None), stderr
+    code, stderr, escaped = invoke("train", "--params", str(params))
+    if exp["exit"] == 0:
+        assert (code, escaped) == (0, None), stderr
+        return
+    line = one_error_line("train", code, stderr, escaped)
+    for part in exp["message_contains"]:
+        assert part in line, (part, line)
+    assert "nothing was trained or registered" in line
+    assert not (project / "mlflow.db").exists()          # MLflow never opened
+    assert not (project / "models" / "churn_model").exists()
+    assert not (project / "reports").exists()
+    assert line.split("error: ", 1)[1] in (project / "logs" / "train.log").read_text()
+
+
+def test_corpus_has_the_three_customers_case():
+    assert "three_customers" in PIPELINE_CASES
+
+
+def test_unexpected_error_is_one_line_with_the_log_holding_the_traceback(project,
+                                                                       monkeypatch):
+    from churnlens.stages import kpis
+
+    def boom(*args, **kwargs):
+        raise ValueError("something nobody expected\nsecond line")
+
+    monkeypatch.setattr(kpis, "run", boom)
+    line = one_error_line("kpis", *invoke("kpis"))
+    log = project / "logs" / "kpis.log"
+    assert "unexpected ValueError: something nobody expected" in line
+    assert f"full traceback in {log}" in line and "CHURNLENS_DEBUG=1" in line
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "second line" in text
+    monkeypatch.setenv("CHURNLENS_DEBUG", "1")
+    code, stderr, escaped = invoke("kpis")
+    assert isinstance(escaped, ValueError)   # the developer's view: the exception itself
+
+
+@pytest.mark.parametrize(("error", "wanted"), [
+    ("oom", ["DuckDB ran out of memory", "features.memory_limit=4GB", "temp folder"]),
+    ("disk", ["disk full", "temp folder", "No space left on device"]),
+])
+def test_duckdb_out_of_memory_or_disk_is_one_line(error, wanted, project, monkeypatch):
+    import duckdb
+
+    from churnlens.stages import features
+
+    assert invoke("validate", str(CORPUS / "three_customers"), "data/interim")[0] == 0
+    write_params(project, {})
+
+    def copy_fails(con, query, target):
+        if error == "oom":
+            raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate 256 KiB")
+        raise duckdb.IOException('IO Error: Could not write file "x": No space left on device')
+
+    monkeypatch.setattr(features, "_copy", copy_fails)
+    line = one_error_line("features", *invoke("features"))
+    for part in wanted:
+        assert part in line, (part, line)
+    leftovers = [p.name for p in (project / "data" / "features").iterdir()]
+    assert leftovers == []           # the spill folder is removed, no half-written outputs
+
+
+def test_disk_full_anywhere_is_one_line(project, monkeypatch):
+    import errno
+
+    from churnlens.stages import kpis
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "reports/kpis.json")
+
+    monkeypatch.setattr(kpis, "run", full)
+    line = one_error_line("kpis", *invoke("kpis"))
+    assert "disk full writing reports/kpis.json" in line
+
+
+def test_two_trains_at_once_the_second_stops_in_one_line(project):
+    """A running train holds models/.train.lock; a second one says so and touches nothing
+    (it used to run on and delete the first one's temp folders)."""
+    import yaml
+
+    from test_train_stage import AS_OF, PARAMS, feature_rows
+
+    (project / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    (project / "data" / "features").mkdir(parents=True)
+    feature_rows().to_parquet(project / "data/features/training.parquet", index=False)
+    (project / "data/features/meta.json").write_text(json.dumps({"as_of": AS_OF.isoformat()}))
+    first_temp = project / "models" / ".churn_model.first"   # the running train's temp folder
+    first_temp.mkdir(parents=True)
+    holder = subprocess.Popen(   # a real second process holding the lock, as a train would
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         "fd = os.open('models/.train.lock', os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.read()\n"],
+        cwd=project, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = one_error_line("train", *invoke("train"))
+        assert f"another churnlens train is running (pid {holder.pid})" in line
+        assert first_temp.is_dir()
+        assert not (project / "reports").exists() and not (project / "models/churn_model").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    # the lock goes with its process: the next train is not blocked by a stale lock file
+    (project / "data/features/training.parquet").unlink()
+    line = one_error_line("train", *invoke("train"))
+    assert "training.parquet not found" in line

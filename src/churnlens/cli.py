@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
 from pathlib import Path
 
 import typer
 
-from churnlens.errors import ChurnlensError
+from churnlens.errors import ChurnlensError, ParamsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -17,8 +19,17 @@ RAW_DIR = typer.Argument(None, help="folder of raw tables (default: data.raw_dir
 OUT_DIR = typer.Argument(None, help="output folder (default: data/interim)")
 
 
+DEBUG_ENV = "CHURNLENS_DEBUG"   # =1: an unexpected error shows its Python traceback on stderr
+
+
 def _run_stage(stage: str, *args, **kwargs) -> None:
-    """Run `churnlens.stages.<stage>.run`, turning user errors into one line on stderr + exit 1."""
+    """Run `churnlens.stages.<stage>.run`; any error becomes one line on stderr and exit 1.
+
+    A user error (`ChurnlensError`: bad params, bad input, missing earlier output) is its own
+    message. Anything else (a bug, a full disk, DuckDB out of memory) is one line naming what
+    happened and the stage log holding the full traceback (`churnlens.logs.log_path`); with
+    CHURNLENS_DEBUG=1 the traceback also goes to stderr.
+    """
     from churnlens.logs import setup_logging
 
     setup_logging(stage)
@@ -26,8 +37,60 @@ def _run_stage(stage: str, *args, **kwargs) -> None:
         module = importlib.import_module(f"churnlens.stages.{stage}")
         module.run(*args, **kwargs)
     except ChurnlensError as err:
-        print(f"churnlens {stage}: error: {err}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        _fail(stage, str(err))
+    except KeyboardInterrupt:
+        _fail(stage, "interrupted", code=130)
+    except Exception as err:  # noqa: BLE001 - the one place every other error becomes one line
+        _fail_unexpected(stage, err)
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _fail(stage: str, message: str, code: int = 1) -> None:
+    """One line on stderr (and in the stage log), then exit `code`."""
+    from churnlens.logs import log_to_file
+
+    message = _one_line(message, limit=2000)
+    log_to_file(f"error: {message}")
+    print(f"churnlens {stage}: error: {message}", file=sys.stderr)
+    raise typer.Exit(code) from None
+
+
+def _fail_unexpected(stage: str, err: Exception) -> None:
+    from churnlens.logs import log_traceback
+
+    where = log_traceback(err)
+    if _debug():
+        raise err
+    hint = (f"full traceback in {where}" if where is not None
+            else "the stage log could not be written")
+    _fail(stage, f"{unexpected_message(err)} ({hint}; {DEBUG_ENV}=1 prints it here)")
+
+
+def unexpected_message(err: BaseException) -> str:
+    """What an unexpected error means, in one line, for the errors a run meets in practice."""
+    name = type(err).__name__
+    text = _one_line(str(err).splitlines()[0] if str(err) else "", limit=200)
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        target = f" writing {err.filename}" if err.filename else ""
+        return f"disk full{target} ({err.strerror or text}): free some space and rerun"
+    if isinstance(err, MemoryError):
+        return "out of memory: free memory (or lower features.memory_limit) and rerun"
+    if type(err).__module__.split(".")[0] in ("duckdb", "_duckdb"):
+        if name == "OutOfMemoryException":
+            return (f"DuckDB ran out of memory ({text}): raise features.memory_limit, or free "
+                    "disk space for its temp folder")
+        if "No space left" in text or "disk" in text.lower():
+            return f"DuckDB could not write to disk ({text}): free disk space and rerun"
+        return f"DuckDB error {name}: {text}"
+    return f"unexpected {name}" + (f": {text}" if text else "")
 
 
 @app.command()
@@ -56,6 +119,10 @@ def validate(
 
         try:
             raw_dir = Path(str(load_params(params)["data"]["raw_dir"]))
+        except ParamsError as err:
+            print(f"churnlens validate: error: no RAW_DIR given, and {params} cannot give "
+                  f"data.raw_dir: {_one_line(str(err), 2000)}", file=sys.stderr)
+            raise typer.Exit(1) from None
         except (OSError, ChurnlensError, KeyError, TypeError) as err:
             print(f"churnlens validate: error: no RAW_DIR given and no data.raw_dir in {params} "
                   f"({err})", file=sys.stderr)
@@ -179,6 +246,7 @@ def _run_registry(version: str | None, rollback: bool, params: Path) -> None:
     from churnlens.logs import setup_logging
 
     setup_logging("registry")
+    command = "rollback" if rollback else "promote"
     try:
         from churnlens.config import load_params
         from churnlens.tracking import move_champion, registered_model_name
@@ -186,8 +254,11 @@ def _run_registry(version: str | None, rollback: bool, params: Path) -> None:
         name = registered_model_name(load_params(params))
         move = move_champion(version, rollback=rollback, name=name)
     except ChurnlensError as err:
-        print(f"churnlens {'rollback' if rollback else 'promote'}: error: {err}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        _fail(command, str(err))
+    except KeyboardInterrupt:
+        _fail(command, "interrupted", code=130)
+    except Exception as err:  # noqa: BLE001 - one line, traceback in logs/registry.log
+        _fail_unexpected(command, err)
     print(f"champion: v{move['from']} -> v{move['to']}")
 
 

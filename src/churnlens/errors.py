@@ -16,3 +16,16 @@ class InputFileError(ChurnlensError):
 
 class NotEnoughHistoryError(ChurnlensError):
     """The data window is too short for the horizon and a training window."""
+
+
+class ParamsError(ChurnlensError):
+    """The params file has bad values: one line naming every bad key and what it expects."""
+
+    def __init__(self, source: str, problems: list[str], message: str | None = None) -> None:
+        self.source, self.problems = source, list(problems)
+        count = f"{len(problems)} bad value{'s' if len(problems) != 1 else ''}"
+        super().__init__(message or f"{source}: {count}: " + "; ".join(self.problems))
+
+
+class BusyError(ChurnlensError):
+    """Another process holds the lock this one needs (e.g. two `churnlens train` at once)."""

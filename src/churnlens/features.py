@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -70,12 +71,50 @@ def connect(memory_limit: str = "4GB", threads: int = 2, temp_directory: str | P
 
 def configure(con: duckdb.DuckDBPyConnection, *, memory_limit: str = "4GB", threads: int = 2,
               temp_directory: str | Path | None = None) -> None:
-    con.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
-    con.execute(f"SET threads = {int(threads)}")
+    for key, sql in (("memory_limit", f"SET memory_limit = {sql_literal(memory_limit)}"),
+                     ("threads", f"SET threads = {int(threads)}")):
+        try:
+            con.execute(sql)
+        except duckdb.Error as err:
+            value = memory_limit if key == "memory_limit" else threads
+            raise ChurnlensError(f"features.{key}: DuckDB does not accept {value!r} "
+                                 f"({_first_line(err)})") from err
     con.execute("SET preserve_insertion_order = false")  # outputs are ORDER BY'd explicitly
     if temp_directory is not None:
         Path(temp_directory).mkdir(parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = {sql_literal(temp_directory)}")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _disk_full(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "no space left" in text or "disk full" in text or "quota exceeded" in text or (
+        isinstance(err, OSError) and err.errno in (28, 122))   # ENOSPC, EDQUOT
+
+
+@contextmanager
+def duckdb_errors(memory_limit: str, temp_directory: str | Path | None) -> Iterator[None]:
+    """Turn DuckDB running out of memory or disk into one `ChurnlensError` that names
+    `features.memory_limit` and the temp folder it spills to (other errors pass through)."""
+    spill = f"temp folder {temp_directory}" if temp_directory else "no temp folder"
+    try:
+        yield
+    except duckdb.OutOfMemoryException as err:
+        raise ChurnlensError(
+            f"DuckDB ran out of memory with features.memory_limit={memory_limit} ({spill}; "
+            f"{_first_line(err)}): raise features.memory_limit, lower features.threads, or "
+            "free disk space for the temp folder") from err
+    except (duckdb.IOException, OSError) as err:
+        if not _disk_full(err):
+            raise
+        raise ChurnlensError(
+            f"disk full while DuckDB wrote the features ({spill}, outputs in data/features; "
+            f"{_first_line(err)}): free disk space there and rerun (features.memory_limit="
+            f"{memory_limit} keeps more in memory)") from err
 
 
 def parquet_source(path: str | Path | None, table: str) -> str:
@@ -173,10 +212,12 @@ def run_steps(con: duckdb.DuckDBPyConnection, steps: Sequence[feature_sql.Step],
         try:
             con.execute(f"CREATE {kind} {step.name} AS {step.sql}")
         except duckdb.OutOfMemoryException as err:
-            limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+            limit, temp = con.execute("SELECT current_setting('memory_limit'), "
+                                      "current_setting('temp_directory')").fetchone()
             raise ChurnlensError(
-                f"DuckDB ran out of memory in feature step '{step.name}' (memory_limit {limit}): "
-                "raise features.memory_limit or lower features.threads"
+                f"DuckDB ran out of memory in feature step '{step.name}' (memory_limit {limit}, "
+                f"temp folder {temp or 'none'}): raise features.memory_limit or lower "
+                "features.threads, and keep disk space free for the temp folder"
             ) from err
         if step.materialize:
             log.info("step %-12s %6.1fs", step.name, time.perf_counter() - started)

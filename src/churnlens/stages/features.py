@@ -25,6 +25,7 @@ from churnlens.features import (
     connect,
     daily_rows,
     data_day_range,
+    duckdb_errors,
     feature_columns,
     interim_paths,
     last_timestamp,
@@ -97,6 +98,22 @@ def run(params_path: Path = Path("params.yaml")) -> None:
     started = time.perf_counter()
     paths.FEATURES_DIR.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=".duckdb_tmp.", dir=paths.FEATURES_DIR))
+    try:
+        with duckdb_errors(cfg["memory_limit"], spill):
+            meta, n_scoring, snap = _build(cfg, spill, started)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+    write_json(meta, paths.FEATURES_META)
+    if n_scoring == 0:
+        log.warning("no customer is active at as_of %s: scoring.parquet is empty", snap.as_of)
+    log.info("wrote %s (%d rows), %s (%d rows), %s in %.1fs",
+             paths.TRAINING_ROWS, meta["n_training_rows"], paths.SCORING_ROWS, n_scoring,
+             paths.FEATURES_META, time.perf_counter() - started)
+
+
+def _build(cfg: dict[str, Any], spill: Path, started: float) -> tuple[dict, int, Snapshot]:
+    """Feature rows in DuckDB (scratch database and spill files in `spill`), COPYd to Parquet."""
     # a scratch database file: intermediate tables live on disk, memory holds the working set
     con = connect(cfg["memory_limit"], cfg["threads"], spill, database=spill / "features.duckdb")
     try:
@@ -123,11 +140,4 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         meta = _meta(con, snap, cfg, columns, n_scoring, time.perf_counter() - started)
     finally:
         con.close()
-        shutil.rmtree(spill, ignore_errors=True)
-
-    write_json(meta, paths.FEATURES_META)
-    if n_scoring == 0:
-        log.warning("no customer is active at as_of %s: scoring.parquet is empty", snap.as_of)
-    log.info("wrote %s (%d rows), %s (%d rows), %s in %.1fs",
-             paths.TRAINING_ROWS, meta["n_training_rows"], paths.SCORING_ROWS, n_scoring,
-             paths.FEATURES_META, time.perf_counter() - started)
+    return meta, n_scoring, snap

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnlens import io, paths
+from churnlens import io, paths, runlock
 from churnlens.baselines import fit_baselines
 from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
 from churnlens.metrics import METRIC_KEYS, calibration_curve, evaluate, lift_curve, pr_curve
-from churnlens.model import ChurnClassifier
+from churnlens.model import ChurnClassifier, group_folds
 from churnlens.scoring import active_customers
 from churnlens.split import TimeSplit, time_split
 
@@ -43,6 +43,11 @@ PROMOTION = paths.REPORTS / "promotion.json"
 HEADLINE = paths.REPORTS / "headline_metrics.json"
 HEADLINE_SCORERS = ("recency", "logistic")   # baselines shown next to the model
 HEADLINE_KEYS = ("roc_auc", "pr_auc", "brier", "ece")
+# One train at a time per project folder: two would replace each other's model folder and temp
+# folders and register half-written models (the lock is released when the process ends).
+LOCK = paths.MODEL_DIR.parent / ".train.lock"
+# Fewer churners (or stayers) than this in the test slice make ROC AUC and the gate noise.
+MIN_TEST_PER_CLASS = 5
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -341,6 +346,51 @@ def check_both_classes(split: TimeSplit, definition: str, horizon: int) -> None:
         f"with horizon_days={horizon}{hint}; a churn model needs both churners and stayers")
 
 
+def _churners(frame: pd.DataFrame) -> str:
+    churners = frame.loc[frame["label"] == 1, "customer_id"].nunique()
+    return (f"{frame['customer_id'].nunique()} customers, {churners} of whom churn at some "
+            f"cutoff ({int(frame['label'].sum())} of {len(frame)} rows)")
+
+
+def check_enough_data(split: TimeSplit, rows: pd.DataFrame, cv_folds: int, seed: int) -> None:
+    """Stop before any fitting (and long before MLflow) when the data cannot give a model that
+    can be judged: the test slice needs churners and stayers (ROC AUC and the promotion gate
+    depend on them), and cross-fitting needs both in the training part of every fold of whole
+    customers, for the evaluation model and for the shipped one."""
+    test = split.test["label"]
+    churners, stayers = int((test == 1).sum()), int((test == 0).sum())
+    if min(churners, stayers) < MIN_TEST_PER_CLASS:
+        raise ChurnlensError(
+            f"too little data to judge a model: the test slice (cutoff {split.test_cutoff}) "
+            f"holds {churners} churners and {stayers} stayers, and ROC AUC and the promotion "
+            f"gate need at least {MIN_TEST_PER_CLASS} of each; nothing was trained or "
+            "registered. More customers (or a longer history) are needed")
+    for what, frame in (("the training cutoffs", split.train), ("all labelled cutoffs", rows)):
+        groups = frame["customer_id"].astype(str).to_numpy()
+        labels = frame["label"].to_numpy()
+        n_groups = len(pd.unique(groups))
+        folds = (group_folds(groups, min(int(cv_folds), n_groups), seed) if n_groups >= 2
+                 else [])
+        if n_groups < 2 or any(len(np.unique(labels[fit])) < 2 for fit, _ in folds):
+            raise ChurnlensError(
+                f"too little data to train: {what} hold {_churners(frame)}; cross-fitting in "
+                f"{min(int(cv_folds), n_groups)} folds of whole customers (train.cv_folds="
+                f"{cv_folds}) leaves a fold with nothing to learn from (no churner or no "
+                "stayer); nothing was trained or registered. More customers, with both "
+                "churners and stayers, are needed")
+
+
+def check_gate_inputs(metrics: dict[str, Any]) -> None:
+    """The promotion gate compares ROC AUC and Brier: refuse to register without them."""
+    missing = [key for key in ("roc_auc", "brier", "log_loss")
+               if metrics["model"].get(key) is None or not np.isfinite(metrics["model"][key])]
+    if missing:
+        raise ChurnlensError(
+            f"the model's test figures {', '.join(missing)} could not be computed on the test "
+            f"slice ({metrics['n_test']} rows, churn rate {metrics['churn_rate']:.3f}); the "
+            "promotion gate needs them, so nothing was registered")
+
+
 def log_split(split: TimeSplit) -> None:
     if split.kind != "out_of_time":
         log.warning("too little history for an out-of-time test: the test slice is a quarter of "
@@ -355,15 +405,23 @@ def log_split(split: TimeSplit) -> None:
 
 # -- stage -------------------------------------------------------------------------------------
 def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Evaluate on the test slice, refit on every labelled cutoff, save and track."""
+    """Evaluate on the test slice, refit on every labelled cutoff, save and track.
+
+    Holds `LOCK` throughout: a second `churnlens train` in the same folder stops at once."""
     params = load_params(params_path)
-    cfg, horizon = params.get("train", {}), int(params["label"]["horizon_days"])
+    with runlock.exclusive(LOCK, "churnlens train"):
+        return _run(params)
+
+
+def _run(params: dict[str, Any]) -> dict[str, Any]:
+    cfg, horizon = params.get("train") or {}, int(params["label"]["horizon_days"])
     definition = params["label"].get("definition", "inactivity")
     seed = int(cfg.get("seed", 7))
     rows = load_training_rows()
     split = time_split(rows, horizon, seed=seed)
     log_split(split)
     check_both_classes(split, definition, horizon)
+    check_enough_data(split, rows, int(cfg.get("cv_folds", 4)), seed)
     columns = feature_columns(rows)
     evaluated = fit_model(split.train, columns, cfg, "evaluation model")
     baselines = fit_baselines(split.train, seed=seed)
@@ -374,6 +432,7 @@ def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
     shipped = fit_model(rows, columns, cfg, "shipped model (all labelled cutoffs)")
     metrics["gate"] = gate_summary(metrics, evaluated, shipped)
     log.info("gate: %s", metrics["gate"]["summary"])
+    check_gate_inputs(metrics)
     io.write_json(metrics, paths.METRICS)
     io.write_json(headline_metrics(metrics), HEADLINE)
     plot_files = write_plots(curve_tables(split.test["label"].to_numpy(), preds))
