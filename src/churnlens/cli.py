@@ -167,31 +167,36 @@ def score(params: Path = PARAMS, input_dir: Path = SCORE_INPUT, output: Path = S
 
 
 def _score_input(input_dir: Path, output: Path | None, as_of: str | None, params: Path) -> None:
-    """`churnlens score --input`: the CSV to `output` or stdout, one summary line on stderr."""
+    """`churnlens score --input`: the CSV to `output` or stdout; on stderr one summary line (or
+    one error line), the full log in the stage log file as for every command."""
     import logging
-    import os
 
     from churnlens.logs import setup_logging
 
-    setup_logging("score", level=logging.WARNING)  # stderr: warnings and the summary line
+    for handler in setup_logging("score").handlers:  # stderr: warnings and the summary line
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        from churnlens.io import write_text
         from churnlens.score_logs import score_raw_logs, summary_line, to_csv_text
 
         scores = score_raw_logs(input_dir, params=params, as_of=as_of)
         text = to_csv_text(scores)
-        if output is not None:
-            write_text(text, output, encoding="utf-8-sig")
     except ChurnlensError as err:
-        print(f"churnlens score: error: {err}", file=sys.stderr)
-        raise typer.Exit(1) from None
-    except OSError as err:  # --output not writable (the input's own errors are ChurnlensErrors)
-        print(f"churnlens score: error: {err.filename or output}: {err.strerror or err}",
-              file=sys.stderr)
-        raise typer.Exit(1) from None
+        _fail("score", str(err))
+    except KeyboardInterrupt:
+        _fail("score", "interrupted", code=130)
+    except Exception as err:  # noqa: BLE001 - one line, as `_run_stage` does
+        _fail_unexpected("score", err)
     if output is None:
         sys.stdout.write(text)
+    else:
+        from churnlens.io import write_text
+
+        try:
+            write_text(text, output, encoding="utf-8-sig")
+        except OSError as err:
+            _fail("score", f"cannot write {output}: {err.strerror or err}")
     print(summary_line(scores) + (f"; wrote {output}" if output else ""), file=sys.stderr)
 
 
