@@ -287,3 +287,78 @@ def test_bad_params_are_user_errors(tmp_path):
     params.write_text(yaml.safe_dump({"generate": {"seed": 1}}))
     with pytest.raises(ChurnlensError, match="n_customers"):
         run(params)
+
+
+# --- simulated outreach (generate.outreach_weeks > 0) -------------------------------------------
+
+
+def _outreach_data(n=1500, weeks=6, share=0.3, seed=21):
+    from churnlens.generate import OutreachSettings
+
+    settings = OutreachSettings(weeks=weeks, horizon_days=90, holdout_share=share)
+    return settings, generate_dataset(n, START, END, seed=seed, bad_rows=False, outreach=settings)
+
+
+def test_outreach_is_off_by_default_and_changes_nothing(data):
+    from churnlens.generate import OutreachSettings
+
+    off = generate_dataset(300, START, END, seed=3, outreach=OutreachSettings(weeks=0))
+    assert set(off) == set(data) == {*TABLES, TRUTH_KEY}
+    for name in TABLES:
+        assert _csv(off[name]) == _csv(data[name])
+
+
+def test_simulated_outreach_contacts_the_treated_once_and_never_the_control():
+    from churnlens.generate import INTERVENTION_COLUMNS, OUTREACH_KEY
+    from churnlens.outreach import window_outcomes
+
+    settings, frames = _outreach_data()
+    truth, contacts = frames[OUTREACH_KEY], frames["interventions"]
+    assert list(contacts.columns) == INTERVENTION_COLUMNS
+    assert len(truth) > 200 and truth["holdout"].mean() == pytest.approx(0.3, abs=0.08)
+    assert not truth["customer_id"].duplicated().any()  # listed at most once
+    assert sorted(contacts["customer_id"]) == sorted(truth.loc[truth["treated"], "customer_id"])
+    assert not set(contacts["customer_id"]) & set(truth.loc[truth["holdout"], "customer_id"])
+    when = _utc(contacts["timestamp"]).dt.normalize()
+    listed = pd.to_datetime(contacts["customer_id"].map(dict(zip(
+        truth["customer_id"], truth["list_date"], strict=True))))
+    assert ((when - listed).dt.days.between(1, 3)).all()
+    assert (contacts["cost"] > 0).all() and set(contacts["channel"]) <= {"phone", "email"}
+    # the outcome in the generated activity is the simulated one: Y1 if contacted, else Y0
+    activity = pd.concat([frames[t][["customer_id", "timestamp"]]
+                          for t in ("transactions", "events")], ignore_index=True)
+    activity["timestamp"] = _utc(activity["timestamp"])
+    seen = window_outcomes(truth.rename(columns={"list_date": "assigned"}),
+                           horizon_days=90, activity=activity)
+    assert seen["retained"].tolist() == truth["retained"].tolist()
+    assert (truth["retained"] == truth["y1"].where(truth["treated"], truth["y0"])).all()
+    assert set(truth["tau"]) <= {-1, 0, 1}
+    assert (truth.loc[truth["subgroup"] == "open ticket", "tau"] <= 0).all()
+    assert (truth.loc[truth["subgroup"] == "idle trial", "tau"] >= 0).all()
+
+
+def test_stage_writes_interventions_and_the_truth_only_when_asked(tmp_path):
+    import json
+
+    from churnlens.errors import ChurnlensError
+
+    out_dir = tmp_path / "sample"
+    params = tmp_path / "params.yaml"
+    section = {"seed": 1, "n_customers": 600, "start_date": START, "end_date": END,
+               "out_dir": str(out_dir), "outreach_weeks": 4}
+    params.write_text(yaml.safe_dump({"generate": section}))
+    run(params)
+    files = sorted(p.name for p in out_dir.iterdir())
+    assert files == sorted([*(f"{name}.csv" for name in TABLES), "interventions.csv",
+                            "outreach_lists.csv", "true_effects.json"])
+    effects = json.loads((out_dir / "true_effects.json").read_text())
+    assert effects["weeks"] == 4 and len(effects["list_dates"]) <= 4
+    assert {e["action"] for e in effects["effects"]} <= {
+        "Onboarding call", "Reactivation campaign", "Discount offer"}
+    lists = pd.read_csv(out_dir / "outreach_lists.csv", dtype=str)
+    assert list(lists.columns) == ["list_date", "customer_id", "holdout", "action"]
+    for bad in ({"outreach_weeks": -1}, {"outreach_weeks": 100}, {"outreach_weeks": 2,
+                                                                  "outreach_holdout_share": 1}):
+        params.write_text(yaml.safe_dump({"generate": {**section, **bad}}))
+        with pytest.raises(ChurnlensError):
+            run(params)

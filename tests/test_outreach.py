@@ -398,3 +398,57 @@ def test_pipeline_measures_an_earlier_list_after_its_window(tmp_path):
     html = (second / "reports/weekly_report.html").read_text(encoding="utf-8")
     assert "Did our outreach work?" in html and report["by_action"]
     assert all(e["sentence"] in html for e in report["by_action"])
+
+
+# --- the generator's simulated outreach: measured effects cover the simulated ones -------------
+
+
+def _simulated_measurement(seed, n=5000, weeks=12, share=0.4):
+    """Measured effects (per action and per action / subgroup, pooled over the lists) on the
+    generator's simulated outreach, and the simulated truth (`true_effects`)."""
+    from churnlens.generate import OUTREACH_KEY, OutreachSettings, generate_dataset, true_effects
+
+    settings = OutreachSettings(weeks=weeks, horizon_days=90, holdout_share=share)
+    frames = generate_dataset(n, "2024-09-01", "2026-08-31", seed=seed, bad_rows=False,
+                              outreach=settings)
+    truth = frames[OUTREACH_KEY]
+    activity = pd.concat([frames[t][["customer_id", "timestamp"]]
+                          for t in ("transactions", "events")], ignore_index=True)
+    activity["timestamp"] = pd.to_datetime(activity["timestamp"], utc=True,
+                                           format="ISO8601").dt.tz_localize(None)
+    lists = truth.rename(columns={"list_date": "assigned"})[
+        ["assigned", "customer_id", "holdout", "action", "subgroup", "value"]]
+    outcomes = outreach.window_outcomes(lists, horizon_days=90, activity=activity)
+    measured = {}
+    for frame in (lists, lists.assign(action=lists["action"] + " / " + lists["subgroup"])):
+        for e in measure_effect(frame.drop(columns="subgroup"), outcomes):
+            if e["list_date"] == outreach.ALL_LISTS and e["action"] != outreach.ALL_ACTIONS:
+                measured[e["action"]] = e
+    simulated = {e["action"] if e["subgroup"] == "all" else f"{e['action']} / {e['subgroup']}":
+                 e["effect"] for e in true_effects(truth, settings)["effects"]}
+    return measured, simulated
+
+
+def test_measured_effects_cover_the_generators_simulated_effects():
+    """One seeded sample: every action's and every action x subgroup's 95 % interval covers the
+    simulated effect (the mean of Y1 - Y0 over the listed customers), and the heterogeneity
+    shows: the discount offer hurts customers with an open ticket and helps the others."""
+    measured, simulated = _simulated_measurement(seed=9)
+    assert set(measured) == set(simulated) and len(simulated) == 9
+    for key, truth in simulated.items():
+        e = measured[key]
+        assert e["ci_low"] <= truth <= e["ci_high"], (key, truth, e)
+    assert measured["Discount offer / open ticket"]["ci_high"] < 0
+    assert measured["Discount offer / no open ticket"]["difference"] > 0
+    assert measured["Onboarding call / idle trial"]["ci_low"] > 0
+
+
+@pytest.mark.slow
+def test_measured_effects_cover_the_simulated_ones_at_about_the_nominal_rate():
+    hits = total = 0
+    for seed in range(10, 16):
+        measured, simulated = _simulated_measurement(seed=seed)
+        for key, truth in simulated.items():
+            hits += measured[key]["ci_low"] <= truth <= measured[key]["ci_high"]
+            total += 1
+    assert hits / total >= 0.88, (hits, total)

@@ -301,21 +301,32 @@ def iter_chunks(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     bad_rows: bool = True,
+    outreach: OutreachSettings | None = None,
 ) -> Iterator[dict[str, pd.DataFrame]]:
-    """Yield `{table: frame, TRUTH_KEY: truth}` per chunk of at most `chunk_size` customers."""
+    """Yield `{table: frame, TRUTH_KEY: truth}` per chunk of at most `chunk_size` customers
+    (with `outreach` weeks > 0 also `interventions` and `OUTREACH_KEY`, see `OutreachSettings`)."""
     n_customers, chunk_size, seed = int(n_customers), int(chunk_size), int(seed)
     if n_customers < 1:
         raise ChurnlensError("generate: n_customers must be >= 1")
     if chunk_size < 1:
         raise ChurnlensError("generate: chunk_size must be >= 1")
     cal = _calendar(start_date, end_date)
+    if outreach is not None and outreach.weeks > 0:
+        outreach.check(cal)
+    else:
+        outreach = None
     width = id_width(n_customers)
     total = n_chunks(n_customers, chunk_size)
     for chunk_no in range(total):
         first = chunk_no * chunk_size
         n = min(chunk_size, n_customers - first)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(chunk_no,)))
-        frames = _simulate_chunk(rng, first, n, n_customers, cal, width, verbose=total == 1)
+        out_rng = None
+        if outreach is not None:  # its own stream: the main one is unchanged
+            out_rng = np.random.default_rng(
+                np.random.SeedSequence(seed, spawn_key=(chunk_no, OUTREACH_STREAM)))
+        frames = _simulate_chunk(rng, first, n, n_customers, cal, width, verbose=total == 1,
+                                 outreach=outreach, out_rng=out_rng)
         if bad_rows and chunk_no == 0:
             bad_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2**31,)))
             frames = _inject_bad_rows(frames, bad_rng, n_customers, width, cal)
@@ -340,17 +351,20 @@ def generate_dataset(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     bad_rows: bool = True,
+    outreach: OutreachSettings | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Return the five input tables (`TABLES`) and the ground truth under `TRUTH_KEY`.
+    """Return the five input tables (`TABLES`) and the ground truth under `TRUTH_KEY` (with
+    simulated outreach also `interventions` and `OUTREACH_KEY`).
 
     See the module docstring for the model, the bad rows and the truth columns.
     """
-    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in (*TABLES, TRUTH_KEY)}
+    parts: dict[str, list[pd.DataFrame]] = {}
     for frames in iter_chunks(
-        n_customers, start_date, end_date, seed, chunk_size=chunk_size, bad_rows=bad_rows
+        n_customers, start_date, end_date, seed, chunk_size=chunk_size, bad_rows=bad_rows,
+        outreach=outreach,
     ):
         for name, frame in frames.items():
-            parts[name].append(frame)
+            parts.setdefault(name, []).append(frame)
     return {
         name: frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         for name, frames in parts.items()
@@ -402,6 +416,8 @@ def _simulate_chunk(
     cal: _Calendar,
     width: int,
     verbose: bool = False,
+    outreach: OutreachSettings | None = None,
+    out_rng: np.random.Generator | None = None,
 ) -> dict[str, pd.DataFrame]:
     T = cal.n_days
     gidx = np.arange(first, first + n)
@@ -661,7 +677,16 @@ def _simulate_chunk(
                 churn_now.sum(),
             )
 
-    return _to_frames(
+    ev_rows, tx_rows, tk_rows, nps_rows = ev.get(), tx.get(), tk.get(), nps.get()
+    simulated = None
+    if outreach is not None:
+        simulated = _simulate_outreach(
+            out_rng, outreach, cal, signup, seg, tz, paying_from, churn_day, activated,
+            converted, ev_rows, tx_rows, tk_rows,
+        )
+        churn_day = simulated.churn_day
+        ev_rows = simulated.events
+    frames = _to_frames(
         rng,
         cal,
         width,
@@ -677,11 +702,14 @@ def _simulate_chunk(
         converted,
         story_start,
         story_len,
-        ev.get(),
-        tx.get(),
-        tk.get(),
-        nps.get(),
+        ev_rows,
+        tx_rows,
+        tk_rows,
+        nps_rows,
     )
+    if simulated is not None:
+        frames.update(_outreach_frames(out_rng, simulated, cal, width, gidx))
+    return frames
 
 
 # --------------------------------------------------------------------------------------------
@@ -1035,3 +1063,252 @@ def _inject_bad_rows(
         )
         out[name] = combined.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# simulated outreach (opt-in: generate.outreach_weeks > 0)
+
+OUTREACH_KEY = "_outreach"  # per assignment: arm, true potential outcomes, covariates (tests only)
+OUTREACH_STREAM = 2**30  # spawn key of the outreach random stream (the main stream is untouched)
+INTERVENTION_COLUMNS = ["customer_id", "timestamp", "action", "channel", "cost"]
+# action -> (channel, cost of one contact)
+OUTREACH_CHANNELS = {
+    "Onboarding call": ("phone", 25.0),
+    "Reactivation campaign": ("email", 0.5),
+    "Discount offer": ("email", 12.0),
+}
+# (action, subgroup) -> (kind, rate). rescue q: a contacted customer who would have left (no
+# activity in the window) stays with probability q; harm h: a contacted customer who would have
+# stayed leaves the day after the list with probability h.
+TRUE_EFFECTS: dict[tuple[str, str], tuple[str, float]] = {
+    ("Onboarding call", "idle trial"): ("rescue", 0.35),
+    ("Onboarding call", "trial in use"): ("rescue", 0.05),
+    ("Reactivation campaign", "paying"): ("rescue", 0.15),
+    ("Reactivation campaign", "free"): ("rescue", 0.05),
+    ("Discount offer", "open ticket"): ("harm", 0.30),
+    ("Discount offer", "no open ticket"): ("rescue", 0.20),
+}
+OUTREACH_COVARIATES = (
+    "segment_code", "tenure_days", "days_since_activity", "open_tickets", "events_30d",
+    "events_prev_30d", "revenue_90d", "paying", "trial_activated",
+)
+
+
+@dataclass(frozen=True)
+class OutreachSettings:
+    """Weekly outreach by a simulated customer-success team (`generate.outreach_*` params).
+
+    `weeks` lists, 7 days apart, the last one `horizon_days` before `end_date` (so every list's
+    window has passed by the end). Each list holds every customer not listed before who signed
+    up at least 14 days earlier, was active in the 90 days before the list day and shows a sign
+    (first that matches): an open ticket -> "Discount offer" (subgroup "open ticket"); a trial
+    not yet paying, 14-119 days old, not activated or idle for 14+ days -> "Onboarding call"
+    ("idle trial" when idle for 7+ days, else "trial in use"); no activity for 30+ days ->
+    "Reactivation campaign" ("paying"/"free"); events in the last 30 days below half of the 30
+    before (at least 6 before) -> "Discount offer" ("no open ticket"). A share `holdout_share`
+    is the control group (not contacted); the others get one `interventions` row (the day after
+    the list, 1-3 days late, with the action's channel and cost) and the true effect
+    `TRUE_EFFECTS` of their action and subgroup. A customer is listed at most once.
+    """
+
+    weeks: int = 0
+    horizon_days: int = 90
+    holdout_share: float = 0.2
+
+    def check(self, cal: _Calendar) -> None:
+        if not 0.0 < float(self.holdout_share) < 1.0:
+            raise ChurnlensError("generate: outreach_holdout_share must be in (0, 1)")
+        if int(self.horizon_days) < 7:
+            raise ChurnlensError("generate: outreach_horizon_days must be >= 7")
+        if self.list_days(cal)[0] < 120:
+            raise ChurnlensError(
+                "generate: outreach_weeks/outreach_horizon_days leave less than 120 days of "
+                "history before the first list")
+
+    def list_days(self, cal: _Calendar) -> np.ndarray:
+        last = cal.n_days - 1 - int(self.horizon_days)
+        return last - 7 * np.arange(int(self.weeks) - 1, -1, -1)
+
+
+@dataclass
+class _Outreach:
+    churn_day: np.ndarray
+    events: dict[str, np.ndarray]
+    assigned: dict[str, np.ndarray]  # one entry per assignment (local customer index `cust`)
+    contact_day: np.ndarray  # per assignment (meaningful for the treated)
+    contact_sec: np.ndarray
+
+
+def _simulate_outreach(rng, settings, cal, signup, seg, tz, paying_from, churn_day, activated,
+                       converted, ev, tx, tk) -> _Outreach:
+    """Weekly lists, control groups and their true effects on one chunk (see `OutreachSettings`).
+
+    Y0 (no contact) is the simulated activity in (list day, list day + horizon]; Y1 follows
+    from Y0 and one uniform draw per assignment by the action's rescue/harm rate; contacted
+    customers get Y1: a rescued one gets logins through the window (and leaves after it), a
+    harmed one leaves the day after the list."""
+    n, T, H = len(signup), cal.n_days, int(settings.horizon_days)
+    churn_day = churn_day.copy()
+
+    def kept(rows: dict[str, np.ndarray], day: np.ndarray) -> np.ndarray:
+        return (day < churn_day[rows["cust"]]) & (day < T)
+
+    ev_keep = kept(ev, ev["day"])
+    tx_keep = kept(tx, tx["day"])
+    act_cust = np.concatenate([ev["cust"][ev_keep], tx["cust"][tx_keep]])
+    act_day = np.concatenate([ev["day"][ev_keep], tx["day"][tx_keep]])
+    ev_cust, ev_day = ev["cust"][ev_keep], ev["day"][ev_keep]
+    tx_cust, tx_day = tx["cust"][tx_keep], tx["day"][tx_keep]
+    tx_amount = tx["amount"][tx_keep].astype(float)
+    tk_keep = (tk["open"] // 86400) < churn_day[tk["cust"]]
+    tk_cust, tk_open, tk_close = tk["cust"][tk_keep], tk["open"][tk_keep], tk["close"][tk_keep]
+
+    listed = np.zeros(n, dtype=bool)
+    rows: dict[str, list] = {k: [] for k in ("cust", "day", "holdout", "action", "subgroup",
+                                            *OUTREACH_COVARIATES)}
+    for a in settings.list_days(cal):
+        a = int(a)
+        last = np.full(n, -1, dtype=np.int64)
+        seen = act_day <= a
+        np.maximum.at(last, act_cust[seen], act_day[seen])
+        since = np.where(last >= 0, a - last, 10**6)
+        tenure = a - signup
+        eligible = ~listed & (tenure >= 14) & (since < 90)
+        end_s = (a + 1) * 86400
+        open_now = (tk_open < end_s) & ((tk_close < 0) | (tk_close >= end_s))
+        open_tickets = np.bincount(tk_cust[open_now], minlength=n)
+        ev30 = np.bincount(ev_cust[(ev_day > a - 30) & (ev_day <= a)], minlength=n)
+        ev_prev = np.bincount(ev_cust[(ev_day > a - 60) & (ev_day <= a - 30)], minlength=n)
+        in90 = (tx_day > a - 90) & (tx_day <= a)
+        revenue = np.bincount(tx_cust[in90], weights=tx_amount[in90], minlength=n)
+        paying = paying_from <= a
+        trial = (seg == 0) & ~paying & (tenure < 120) & (~activated | (since >= 14))
+        decline = (ev_prev >= 6) & (ev30 < 0.5 * ev_prev)
+        action = np.full(n, "", dtype=object)
+        subgroup = np.full(n, "", dtype=object)
+        for mask, name, sub in (
+            (open_tickets > 0, "Discount offer", np.full(n, "open ticket", dtype=object)),
+            (trial, "Onboarding call", np.where(since >= 7, "idle trial", "trial in use")),
+            (since >= 30, "Reactivation campaign", np.where(paying, "paying", "free")),
+            (decline, "Discount offer", np.full(n, "no open ticket", dtype=object)),
+        ):
+            pick = eligible & mask & (action == "")
+            action[pick], subgroup[pick] = name, sub[pick]
+        ids = np.flatnonzero(eligible & (action != ""))
+        listed[ids] = True
+        rows["cust"].append(ids)
+        rows["day"].append(np.full(len(ids), a, dtype=np.int64))
+        rows["holdout"].append(rng.random(len(ids)) < settings.holdout_share)
+        rows["action"].append(action[ids])
+        rows["subgroup"].append(subgroup[ids])
+        covariates = {
+            "segment_code": seg, "tenure_days": tenure, "days_since_activity": since,
+            "open_tickets": open_tickets, "events_30d": ev30, "events_prev_30d": ev_prev,
+            "revenue_90d": revenue, "paying": paying,
+            "trial_activated": activated & ((seg != 0) | (tenure >= 14)),
+        }
+        for key, values in covariates.items():
+            rows[key].append(np.asarray(values)[ids])
+    assigned = {k: np.concatenate(v) if v else np.array([]) for k, v in rows.items()}
+    cust, day = assigned["cust"].astype(np.int64), assigned["day"].astype(np.int64)
+    assigned["cust"], assigned["day"] = cust, day
+
+    # potential outcomes
+    list_day = np.full(n, -(10**6), dtype=np.int64)
+    list_day[cust] = day
+    d = list_day[act_cust]
+    hit = (act_day > d) & (act_day <= d + H)
+    y0 = (np.bincount(act_cust[hit], minlength=n) > 0)[cust]
+    kinds = [TRUE_EFFECTS[(a, s)] for a, s in zip(assigned["action"], assigned["subgroup"],
+                                                     strict=True)]
+    rescue = np.array([k == "rescue" for k, _ in kinds], dtype=bool)
+    rate = np.array([r for _, r in kinds], dtype=float)
+    u = rng.random(len(cust))
+    y1 = np.where(rescue, y0 | (u < rate), y0 & ~(u < rate))
+    treated = ~assigned["holdout"].astype(bool)
+    assigned.update(y0=y0, y1=y1, retained=np.where(treated, y1, y0),
+                    tau=y1.astype(np.int64) - y0.astype(np.int64))
+    contact_day = day + rng.integers(1, 4, len(cust))
+    contact_sec = _daytime_seconds(rng, tz[cust])
+
+    # contacted customers get Y1
+    saved = treated & (y1 & ~y0)
+    lost = treated & (y0 & ~y1)
+    new_ev = {k: [v] for k, v in ev.items()}
+    for i in np.flatnonzero(saved):
+        c, a = cust[i], day[i]
+        days = a + 1 + rng.integers(0, 7) + np.arange(0, H, 7)
+        days = days[days <= min(a + H, T - 1)]
+        if len(days) == 0:
+            days = np.array([a + 1])
+        new_ev["cust"].append(np.full(len(days), c))
+        new_ev["day"].append(days)
+        new_ev["sec"].append(_daytime_seconds(rng, np.full(len(days), tz[c])))
+        new_ev["type"].append(np.zeros(len(days), dtype=np.int64))
+        new_ev["qty"].append(np.ones(len(days), dtype=np.int64))
+        later = max(int(churn_day[c]), a + H + 1)
+        churn_day[c] = later if later < T else _NEVER
+    churn_day[cust[lost]] = np.minimum(churn_day[cust[lost]], day[lost] + 1)
+    events = {k: np.concatenate(v) for k, v in new_ev.items()}
+    return _Outreach(churn_day, events, assigned, contact_day, contact_sec)
+
+
+def _outreach_frames(rng, sim: _Outreach, cal: _Calendar, width: int,
+                     gidx: np.ndarray) -> dict[str, pd.DataFrame]:
+    """The `interventions` table (one row per contacted customer) and the `OUTREACH_KEY` truth."""
+    a = sim.assigned
+    ids = np.array(format_ids(gidx + 1, width), dtype=object)
+    dates = _date_table(cal)
+    treated = ~a["holdout"].astype(bool)
+    order = np.lexsort((a["cust"][treated], sim.contact_day[treated] * 86400
+                        + sim.contact_sec[treated]))
+    t_cust = a["cust"][treated][order]
+    t_action = a["action"][treated][order]
+    seconds = (sim.contact_day[treated] * 86400 + sim.contact_sec[treated])[order]
+    interventions = pd.DataFrame({
+        "customer_id": _as_str(pa.array(list(ids[t_cust]), type=pa.string())),
+        "timestamp": _timestamps(rng, dates, seconds),
+        "action": t_action.astype(object),
+        "channel": np.array([OUTREACH_CHANNELS[x][0] for x in t_action], dtype=object),
+        "cost": np.array([OUTREACH_CHANNELS[x][1] for x in t_action], dtype=float),
+    }, columns=INTERVENTION_COLUMNS)
+    truth = pd.DataFrame({
+        "list_date": np.datetime_as_string(
+            cal.start + a["day"].astype("timedelta64[D]"), unit="D").astype(object),
+        "customer_id": ids[a["cust"]],
+        "holdout": a["holdout"].astype(bool),
+        "treated": treated,
+        "action": a["action"].astype(object),
+        "subgroup": a["subgroup"].astype(object),
+        "y0": a["y0"].astype(bool), "y1": a["y1"].astype(bool),
+        "retained": a["retained"].astype(bool), "tau": a["tau"].astype(np.int64),
+        **{k: a[k] for k in OUTREACH_COVARIATES},
+    })
+    truth["value"] = np.round(truth["revenue_90d"].astype(float), 2)
+    return {"interventions": interventions, OUTREACH_KEY: truth}
+
+
+def true_effects(truth: pd.DataFrame, settings: OutreachSettings) -> dict:
+    """The simulated truth for `true_effects.json`: the rates (`TRUE_EFFECTS`) and, per action
+    and per action x subgroup, the assigned customers and the true effect on retention, the mean
+    of Y1 - Y0 over them (treated and control alike: what a perfect experiment would measure)."""
+    def row(frame: pd.DataFrame, action: str, subgroup: str) -> dict:
+        return {"action": action, "subgroup": subgroup, "assigned": len(frame),
+                "treated": int(frame["treated"].sum()), "control": int(frame["holdout"].sum()),
+                "retention_without_contact": round(float(frame["y0"].mean()), 4),
+                "effect": round(float(frame["tau"].mean()), 4)}
+
+    effects = []
+    for action, group in truth.groupby("action", sort=True):
+        effects.append(row(group, action, "all"))
+        for sub, part in group.groupby("subgroup", sort=True):
+            effects.append(row(part, action, sub))
+    return {
+        "weeks": int(settings.weeks), "horizon_days": int(settings.horizon_days),
+        "holdout_share": float(settings.holdout_share),
+        "list_dates": sorted(truth["list_date"].unique().tolist()),
+        "label_definition": "inactivity",
+        "rates": [{"action": a, "subgroup": s, "kind": k, "rate": r}
+                  for (a, s), (k, r) in TRUE_EFFECTS.items()],
+        "effects": effects,
+    }

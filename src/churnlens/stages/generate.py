@@ -4,6 +4,13 @@ Reads params section `generate` (`seed`, `n_customers`, `start_date`, `end_date`
 optionally `chunk_size`), streams the generator chunk by chunk and writes `TABLE.csv` for each
 input table, each file atomically. The ground truth (`churnlens.generate.TRUTH_KEY`) is never
 written.
+
+Simulated outreach (opt-in, `generate.outreach_weeks` > 0; also `outreach_horizon_days`, default
+90, and `outreach_holdout_share`, default 0.2; see `churnlens.generate.OutreachSettings`): the
+input table `interventions.csv` (who was contacted, when, how, at what cost) and two side files
+that are not input tables: `outreach_lists.csv` (`list_date, customer_id, holdout, action`: the
+simulated team's lists with their control group) and `true_effects.json` (the simulated effect
+per action and subgroup, for tests and the README). With 0 (the default) nothing changes.
 """
 
 from __future__ import annotations
@@ -20,8 +27,15 @@ import pyarrow.compute as pc
 
 from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
-from churnlens.generate import DEFAULT_CHUNK_SIZE, TABLES, iter_chunks
-from churnlens.io import atomic_path
+from churnlens.generate import (
+    DEFAULT_CHUNK_SIZE,
+    OUTREACH_KEY,
+    TABLES,
+    OutreachSettings,
+    iter_chunks,
+    true_effects,
+)
+from churnlens.io import atomic_path, write_json
 from churnlens.logs import get_logger
 
 log = get_logger("generate")
@@ -30,22 +44,25 @@ REQUIRED = ("seed", "n_customers", "start_date", "end_date", "out_dir")
 
 
 def write_csv_tables(
-    chunks: Iterable[dict[str, pd.DataFrame]], out_dir: str | Path
+    chunks: Iterable[dict[str, pd.DataFrame]],
+    out_dir: str | Path,
+    tables: Iterable[str] = TABLES,
 ) -> dict[str, int]:
     """Write every table of `chunks` (an iterable of `{table: frame}`) to `out_dir/TABLE.csv`.
 
     Streams chunk by chunk; each file appears (atomically) only when all chunks are written.
-    Returns rows per table. Keys that are not input tables (the ground truth) are ignored.
+    Returns rows per table. Keys that are not in `tables` (the ground truth) are ignored.
     """
     out_dir = Path(out_dir)
-    rows = dict.fromkeys(TABLES, 0)
+    tables = tuple(tables)
+    rows = dict.fromkeys(tables, 0)
     with ExitStack() as stack:
         handles = {}
-        for name in TABLES:
+        for name in tables:
             tmp = stack.enter_context(atomic_path(out_dir / f"{name}.csv"))
             handles[name] = stack.enter_context(open(tmp, "wb"))
         for i, frames in enumerate(chunks):
-            for name in TABLES:
+            for name in tables:
                 frame = frames[name]
                 if i == 0:
                     handles[name].write((",".join(frame.columns) + "\n").encode("utf-8"))
@@ -118,17 +135,63 @@ def run(params_path: str | Path = "params.yaml") -> None:
     if missing:
         raise ChurnlensError(f"{params_path}: section 'generate' lacks {', '.join(missing)}")
     started = time.monotonic()
+    outreach = outreach_settings(params)
+    truth: list[pd.DataFrame] = []
     chunks = iter_chunks(
         int(params["n_customers"]),
         str(params["start_date"]),
         str(params["end_date"]),
         int(params["seed"]),
         chunk_size=int(params.get("chunk_size", DEFAULT_CHUNK_SIZE)),
+        outreach=outreach,
     )
-    rows = write_csv_tables(chunks, params["out_dir"])
+    tables = TABLES
+    if outreach is not None:
+        chunks = _keeping(chunks, OUTREACH_KEY, truth)
+        tables = (*TABLES, "interventions")
+    rows = write_csv_tables(chunks, params["out_dir"], tables)
+    if outreach is not None:
+        write_outreach_truth(pd.concat(truth, ignore_index=True), outreach, params["out_dir"])
     log.info(
         "wrote %s to %s in %.1f s",
         ", ".join(f"{name} {count}" for name, count in rows.items()),
         params["out_dir"],
         time.monotonic() - started,
     )
+
+
+def outreach_settings(params: dict) -> OutreachSettings | None:
+    """`generate.outreach_*` params (None when `outreach_weeks` is 0 or missing)."""
+    weeks = params.get("outreach_weeks", 0) or 0
+    if not isinstance(weeks, int) or isinstance(weeks, bool) or weeks < 0:
+        raise ChurnlensError(
+            f"params generate.outreach_weeks: expected a whole number >= 0, got {weeks!r}")
+    if weeks == 0:
+        return None
+    horizon = params.get("outreach_horizon_days", 90)
+    share = params.get("outreach_holdout_share", 0.2)
+    if not isinstance(horizon, int) or isinstance(horizon, bool):
+        raise ChurnlensError(
+            f"params generate.outreach_horizon_days: expected a whole number, got {horizon!r}")
+    if not isinstance(share, int | float) or isinstance(share, bool):
+        raise ChurnlensError(
+            f"params generate.outreach_holdout_share: expected a number, got {share!r}")
+    return OutreachSettings(weeks=weeks, horizon_days=horizon, holdout_share=float(share))
+
+
+def _keeping(chunks, key: str, into: list) -> Iterable[dict[str, pd.DataFrame]]:
+    for frames in chunks:
+        into.append(frames[key])
+        yield frames
+
+
+def write_outreach_truth(truth: pd.DataFrame, settings: OutreachSettings,
+                         out_dir: str | Path) -> None:
+    """`outreach_lists.csv` (the simulated lists and their control group) and
+    `true_effects.json` (the simulated effects) next to the tables."""
+    out_dir = Path(out_dir)
+    lists = truth[["list_date", "customer_id", "holdout", "action"]].sort_values(
+        ["list_date", "customer_id"], kind="mergesort")
+    with atomic_path(out_dir / "outreach_lists.csv") as tmp:
+        lists.to_csv(tmp, index=False)
+    write_json(true_effects(truth, settings), out_dir / "true_effects.json")
