@@ -306,7 +306,8 @@ def test_missing_raw_dir(tmp_path):
 # report, the log or the one-line error -- whatever shape the file has (rows of the wrong
 # width, no header, names in category columns).
 
-ISSUE_12_CASES = {"wrong_field_count_every_table", "headerless_customers", "name_in_segment"}
+ISSUE_12_CASES = {"wrong_field_count_every_table", "headerless_customers", "name_in_segment",
+                  "activity_before_signup"}
 
 
 def raw_personal_values(case: str) -> set[str]:
@@ -630,3 +631,79 @@ def test_two_trains_at_once_the_second_stops_in_one_line(project):
     (project / "data/features/training.parquet").unlink()
     line = one_error_line("train", *invoke("train"))
     assert "training.parquet not found" in line
+
+
+# Issue 12 part 7: every customer is either scored or quarantined with a reason (or, by the
+# contract, not a customer at as_of: cancelled on or before it, or signed up after it without
+# any activity before). Contradicting rows -- activity before the signup date -- used to vanish.
+
+
+def _contradictions(raw: Path) -> None:
+    """Edit a generated sample: signups after the customer's own activity, one even after the
+    end of the data; a row of the wrong width; a cancellation before signup; a future signup."""
+    import pandas as pd
+
+    customers = pd.read_csv(raw / "customers.csv", dtype=str, keep_default_na=False)
+    tx = pd.read_csv(raw / "transactions.csv", dtype=str, keep_default_na=False)
+    ts = pd.to_datetime(tx["timestamp"], errors="coerce", utc=True, format="ISO8601")
+    first, last = ts.groupby(tx["customer_id"]).min(), ts.groupby(tx["customer_id"]).max()
+    buyers = [c for c in tx["customer_id"].value_counts().index if c in set(customers.customer_id)]
+    edits = {
+        buyers[0]: ts.max() + pd.Timedelta(days=30),  # after all the data (and as_of)
+        buyers[1]: first[buyers[1]] + (last[buyers[1]] - first[buyers[1]]) / 2,
+        buyers[2]: last[buyers[2]] + pd.Timedelta(days=1),
+    }
+    for cid, day in edits.items():
+        row = customers["customer_id"] == cid
+        customers.loc[row, "signup_date"] = day.date().isoformat()
+        customers.loc[row, "cancel_date"] = ""
+    extra = pd.DataFrame([
+        {"customer_id": "X-CANCEL", "signup_date": "2025-06-01", "cancel_date": "2025-05-01"},
+        {"customer_id": "X-FUTURE", "signup_date": (ts.max() + pd.Timedelta(days=9)).date()},
+    ])
+    text = pd.concat([customers, extra]).to_csv(index=False) + "X-SHORT,2025-01-01\n"
+    (raw / "customers.csv").write_text(text, encoding="utf-8")
+    (raw / "contradictions.txt").write_text("\n".join(edits))  # unknown file: ignored
+
+
+def _accounting(run, predictions: str) -> None:
+    import pandas as pd
+
+    from churnlens.readers import read_table
+
+    raw_ids = set(read_table(run.raw_dir / "customers.csv").frame["customer_id"].str.strip())
+    quarantine = pd.read_parquet(run / "data/interim/quarantine/customers.parquet")
+    assert quarantine["reason"].str.len().gt(0).all()
+    quarantined = set(quarantine["customer_id"].str.strip())
+    scored = set(pd.read_parquet(run / predictions)["customer_id"])
+    accepted = pd.read_parquet(run / "data/interim/customers.parquet")
+    as_of = json.loads((run / "data/features/meta.json").read_text())["as_of"]
+    signup = accepted["signup_date"].astype(str)
+    cancel = accepted["cancel_date"].astype(str)
+    not_yet_or_gone = set(accepted.loc[(signup > as_of) | (cancel <= as_of), "customer_id"])
+    lost = raw_ids - scored - quarantined - not_yet_or_gone
+    assert not lost, sorted(lost)[:10]
+    contradicting = (run.raw_dir / "contradictions.txt").read_text().split()
+    assert set(contradicting) <= scored  # activity before signup: scored, not left out
+    assert {"X-CANCEL", "X-SHORT"} <= quarantined and "X-FUTURE" in not_yet_or_gone
+    report = json.loads((run / "data/interim/validation.json").read_text())["customers"]
+    assert report["signup_moved_to_first_activity"] >= 3
+
+
+def _contradiction_run(root: Path, stages: list[str]):
+    from pipeline_helpers import run_pipeline
+
+    return run_pipeline(root, n_customers=200, env={"CHURNLENS_TODAY": "2100-01-01"},
+                        raw_hook=_contradictions, stages=stages)
+
+
+@pytest.mark.slow  # ~20 s: a generated sample through validate and features
+def test_every_customer_is_in_the_scoring_rows_or_quarantined(tmp_path):
+    run = _contradiction_run(tmp_path, ["privacy", "validate", "features"])
+    _accounting(run, "data/features/scoring.parquet")
+
+
+@pytest.mark.slow
+def test_every_customer_is_scored_or_quarantined(tmp_path):
+    run = _contradiction_run(tmp_path, ["privacy", "validate", "features", "train", "score"])
+    _accounting(run, "data/processed/predictions.parquet")

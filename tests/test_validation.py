@@ -675,3 +675,27 @@ def test_missing_column_error_lists_no_values_of_a_headerless_file():
     with pytest.raises(InputFileError) as err:  # a real header: its names help
         validate_table("customers", frame([{"custmer_id": "C1", "signup_date": "2024-01-01"}]))
     assert "found: custmer_id, signup_date" in str(err.value)
+
+
+# ------------------------------------------------- issue 12 part 7: activity before signup
+
+
+def test_a_customer_active_before_signup_signed_up_on_the_first_activity_day():
+    """Left alone, a signup after as_of hid a customer with real activity from scoring."""
+    raw = {
+        "customers": frame([
+            {**BASE["customers"], "customer_id": "a", "signup_date": "2025-06-01"},
+            {**BASE["customers"], "customer_id": "b", "signup_date": "2025-01-01"},
+        ]),
+        "transactions": frame([{**BASE["transactions"], "customer_id": "a",
+                                "timestamp": "2025-03-02T10:00:00Z"}]),
+        "events": frame([{**BASE["events"], "customer_id": "a",
+                          "timestamp": "2025-02-27T23:00:00-03:00"},  # 28 Feb UTC
+                         {**BASE["events"], "customer_id": "b",
+                          "timestamp": "2025-02-01T00:00:00Z"}]),
+    }
+    results = validate_tables(raw)
+    customers = results["customers"]
+    assert [str(d) for d in customers.accepted["signup_date"]] == ["2025-02-28", "2025-01-01"]
+    assert customers.report["signup_moved_to_first_activity"] == 1
+    assert customers.accepted.dtypes.to_dict() == output_dtypes("customers")

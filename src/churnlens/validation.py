@@ -50,6 +50,11 @@ are per row; what concerns the whole table is decided over all chunks: "wrong ty
 throughout" (counts summed, checked at `finish`), the report (counts and reasons summed).
 `customers` comes as one chunk (duplicate ids are checked across its rows).
 
+Contradicting rows: a customer with transactions or events before their signup date gets the
+day of their first activity as signup date (`move_signup_to_first_activity`, counted in
+`signup_moved_to_first_activity`), so that nobody active is left out of scoring for a signup
+after as_of; cancellations before signup are quarantined (`cancel_before_signup`).
+
 Reason codes (one per quarantined row)
 --------------------------------------
 `wrong_field_count` (CSV row with fewer or more fields than the header: its values may sit in
@@ -497,6 +502,7 @@ def validate_tables(
     )
     results: dict[str, TableResult] = {"customers": customers}
     known = customers.accepted["customer_id"]
+    first_days = None
     for name in TABLE_NAMES[1:]:
         frame = raw.get(name)
         if frame is None:
@@ -510,6 +516,9 @@ def validate_tables(
                 file_columns=file_columns.get(name),
                 today=today,
             )
+        if name in ACTIVITY_TABLES:
+            first_days = first_activity_days(results[name].accepted, first_days)
+    results["customers"] = move_signup_to_first_activity(customers, first_days)
     return results
 
 
@@ -928,6 +937,46 @@ def _schema_failures(name: str, parsed: pd.DataFrame) -> dict[str, np.ndarray]:
         mask[positions[reasons == reason]] = True
         out[str(reason)] = mask
     return out
+
+
+#: Tables whose timestamps are a customer's activity (features, KPIs, as_of).
+ACTIVITY_TABLES = ("transactions", "events")
+
+
+def first_activity_days(accepted: pd.DataFrame, so_far: pd.Series | None = None) -> pd.Series:
+    """customer_id -> first activity day (datetime64, midnight) of accepted transaction/event
+    rows, merged with `so_far` (the days of earlier chunks or tables)."""
+    days = (accepted["timestamp"].astype("datetime64[us]").dt.floor("D")
+            .groupby(accepted["customer_id"].astype("str")).min())
+    if so_far is not None and len(so_far):
+        days = pd.concat([so_far, days]) if len(days) else so_far
+        days = days.groupby(level=0).min()
+    return days.astype("datetime64[us]").rename("first_activity_day")
+
+
+def move_signup_to_first_activity(result: TableResult, first_days: pd.Series) -> TableResult:
+    """A customer active before their signup date signed up on their first activity day.
+
+    Such a row contradicts itself (activity of someone not yet a customer); left alone, a signup
+    after as_of hides a customer with real activity from scoring without a word. The signup
+    date moves to the first activity day (the earliest day we know them), and the report
+    counts it (`signup_moved_to_first_activity`); the raw file keeps the original date.
+    """
+    customers = result.accepted
+    signup = pd.to_datetime(customers["signup_date"].astype("datetime64[us]"))
+    early = np.zeros(len(customers), dtype=bool)
+    if first_days is not None and len(first_days):
+        first = pd.Series(first_days.reindex(customers["customer_id"].to_numpy()).to_numpy(),
+                          index=customers.index)
+        early = (first < signup).to_numpy(dtype=bool, na_value=False)
+    report = dict(result.report)
+    report["signup_moved_to_first_activity"] = int(early.sum())
+    if early.any():
+        moved = signup.mask(early, first).astype("datetime64[us]")
+        arrow = pa.Array.from_pandas(moved, type=pa.timestamp("us")).cast(pa.date32())
+        customers = customers.assign(signup_date=pd.Series(
+            pd.arrays.ArrowExtensionArray(arrow), index=customers.index))
+    return TableResult(customers, result.quarantined, report)
 
 
 def generalise_rare_values(

@@ -31,6 +31,7 @@ from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
 from churnlens.readers import RowParserNeeded, TableChunks, open_table
 from churnlens.validation import (
+    ACTIVITY_TABLES,
     TABLE_NAMES,
     TABLES,
     TableResult,
@@ -39,6 +40,8 @@ from churnlens.validation import (
     empty_quarantine,
     empty_result,
     empty_table,
+    first_activity_days,
+    move_signup_to_first_activity,
     summary_line,
     validate_customers,
 )
@@ -100,17 +103,27 @@ def _validate(paths: dict[str, Path | None], sink, salt: bytes | None, chunk_row
     }
     customers = _validate_customers(paths["customers"], tables["customers"])
     reports = {}
-    for name in TABLE_NAMES:
+    first_days = FirstDays()
+    for name in (*TABLE_NAMES[1:], "customers"):  # customers last: signups may move
         if name in tables and name != "customers":
             known = customers.accepted["customer_id"]
-            report = _stream_table(name, paths[name], tables[name], known, sink, salt)
+            days = first_days if name in ACTIVITY_TABLES else None
+            report = _stream_table(name, paths[name], tables[name], known, sink, salt, days)
         else:
-            result = customers if name == "customers" else empty_result(name)
+            result = empty_result(name)
+            if name == "customers":
+                result = move_signup_to_first_activity(customers, first_days.days)
             with sink.table(name) as write:
                 write(_pseudonymised(result, salt))
             report = result.report
         reports[name] = _with_format(report, tables.get(name))
+    reports = {name: reports[name] for name in TABLE_NAMES}
+    for name, report in reports.items():
         log.info(summary_line(name, report))
+    moved = reports["customers"].get("signup_moved_to_first_activity")
+    if moved:
+        log.warning("customers: %d signup dates after the customer's first transaction or event "
+                    "moved to that day (signup_moved_to_first_activity)", moved)
     if reports["customers"].get("pii_columns_dropped"):
         log.info(
             "customers: personal data columns dropped: %s",
@@ -134,23 +147,58 @@ def _validate_customers(path: Path, table: TableChunks) -> TableResult:
     return validate_customers(frame, source=str(path), file_columns=table.columns)
 
 
-def _stream_table(name: str, path: Path, table: TableChunks, known: pd.Series, sink, salt) -> dict:
-    """Validate and write one table chunk by chunk; returns its report."""
+class FirstDays:
+    """The first activity day per customer over the accepted rows of transactions and events.
+
+    `add` takes a chunk's accepted rows (before pseudonymisation); `commit` closes a table;
+    `restart` forgets the chunks of a table that is read again from scratch.
+    """
+
+    def __init__(self) -> None:
+        self.days: pd.Series | None = None
+        self._pending: pd.Series | None = None
+
+    def add(self, accepted: pd.DataFrame) -> None:
+        self._pending = first_activity_days(accepted, self._pending)
+
+    def restart(self) -> None:
+        self._pending = None
+
+    def commit(self) -> None:
+        if self._pending is not None:
+            both = [d for d in (self.days, self._pending) if d is not None and len(d)]
+            if both:
+                self.days = pd.concat(both).groupby(level=0).min()
+        self._pending = None
+
+
+def _stream_table(name: str, path: Path, table: TableChunks, known: pd.Series, sink, salt,
+                  first_days: FirstDays | None = None) -> dict:
+    """Validate and write one table chunk by chunk; returns its report. `first_days`: fed
+    with each chunk's accepted rows."""
     try:
-        return _stream_chunks(name, path, table, known, sink, salt)
+        report = _stream_chunks(name, path, table, known, sink, salt, first_days)
     except RowParserNeeded:  # the table's files are started again from scratch
         log.info("%s: malformed row after the first chunk; reading it row by row", path.name)
+        if first_days is not None:
+            first_days.restart()
         table = _open(name, path, CHUNK_ROWS, row_parser=True)
-        return _stream_chunks(name, path, table, known, sink, salt)
+        report = _stream_chunks(name, path, table, known, sink, salt, first_days)
+    if first_days is not None:
+        first_days.commit()
+    return report
 
 
-def _stream_chunks(name, path, table, known, sink, salt) -> dict:
+def _stream_chunks(name, path, table, known, sink, salt, first_days=None) -> dict:
     validator = TableValidator(
         name, known_customers=known, source=str(path), file_columns=table.columns
     )
     with sink.table(name) as write:
         for frame in table.frames:
-            write(_pseudonymised(validator.add(frame), salt))
+            result = validator.add(frame)
+            if first_days is not None:
+                first_days.add(result.accepted)
+            write(_pseudonymised(result, salt))
     return validator.finish()  # raises for a column of the wrong type throughout
 
 
