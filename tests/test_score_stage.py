@@ -17,21 +17,38 @@ FEATURES = pd.DataFrame({"customer_id": ["a"], "days_since_last_activity": [3.0]
 
 @pytest.fixture
 def registry(monkeypatch, tmp_path):
-    """A fake registry: `champion` version and what a download writes."""
+    """A fake registry: `champion` version and what a download writes (a real saved model)."""
+    from churnlens.packaging import model_digest, save_model
+    from model_fixtures import FEATURES as COLUMNS
+    from model_fixtures import churn_rows, fitted_model
+
     monkeypatch.chdir(tmp_path)
-    state = {"champion": None, "columns": ["days_since_last_activity"], "downloads": []}
+    source = tmp_path / "registered"
+    save_model(fitted_model(0), COLUMNS, source, churn_rows(10, seed=1))
+    state = {"champion": None, "downloads": [], "source": source,
+             "digest": model_digest(source)}
 
     def download(name, version, target):
-        target = Path(target)
-        (target / "artifacts").mkdir(parents=True)
-        (target / "artifacts/feature_columns.json").write_text(
-            pd.Series(state["columns"]).to_json(orient="values"))
-        state["downloads"].append((name, version))
-        return target
+        import shutil
 
-    monkeypatch.setattr(tracking, "champion_version", lambda name: state["champion"])
+        shutil.copytree(state["source"], target)
+        state["downloads"].append((name, version))
+        return Path(target)
+
+    def champion(name):
+        if state["champion"] is None:
+            return None
+        return {"version": state["champion"], "digest": state["digest"], "run_id": "r"}
+
+    monkeypatch.setattr(tracking, "champion", champion)
     monkeypatch.setattr(tracking, "download_model_version", download)
     return state
+
+
+def features():
+    from model_fixtures import churn_rows
+
+    return churn_rows(5, seed=2)
 
 
 def promotion(version="5", is_champion=False, registered=True):
@@ -42,26 +59,36 @@ def promotion(version="5", is_champion=False, registered=True):
 
 def test_a_model_that_lost_the_gate_does_not_score(registry):
     registry["champion"] = "4"
-    serving = stage.resolve_serving_model(promotion(), FEATURES)
+    serving = stage.resolve_serving_model(promotion(), features())
     assert serving["scored_by"] == "approved model" and serving["version"] == "4"
     assert serving["waiting_for_approval"] and serving["new_version"] == "5"
     assert serving["model_dir"] == str(Path("models/serving"))
     assert registry["downloads"] == [("churnlens-sample", "4")]
+    # the next run reuses the kept copy (same version, same digest): no second download
+    stage.resolve_serving_model(promotion(), features())
+    assert registry["downloads"] == [("churnlens-sample", "4")]
 
 
-def test_the_new_model_scores_when_it_is_the_champion_or_there_is_none(registry):
+def test_the_champion_scores_from_the_registry_even_when_it_is_the_new_model(registry):
     registry["champion"] = "5"
-    serving = stage.resolve_serving_model(promotion(is_champion=True), FEATURES)
-    assert serving["model_dir"] == "models/churn_model" and not serving["waiting_for_approval"]
+    serving = stage.resolve_serving_model(promotion(is_champion=True), features())
+    assert serving["model_dir"] == str(Path("models/serving"))
+    assert serving["version"] == "5" and not serving["waiting_for_approval"]
+    assert serving["reason"] == "the new model is the approved model"
+
+
+def test_without_registry_or_champion_the_new_model_scores(registry):
     registry["champion"] = None
-    assert stage.resolve_serving_model(promotion(), FEATURES)["reason"] == "no approved model yet"
-    unregistered = stage.resolve_serving_model(promotion(registered=False), FEATURES)
+    assert stage.resolve_serving_model(promotion(), features())["reason"] == \
+        "no approved model yet"
+    unregistered = stage.resolve_serving_model(promotion(registered=False), features())
     assert unregistered["reason"] == "the model registry is not used"
+    assert unregistered["model_dir"] == "models/churn_model"
     assert registry["downloads"] == []
 
 
 def test_a_champion_that_cannot_read_todays_features_hands_over_with_a_reason(registry):
-    registry["champion"], registry["columns"] = "4", ["a_feature_that_is_gone"]
+    registry["champion"] = "4"
     serving = stage.resolve_serving_model(promotion(), FEATURES)
     assert serving["model_dir"] == "models/churn_model"
     assert "cannot score today's features" in serving["reason"]
@@ -73,9 +100,18 @@ def test_a_broken_registry_does_not_stop_the_weekly_list(monkeypatch, tmp_path):
     def broken(name):
         raise OSError("database is locked")
 
-    monkeypatch.setattr(tracking, "champion_version", broken)
+    monkeypatch.setattr(tracking, "champion", broken)
     serving = stage.resolve_serving_model(promotion(), FEATURES)
     assert serving["model_dir"] == "models/churn_model" and "could not be read" in serving["reason"]
+    assert serving["approved"] is False
+
+
+def test_a_download_that_does_not_match_its_digest_is_refused(registry):
+    from churnlens.packaging import ModelFileError
+
+    registry["champion"], registry["digest"] = "4", "0" * 64
+    with pytest.raises(ModelFileError):
+        stage.resolve_serving_model(promotion(), features())
 
 
 def test_report_says_in_plain_words_that_a_new_model_waits_for_approval():

@@ -7,6 +7,18 @@ DVC experiment and an honest git commit (dirty only when tracked source or param
 not because the pipeline rewrote `dvc.lock` or its own outputs), and lists its inputs as MLflow
 datasets: an ids-free summary of each validated table and the test slice's feature rows. Each
 registered version carries a description (data, as_of, test metrics, gate, scorer) and tags.
+
+Consistency after a kill (issue 12 part 9): the model version is registered only after its run
+has FINISHED, tagged `churnlens.state=pending` until every registry write is done (`ready`), and
+the process that trains records its pid, start time and host on the run and the version. At the
+start of every training run `clean_stale_runs` marks this host's RUNNING runs whose process is
+gone as KILLED and deletes their pending versions (moving `champion` back where it was). SIGTERM
+during the MLflow part is turned into an exception so the same clean-up happens at once.
+
+A project folder that moved keeps working: MLflow stores absolute artifact paths in
+`mlflow.db`; when the store is the project's own SQLite file, `relocate_store` repoints paths
+under another folder's `mlruns/` at this folder's `mlruns/` (the first MLflow call does it).
+Each version carries `model_sha256` (`packaging.model_digest`), checked after a download.
 """
 
 from __future__ import annotations
@@ -15,14 +27,20 @@ import hashlib
 import json
 import os
 import re
+import signal
+import socket
+import sqlite3
 import subprocess
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from churnlens.config import flatten
+from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
 
 EXPERIMENT = "churnlens"
@@ -34,12 +52,89 @@ EXPERIMENT_KIND = "custom_model_development"
 PERSONAL_COLUMNS = frozenset({"email", "name", "contact", "phone"})
 ID_COLUMNS = frozenset({"customer_id"})
 TABLES = ("customers", "transactions", "events", "tickets", "nps")
+# Tags that make a kill recoverable (see the module docstring).
+STATE_TAG, PID_TAG, STARTED_TAG, HOST_TAG = ("churnlens.state", "churnlens.pid",
+                                             "churnlens.pid_started", "churnlens.host")
+CHAMPION_BEFORE_TAG = "churnlens.champion_before"
+DIGEST_TAG = "model_sha256"
+LEGACY_STALE_S = 24 * 3600   # a RUNNING run without our pid tags counts as dead after a day
+RESTORE = "run `dvc repro -f -s train` and then `dvc repro` to register the current model anew"
 log = get_logger("tracking")
+
+
+class TrackingStoreMissing(ChurnlensError):
+    """The project's MLflow store (`mlflow.db`) is gone: no registry to read."""
 
 
 def tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI`, else a SQLite file `mlflow.db` in the current directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def sqlite_file(uri: str | None = None) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (None for other stores)."""
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?")[0])
+
+
+def require_store() -> None:
+    """`TrackingStoreMissing` (one line) when the SQLite store file does not exist: reading the
+    registry must not create an empty one and then report "no champion"."""
+    db = sqlite_file()
+    if db is not None and not db.exists():
+        raise TrackingStoreMissing(
+            f"the MLflow store {db} does not exist (deleted or never created), so the registry "
+            f"cannot say which model is approved; {RESTORE}")
+
+
+# Columns of MLflow's SQL schema that hold artifact locations (absolute paths).
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("model_versions", "storage_location"), ("logged_models", "artifact_location"))
+_EXPERIMENT_ROOT = re.compile(r"^(?:file://)?(/.*)/mlruns/\d+/?$")
+
+
+def relocate_store(db: str | Path, root: str | Path) -> int:
+    """Repoint artifact paths in the SQLite store `db` that lie under another folder's `mlruns/`
+    at `root/mlruns/` (the project moved or was copied). Returns the number of rows changed."""
+    root = str(Path(root).resolve())
+    try:
+        connection = sqlite3.connect(str(db), timeout=30)
+    except sqlite3.Error:
+        return 0
+    changed = 0
+    try:
+        with connection:
+            try:
+                locations = [r[0] for r in connection.execute(
+                    "SELECT artifact_location FROM experiments")]
+            except sqlite3.Error:
+                return 0  # not (yet) an MLflow store
+            old_roots = {m[1] for loc in locations if loc and (m := _EXPERIMENT_ROOT.match(loc))}
+            for old in sorted(old_roots - {root}):
+                for scheme in ("", "file://"):
+                    before, after = f"{scheme}{old}/mlruns/", f"{scheme}{root}/mlruns/"
+                    for table, column in ARTIFACT_COLUMNS:
+                        try:
+                            cursor = connection.execute(
+                                f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                f"WHERE substr({column}, 1, ?) = ?",
+                                (after, len(before) + 1, len(before), before))
+                        except sqlite3.OperationalError:
+                            continue  # table or column absent in this MLflow version
+                        changed += cursor.rowcount
+                log.warning("the project moved from %s: artifact paths in %s now point at "
+                            "%s/mlruns", old, db, root)
+    finally:
+        connection.close()
+    return changed
+
+
+def _relocate_if_local() -> None:
+    db = sqlite_file()
+    if db is not None and db.exists() and db.resolve().parent == Path.cwd().resolve():
+        relocate_store(db, Path.cwd())
 
 
 def fingerprint_dir(folder: str | Path, pattern: str = "**/*.parquet") -> str:
@@ -148,6 +243,7 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _mlflow():
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    _relocate_if_local()
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -155,13 +251,18 @@ def _mlflow():
     return mlflow
 
 
-def _evaluate(model_uri: str, features: pd.DataFrame, labels: pd.Series) -> dict[str, float]:
+def _evaluate(name: str, version: str, features: pd.DataFrame,
+              labels: pd.Series) -> dict[str, float]:
+    import tempfile
+
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
     from churnlens.packaging import load_model, to_model_input
 
     frame = to_model_input(features, list(features.columns))
-    proba = load_model(model_uri).predict(frame)["churn_probability"].to_numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = download_model_version(name, version, Path(tmp) / "champion")
+        proba = load_model(folder).predict(frame)["churn_probability"].to_numpy()
     return {"roc_auc": float(roc_auc_score(labels, proba)),
             "brier": float(brier_score_loss(labels, proba))}
 
@@ -220,7 +321,7 @@ def _champion_figures(mlflow, features, labels, name: str, test_cutoff: str | No
                         str(version.version))
         raise ChampionSawTestSlice(str(version.version), tags.get("as_of"))
     try:
-        return (_evaluate(f"models:/{name}@champion", features, labels),
+        return (_evaluate(name, str(version.version), features, labels),
                 str(version.version))
     except Exception as err:  # schema change etc.: the old champion cannot judge today's data
         log.warning("champion v%s cannot be evaluated on the current test slice (%s)",
@@ -352,30 +453,170 @@ def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_path
         tags["mlflow.source.git.branch"] = git["branch"]
     tags.update({f"dvc_{key}": value for key, value in dvc.items()
                  if key in ("exp_name", "baseline_rev", "stage")})
-    with mlflow.start_run(run_name=name) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
-        mlflow.log_metrics(numeric_metrics(metrics))
-        mlflow.set_tags({k: v for k, v in tags.items() if v not in (None, "")})
-        _log_datasets(mlflow, client, run.info.run_id, interim_dir, validation,
-                      test_features, test_labels, str(metrics.get("test_cutoff")))
-        for path in artifact_paths:
-            if Path(path).is_file():
-                mlflow.log_artifact(str(path), artifact_path="reports")
-        info = log_saved_model(Path(model_dir),
-                               registered_name=model_name if register else None)
-        decision = {"run_id": run.info.run_id, "run_name": name, "registered": register,
+    clean_stale_runs(client, experiment.experiment_id)
+    with _sigterm_raises(), _this_process_tags() as owner:
+        with mlflow.start_run(run_name=name, tags=owner) as run:
+            mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
+            mlflow.log_metrics(numeric_metrics(metrics))
+            mlflow.set_tags({k: v for k, v in tags.items() if v not in (None, "")})
+            _log_datasets(mlflow, client, run.info.run_id, interim_dir, validation,
+                          test_features, test_labels, str(metrics.get("test_cutoff")))
+            for path in artifact_paths:
+                if Path(path).is_file():
+                    mlflow.log_artifact(str(path), artifact_path="reports")
+            info = log_saved_model(Path(model_dir))
+        # the run is FINISHED: only now does a version appear in the registry
+        run_id = run.info.run_id
+        decision = {"run_id": run_id, "run_name": name, "registered": register,
                     "registered_model": model_name if register else None}
         if register:
-            decision.update(_promote(mlflow, info, metrics, test_features, test_labels,
-                                     model_name, fingerprint))
-            mlflow.log_dict(decision, "promotion.json")
-            mlflow.set_tag("promotion", "champion" if decision["is_champion"] else "challenger")
-            _describe_version(client, decision, metrics, model_name, source=source,
-                              raw_dir=raw_dir,
-                              as_of=as_of, experiment=dvc["experiment"], commit=commit,
-                              fingerprint=fingerprint)
+            decision.update(_register_and_promote(
+                mlflow, client, info, Path(model_dir), owner, metrics, test_features,
+                test_labels, model_name, fingerprint,
+                describe={"source": source, "raw_dir": raw_dir, "as_of": as_of,
+                          "experiment": dvc["experiment"], "commit": commit}))
+            client.log_dict(run_id, decision, "promotion.json")
+            client.set_tag(run_id, "promotion",
+                           "champion" if decision["is_champion"] else "challenger")
     log.info("MLflow run %s (%s) logged to %s", decision["run_id"], name,
              tracking_uri().split("?")[0])
+    return decision
+
+
+# -- consistency after a kill ----------------------------------------------------------------
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, ValueError):
+        return None
+
+
+@contextmanager
+def _this_process_tags():
+    pid = os.getpid()
+    yield {PID_TAG: str(pid), STARTED_TAG: f"{_process_started(pid) or 0:.3f}",
+           HOST_TAG: socket.gethostname()}
+
+
+def owner_alive(tags: dict[str, str], started_ms: int | None = None) -> bool:
+    """Whether the process that wrote these tags may still be running.
+
+    A process on another host is assumed alive (we cannot look); a run from before these tags
+    counts as alive for `LEGACY_STALE_S` after it started.
+    """
+    if PID_TAG not in tags:
+        return bool(started_ms) and time.time() - started_ms / 1000 < LEGACY_STALE_S
+    if tags.get(HOST_TAG) != socket.gethostname():
+        return True
+    try:
+        pid, started = int(tags[PID_TAG]), float(tags.get(STARTED_TAG) or 0)
+    except ValueError:
+        return False
+    now_started = _process_started(pid)
+    return now_started is not None and (not started or abs(now_started - started) < 1.0)
+
+
+def clean_stale_runs(client, experiment_id: str) -> dict[str, list[str]]:
+    """Mark this experiment's RUNNING runs whose process is gone as KILLED, and undo the
+    registry writes a killed training left behind: delete `pending` versions of dead processes
+    (and versions of killed or failed runs without a state tag) after moving `champion` back to
+    the version it pointed at before. Returns what was cleaned."""
+    from mlflow.entities import RunStatus, ViewType
+
+    killed = []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
+                                  run_view_type=ViewType.ALL, max_results=1000):
+        if not owner_alive(run.data.tags, run.info.start_time):
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+            killed.append(run.info.run_id)
+    deleted = []
+    for model in client.search_registered_models(f"name LIKE '{REGISTERED_MODEL}%'"):
+        for found in client.search_model_versions(f"name='{model.name}'"):
+            version = client.get_model_version(model.name, found.version)  # with its aliases
+            if _orphan(client, version):
+                _undo_version(client, model.name, version)
+                deleted.append(f"{model.name} v{version.version}")
+    if killed or deleted:
+        log.warning("cleaned up after killed training runs: %d run(s) marked KILLED %s, "
+                    "%d unfinished model version(s) deleted %s", len(killed), killed,
+                    len(deleted), deleted)
+    return {"killed_runs": killed, "deleted_versions": deleted}
+
+
+def _orphan(client, version) -> bool:
+    tags = version.tags or {}
+    state = tags.get(STATE_TAG)
+    if state == "ready":
+        return False
+    if state == "pending":
+        return not owner_alive(tags, version.creation_timestamp)
+    if not version.run_id:  # registered by hand or by another tool: not ours to judge
+        return False
+    try:
+        status = client.get_run(version.run_id).info.status
+    except Exception:  # the run was deleted from the store
+        return True
+    return status in ("KILLED", "FAILED") and "champion" not in (version.aliases or [])
+
+
+def _undo_version(client, name: str, version) -> None:
+    tags = version.tags or {}
+    if "champion" in (version.aliases or []):
+        before = tags.get(CHAMPION_BEFORE_TAG)
+        if before and before != "None":
+            client.set_registered_model_alias(name, "champion", before)
+            log.warning("%s: champion moved back from unfinished v%s to v%s", name,
+                        version.version, before)
+    client.delete_model_version(name, str(version.version))
+
+
+@contextmanager
+def _sigterm_raises():
+    """Inside: SIGTERM raises SystemExit, so `finally` blocks and MLflow's run end still run."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _register_and_promote(mlflow, client, info, model_dir: Path, owner: dict, metrics,
+                          test_features, test_labels, name: str, fingerprint: str,
+                          describe: dict) -> dict:
+    """Register the logged model as a `pending` version, set the aliases, describe it, mark it
+    `ready`. Any exception (SIGTERM included) deletes the version and restores the champion."""
+    from churnlens.packaging import model_digest
+
+    try:
+        before = str(client.get_model_version_by_alias(name, "champion").version)
+    except mlflow.exceptions.MlflowException:
+        before = None
+    mv = mlflow.register_model(info.model_uri, name, tags={
+        **owner, STATE_TAG: "pending", CHAMPION_BEFORE_TAG: str(before),
+        DIGEST_TAG: model_digest(model_dir)})
+    try:
+        decision = _promote(mlflow, str(mv.version), metrics, test_features, test_labels, name,
+                            fingerprint)
+        _describe_version(client, decision, metrics, name, fingerprint=fingerprint, **describe)
+        if decision["is_champion"]:
+            client.set_registered_model_alias(name, "champion", decision["version"])
+        client.set_model_version_tag(name, decision["version"], STATE_TAG, "ready")
+    except BaseException:
+        log.warning("training interrupted while registering %s v%s: version removed", name,
+                    mv.version)
+        _undo_version(client, name, client.get_model_version(name, str(mv.version)))
+        raise
     return decision
 
 
@@ -410,10 +651,10 @@ def _describe_version(client, decision, metrics, name, *, source, raw_dir, as_of
                                          str(value))
 
 
-def _promote(mlflow, info, metrics, test_features, test_labels, name: str,
+def _promote(mlflow, version: str, metrics, test_features, test_labels, name: str,
              fingerprint: str | None = None) -> dict:
+    """Challenger alias now; whether `version` should become champion (the caller moves it)."""
     client = mlflow.MlflowClient()
-    version = str(info.registered_model_version)
     client.set_registered_model_alias(name, "challenger", version)
     new = {"roc_auc": metrics["model"]["roc_auc"], "brier": metrics["model"]["brier"]}
     try:
@@ -432,8 +673,6 @@ def _promote(mlflow, info, metrics, test_features, test_labels, name: str,
                   "cannot be compared on it; the new model "
                   + ("beats the simple models on its test" if promote
                      else "does not beat the simple models on its test, so the champion stays"))
-    if promote:
-        client.set_registered_model_alias(name, "champion", version)
     log.info("model v%s: %s (%s); new AUC %.4f Brier %.4f; champion %s", version,
              "promoted to champion" if promote else "stays challenger", reason,
              new["roc_auc"], new["brier"], champion if champion else "none")
@@ -443,9 +682,18 @@ def _promote(mlflow, info, metrics, test_features, test_labels, name: str,
 
 def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float] | None = None,
                artifact_dir: str = "explain") -> None:
-    """Add artifacts (and metrics) of a later stage to the training run that made the model."""
+    """Add artifacts (and metrics) of a later stage to the training run that made the model.
+
+    `TrackingStoreMissing` when the store file is gone; `ChurnlensError` when the run is not in
+    the store (another or a new `mlflow.db`).
+    """
+    require_store()
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise ChurnlensError(f"MLflow run {run_id} is not in {tracking_uri()}") from None
     for path in artifact_paths:
         if Path(path).is_file():
             client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
@@ -458,10 +706,10 @@ def move_champion(version: str | None, *, rollback: bool = False,
                   name: str = REGISTERED_MODEL) -> dict:
     """Point `champion` at `version` by hand; on rollback without a version, at the previous one.
 
-    The move is logged and recorded as tags on the model version it lands on.
+    Only finished versions (`churnlens.state` not `pending`) qualify. The move is logged and
+    recorded as tags on the model version it lands on.
     """
-    from churnlens.errors import ChurnlensError
-
+    require_store()
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
     try:
@@ -472,15 +720,19 @@ def move_champion(version: str | None, *, rollback: bool = False,
         if not rollback or current is None:
             raise ChurnlensError("no version given and no champion to roll back from")
         older = [int(v.version) for v in client.search_model_versions(f"name='{name}'")
-                 if int(v.version) < int(current)]
+                 if int(v.version) < int(current)
+                 and (v.tags or {}).get(STATE_TAG) != "pending"]
         if not older:
             raise ChurnlensError(f"champion v{current} is the oldest version: "
                                  "nothing to roll back to")
         version = str(max(older))
     try:
-        client.get_model_version(name, str(version))
+        target = client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException:
         raise ChurnlensError(f"model '{name}' has no version {version}") from None
+    if (target.tags or {}).get(STATE_TAG) == "pending":
+        raise ChurnlensError(f"model '{name}' version {version} is still being registered "
+                             "(or its training was killed)")
     client.set_registered_model_alias(name, "champion", str(version))
     action = "rollback" if rollback else "promote"
     client.set_model_version_tag(name, str(version), "champion_set_by", action)
@@ -489,19 +741,41 @@ def move_champion(version: str | None, *, rollback: bool = False,
     return {"action": action, "from": current, "to": str(version)}
 
 
-def champion_version(name: str) -> str | None:
-    """The version the `champion` alias of registry entry `name` points at (None: no champion)."""
+def champion(name: str) -> dict[str, str] | None:
+    """The version `champion` of registry entry `name` points at, with its `model_sha256` tag
+    (None: no champion). `TrackingStoreMissing` when the store file is gone."""
+    require_store()
     mlflow = _mlflow()
     try:
-        return str(mlflow.MlflowClient().get_model_version_by_alias(name, "champion").version)
-    except mlflow.exceptions.MlflowException:
-        return None
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None  # no such registry entry, or no champion alias yet
+        raise
+    return {"version": str(version.version), "digest": (version.tags or {}).get(DIGEST_TAG),
+            "run_id": version.run_id}
+
+
+def champion_version(name: str) -> str | None:
+    """The version the `champion` alias of registry entry `name` points at (None: no champion)."""
+    found = champion(name)
+    return found["version"] if found else None
 
 
 def download_model_version(name: str, version: str, target: str | Path) -> Path:
-    """Copy registered model `name` version `version` into the new folder `target`."""
+    """Copy registered model `name` version `version` into the new folder `target`; when the
+    version carries `model_sha256`, the copy must match it (`ModelFileError` otherwise)."""
+    from churnlens.packaging import ModelFileError, model_digest
+
     mlflow = _mlflow()
     target = Path(target)
     target.mkdir(parents=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                                    dst_path=str(target)))
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                      dst_path=str(target)))
+    expected = (mlflow.MlflowClient().get_model_version(name, str(version)).tags
+                or {}).get(DIGEST_TAG)
+    if expected and model_digest(folder) != expected:
+        raise ModelFileError(f"{name} v{version}: the files in the artifact store do not match "
+                             f"the digest recorded at training ({DIGEST_TAG}); they were changed "
+                             "or damaged: `churnlens rollback` or rerun `dvc repro -f -s train`")
+    return folder

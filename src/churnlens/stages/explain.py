@@ -41,14 +41,10 @@ def _beeswarm(contributions: pd.DataFrame, matrix: pd.DataFrame, target: Path) -
 
 
 def run(params_path: Path) -> None:
-    from churnlens.packaging import estimator_of
-
     params = load_params(params_path)
     predictions = pd.read_parquet(paths.PREDICTIONS)
     features = pd.read_parquet(paths.SCORING_ROWS).set_index("customer_id", drop=False)
-    # the model that scored (the approved one, see stages/score.py), not necessarily the newest
-    serving = read_json(paths.SERVING) if paths.SERVING.exists() else {}
-    estimator = estimator_of(serving.get("model_dir") or paths.MODEL_DIR)
+    estimator = scoring_estimator()
 
     at_risk = rank_at_risk(predictions, top_n=int(params["export"]["top_n"]),
                            tiers=params["export"]["tiers"])
@@ -75,12 +71,33 @@ def run(params_path: Path) -> None:
            {"explain.ms_per_customer": 1000 * elapsed / max(len(chosen), 1)})
 
 
+def scoring_estimator():
+    """The estimator of the model that scored (`reports/serving.json`, the approved one, see
+    stages/score.py), not necessarily the newest; its files must still be the ones that scored."""
+    from churnlens.packaging import ModelFileError, estimator_of, model_digest
+
+    serving = read_json(paths.SERVING) if paths.SERVING.exists() else {}
+    model_dir = Path(serving.get("model_dir") or paths.MODEL_DIR)
+    expected = serving.get("model_sha256")
+    if expected and model_digest(model_dir) != expected:
+        raise ModelFileError(f"{model_dir} changed since it scored ({paths.SERVING}): rerun "
+                             "`dvc repro` so score and explain use the same model")
+    return estimator_of(model_dir)
+
+
 def _track(artifacts: list[Path], metrics: dict[str, float]) -> None:
-    """Attach the importance plots to the MLflow run that trained the model, when there is one."""
+    """Attach the importance plots to the MLflow run that trained the model, when there is one.
+
+    Without the store or the run (mlflow.db deleted or replaced) the plots stay in reports/ and a
+    warning says so: explaining never depends on MLflow."""
     run_id = read_json(paths.PROMOTION).get("run_id") if paths.PROMOTION.exists() else None
     if not run_id:
         log.info("no MLflow run recorded in %s: importance plots not tracked", paths.PROMOTION)
         return
+    from churnlens.errors import ChurnlensError
     from churnlens.tracking import log_to_run
 
-    log_to_run(run_id, artifacts, metrics)
+    try:
+        log_to_run(run_id, artifacts, metrics)
+    except ChurnlensError as err:
+        log.warning("importance plots not added to MLflow: %s", err)
