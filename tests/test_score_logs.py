@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from churnlens.cli import app
 from churnlens.errors import ChurnlensError
 from churnlens.score_logs import COLUMNS, score_raw_logs
-from pipeline_helpers import PipelineRun, run_pipeline
+from pipeline_helpers import PipelineRun, copy_outputs, run_pipeline, run_stages
 
 FAST_TRAIN = {"train.lgbm.learning_rate": 0.1, "train.early_stopping_rounds": 10}
 STAGES = ("privacy", "validate", "features", "train", "score", "explain", "export")
@@ -169,6 +169,27 @@ def test_cli_prints_the_csv_without_personal_data(in_run, scored):
     customers = pd.read_csv(in_run.raw_dir / "customers.csv", dtype=str, keep_default_na=False)
     personal = [v for column in ("email", "name") for v in customers[column] if v]
     assert personal and not any(v in stdout or v in stderr for v in personal)
+
+
+def test_the_weekly_control_group_is_not_to_be_contacted(trained, tmp_path, monkeypatch):
+    """With export.holdout_share > 0 the at-risk list holds out a control group; scoring the
+    same customers later keeps them out of the CRM's outreach while their window runs."""
+    run = copy_outputs(trained, tmp_path / "holdout", [
+        "params.yaml", "mlflow.db", "mlruns", "models", "reports", "data/interim",
+        "data/features/meta.json", "data/privacy.json", "data/sample"])
+    run.params["export"]["holdout_share"] = 0.5
+    (run / "params.yaml").write_text(json.dumps(run.params))  # JSON is YAML
+    run_stages(run, ["export"])
+    text = (run / "reports/at_risk.csv").read_text(encoding="utf-8-sig")
+    held = {r["customer_id"] for r in csv.DictReader(io.StringIO(text, newline=""))
+            if r["holdout"] == "true"}
+    assert held
+    monkeypatch.chdir(run.root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", run.tracking_uri)
+    scores = score_raw_logs(run.raw_dir).set_index("customer_id")
+    assert set(scores.index[scores["holdout"]]) == held
+    assert (scores.loc[sorted(held), "suggested_action"] == "Do not contact (control group)").all()
+    assert not scores.loc[~scores["holdout"], "suggested_action"].str.startswith("Do not").any()
 
 
 @pytest.mark.parametrize("case", ["missing_folder", "no_transactions"])

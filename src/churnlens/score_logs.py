@@ -5,10 +5,11 @@ risk tier, expected revenue (at risk), three reasons in plain words and the sugg
 `churnlens score --input DIR [--output FILE.csv] [--as-of DATE]` is the same on the command line.
 
 It runs the weekly run's own steps on one folder and one cutoff and writes nothing into the
-project: validation into a temporary folder (`stages.validate.run`: bad rows are quarantined there
-and only counted), the feature rows at `as_of` (the features stage's settings and SQL, DuckDB),
-the model the score stage would pick (`stages.score.resolve_serving_model`: the MLflow registry's
-champion for the data source of `params`), the score stage's probability, tier and revenue
+project but the score stage's local copy of the approved model: validation into a temporary folder
+(`stages.validate.run`: bad rows are quarantined there and only counted), the feature rows at
+`as_of` (the features stage's settings and SQL, DuckDB), the model the score stage scores with
+(`serving.load_approved_model`: the MLflow registry's champion for the data source of `params`,
+kept in `models/serving/`), the score stage's probability, tier and revenue
 (`scoring.score_frame`), the explain stage's SHAP reasons (`explain.top_reasons`, for every
 customer rather than a sample) and the export stage's action rules (`stages.export.suggest`: the
 fact behind an action is among the reasons).
@@ -50,24 +51,27 @@ def score_raw_logs(input_dir: str | Path, params: str | Path | Mapping[str, Any]
 
     `params`: a params file or dict (the project's, as the pipeline uses it). `as_of`: the scoring
     date; default `snapshot.as_of`, else the last day the data is complete (as the features stage
-    picks it). Columns: `COLUMNS`, highest `expected_revenue_at_risk` first. `attrs` holds
-    `as_of`, `model` (which version scored and why) and `validation` (rows in and quarantined per
-    table; `summary_line` says it in one line). Raises `ChurnlensError` for an unusable folder.
+    picks it). Columns: `COLUMNS` (plus `holdout` with `export.holdout_share` > 0: in a running
+    control group of the weekly list, not to be contacted), highest `expected_revenue_at_risk`
+    first. `attrs` holds `as_of`, `model` (which version scored and why) and `validation` (rows in
+    and quarantined per table; `summary_line` says it in one line). Raises `ChurnlensError` for
+    an unusable folder.
     """
     params = _params(params)
     with tempfile.TemporaryDirectory(prefix="churnlens-score-") as tmp:
         interim = Path(tmp) / "interim"
         validation = _validate(Path(input_dir), interim)
         features, as_of_day = feature_rows(interim, params, as_of, Path(tmp) / "features")
-        serving = _approved_model(params, features, Path(tmp) / "model")
-        model_dir = Path(serving["model_dir"])
-        scores = _scores(model_dir, features, params)
+        approved = _approved_model(params, features)
+        scores = _scores(approved, features, params)
         scores = _with_actions(scores, params, interim / "tickets.parquet")
-    result = _result(scores, as_of_day)
+        result = _with_control_group(_result(scores, as_of_day), params,
+                                     interim / "customers.parquet", as_of_day)
     result.attrs.update(
         as_of=as_of_day.isoformat(),
-        model={k: serving.get(k) for k in ("scored_by", "version", "reason")}
-        | {"registered_model": _registered_name(params)},
+        model={k: approved.info.get(k) for k in ("scored_by", "version", "reason")}
+        | {"registered_model": approved.info.get("registered_model")
+           or _registered_name(params)},
         validation={name: {k: report.get(k) for k in ("rows_in", "rows_quarantined", "reasons")}
                     for name, report in validation.items() if report.get("present")},
     )
@@ -141,47 +145,30 @@ def _registered_name(params: Mapping[str, Any]) -> str:
     return registered_model_name(dict(params))
 
 
-def _approved_model(params: Mapping[str, Any], features: pd.DataFrame,
-                    target: Path) -> dict[str, Any]:
-    """The score stage's choice (`resolve_serving_model`), a registry download into `target`.
+def _approved_model(params: Mapping[str, Any], features: pd.DataFrame):
+    """The model the score stage scores with (`serving.load_approved_model`: the registry's
+    champion for `params`' data source, kept in `models/serving/`), checked against `features`."""
+    from churnlens.serving import load_approved_model
 
-    Without `reports/promotion.json` (a store copied without the DVC outputs) the registry entry
-    of `params`' data source is asked for its champion."""
-    from churnlens.stages.score import resolve_serving_model
-
-    if paths.PROMOTION.exists():
-        promotion = read_json(paths.PROMOTION)
-    else:
-        promotion = {"registered": bool((params.get("train") or {}).get("register_model")),
-                     "registered_model": _registered_name(params)}
-    serving = resolve_serving_model(promotion, features, target=target)
-    if not Path(serving["model_dir"]).exists():
-        raise ChurnlensError(f"no model to score with ({serving['reason']}; no "
-                             f"{serving['model_dir']}): run `make run` or `dvc repro` first")
-    log.info("scoring with the %s (v%s): %s", serving["scored_by"], serving["version"],
-             serving["reason"])
-    return serving
+    approved = load_approved_model(dict(params), features)
+    log.info("scoring with the %s (v%s): %s", approved.info["scored_by"],
+             approved.info["version"], approved.info["reason"])
+    return approved
 
 
-def _scores(model_dir: Path, features: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+def _scores(approved, features: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
     """The score stage's scores plus the explain stage's reasons for every customer."""
     from churnlens.explain import shap_contributions, top_reasons
-    from churnlens.packaging import estimator_of, feature_columns_of, load_model, to_model_input
+    from churnlens.packaging import to_model_input
     from churnlens.scoring import score_frame
 
-    expected = feature_columns_of(model_dir)
-    missing = [c for c in expected if c not in features.columns]
-    if missing:
-        raise ChurnlensError(f"the model expects features these params do not build: "
-                             f"{', '.join(missing[:10])}; score with the params it was trained "
-                             "with (features.windows)")
-    probability = load_model(model_dir).predict(
-        to_model_input(features, expected))["churn_probability"].to_numpy()
+    frame = to_model_input(features, approved.feature_columns)
+    probability = approved.predict(frame)["churn_probability"].to_numpy()
     scores = score_frame(features, probability, tiers=params["score"]["tiers"],
                          window_days=int(params["score"]["revenue_window_days"]),
                          horizon_days=int(params["label"]["horizon_days"]))
     rows = features.set_index("customer_id", drop=False)
-    reasons = top_reasons(shap_contributions(estimator_of(model_dir), rows), rows)
+    reasons = top_reasons(shap_contributions(approved.model.estimator, rows), rows)
     return scores.merge(reasons.reset_index(names="customer_id"), on="customer_id", how="left")
 
 
@@ -233,6 +220,39 @@ def _result(scores: pd.DataFrame, as_of: date) -> pd.DataFrame:
     return out.reset_index(drop=True)[list(COLUMNS)]
 
 
+def _with_control_group(result: pd.DataFrame, params: Mapping[str, Any], customers_path: Path,
+                        as_of: date) -> pd.DataFrame:
+    """With `export.holdout_share` > 0: customers the weekly at-risk list put in its control
+    group, whose window (`label.horizon_days`) is still running at `as_of`, get the control
+    action ("Do not contact (control group)") and `holdout` true, as in `at_risk.csv`; nobody
+    new is held out here. The assignments come from `reports/at_risk_history.json`, for the data
+    source these customers are (`export.data_source`, ids pseudonymised as the pipeline's)."""
+    from churnlens.outreach import control_actions
+    from churnlens.privacy import pseudonymise, pseudonymise_setting
+    from churnlens.stages.export import export_settings
+
+    if export_settings(dict(params))["holdout_share"] <= 0:
+        return result
+    horizon = int((params.get("label") or {}).get("horizon_days", 90))
+    history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
+    customers = pd.read_parquet(customers_path, columns=["customer_id", "signup_date"])
+    ids = result["customer_id"]
+    salt = pseudonymise_setting(dict(params))
+    if salt is not None:  # the history holds the pipeline's pseudonyms
+        customers = customers.assign(customer_id=pseudonymise(customers["customer_id"], salt))
+        ids = pseudonymise(ids, salt)
+    _, runs = export.source_runs(history, export.data_source(customers))
+    held = {str(arm["customer_id"]) for arm in export.history_arms(runs)
+            if arm.get("holdout") and arm.get("assigned")
+            and 0 <= (as_of - pd.Timestamp(arm["assigned"]).date()).days < horizon}
+    holdout = pd.Series(ids.isin(held).to_numpy(bool), index=result.index)
+    if holdout.any():
+        log.info("%d customers are in a running control group: not to be contacted",
+                 int(holdout.sum()))
+    return result.assign(suggested_action=control_actions(result["suggested_action"], holdout),
+                         **{export.HOLDOUT: holdout})
+
+
 def to_csv_text(scores: pd.DataFrame) -> str:
     """The spreadsheet-safe CSV text of `score_raw_logs`' result (the at-risk list's format:
     probability 3 decimals, money 2, formula-like text neutralised; `active` true/false)."""
@@ -240,8 +260,9 @@ def to_csv_text(scores: pd.DataFrame) -> str:
     for column in MONEY_COLUMNS:
         if column in table:
             table[column] = [export.format_number(v, 2) for v in table[column]]
-    if "active" in table:
-        table["active"] = table["active"].map({True: "true", False: "false"})
+    for column in ("active", export.HOLDOUT):
+        if column in table:
+            table[column] = table[column].map({True: "true", False: "false"})
     return export.to_csv_text(table)
 
 
