@@ -680,7 +680,13 @@ def _accounting(run, predictions: str) -> None:
     as_of = json.loads((run / "data/features/meta.json").read_text())["as_of"]
     signup = accepted["signup_date"].astype(str)
     cancel = accepted["cancel_date"].astype(str)
-    not_yet_or_gone = set(accepted.loc[(signup > as_of) | (cancel <= as_of), "customer_id"])
+    active_by_as_of = set()
+    for table in ("transactions", "events"):
+        rows = pd.read_parquet(run / f"data/interim/{table}.parquet")
+        seen = rows["timestamp"].dt.strftime("%Y-%m-%d") <= as_of
+        active_by_as_of |= set(rows.loc[seen, "customer_id"])
+    not_yet = set(accepted.loc[signup > as_of, "customer_id"]) - active_by_as_of
+    not_yet_or_gone = not_yet | set(accepted.loc[cancel <= as_of, "customer_id"])
     lost = raw_ids - scored - quarantined - not_yet_or_gone
     assert not lost, sorted(lost)[:10]
     contradicting = (run.raw_dir / "contradictions.txt").read_text().split()
