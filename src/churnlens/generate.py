@@ -1083,10 +1083,11 @@ OUTREACH_CHANNELS = {
 TRUE_EFFECTS: dict[tuple[str, str], tuple[str, float]] = {
     ("Onboarding call", "idle trial"): ("rescue", 0.35),
     ("Onboarding call", "trial in use"): ("rescue", 0.05),
-    ("Reactivation campaign", "paying"): ("rescue", 0.15),
-    ("Reactivation campaign", "free"): ("rescue", 0.05),
-    ("Discount offer", "open ticket"): ("harm", 0.30),
-    ("Discount offer", "no open ticket"): ("rescue", 0.20),
+    ("Reactivation campaign", "inactive 30-59 days"): ("rescue", 0.20),
+    ("Reactivation campaign", "inactive 60+ days"): ("rescue", 0.02),  # the riskiest, hardly helped
+    ("Discount offer", "open ticket"): ("harm", 0.30),  # a promotion while a problem is open
+    ("Discount offer", "small plan"): ("rescue", 0.30),  # trial/basic: price-sensitive
+    ("Discount offer", "large plan"): ("rescue", 0.0),  # pro/enterprise: a discount changes nothing
 }
 OUTREACH_COVARIATES = (
     "segment_code", "tenure_days", "days_since_activity", "open_tickets", "events_30d",
@@ -1104,11 +1105,12 @@ class OutreachSettings:
     (first that matches): an open ticket -> "Discount offer" (subgroup "open ticket"); a trial
     not yet paying, 14-119 days old, not activated or idle for 14+ days -> "Onboarding call"
     ("idle trial" when idle for 7+ days, else "trial in use"); no activity for 30+ days ->
-    "Reactivation campaign" ("paying"/"free"); events in the last 30 days below half of the 30
-    before (at least 6 before) -> "Discount offer" ("no open ticket"). A share `holdout_share`
-    is the control group (not contacted); the others get one `interventions` row (the day after
-    the list, 1-3 days late, with the action's channel and cost) and the true effect
-    `TRUE_EFFECTS` of their action and subgroup. A customer is listed at most once.
+    "Reactivation campaign" ("inactive 30-59 days"/"inactive 60+ days"); events in the last 30
+    days below half of the 30 before (at least 6 before) -> "Discount offer" ("small plan" for
+    trial/basic, else "large plan"). A share `holdout_share` is the control group (not
+    contacted); the others get one `interventions` row (1-3 days after the list, with the
+    action's channel and cost) and the true effect `TRUE_EFFECTS` of their action and subgroup.
+    A customer is listed at most once.
     """
 
     weeks: int = 0
@@ -1189,8 +1191,9 @@ def _simulate_outreach(rng, settings, cal, signup, seg, tz, paying_from, churn_d
         for mask, name, sub in (
             (open_tickets > 0, "Discount offer", np.full(n, "open ticket", dtype=object)),
             (trial, "Onboarding call", np.where(since >= 7, "idle trial", "trial in use")),
-            (since >= 30, "Reactivation campaign", np.where(paying, "paying", "free")),
-            (decline, "Discount offer", np.full(n, "no open ticket", dtype=object)),
+            (since >= 30, "Reactivation campaign",
+             np.where(since >= 60, "inactive 60+ days", "inactive 30-59 days")),
+            (decline, "Discount offer", np.where(seg <= 1, "small plan", "large plan")),
         ):
             pick = eligible & mask & (action == "")
             action[pick], subgroup[pick] = name, sub[pick]
