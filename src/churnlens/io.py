@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,33 +18,104 @@ import pandas as pd
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `target`; rename it onto `target` only on success.
+    """Yield a temporary path next to `target`; put it in place of `target` only on success.
 
-    Works for files and directories. A crash or kill leaves `target` untouched.
+    Works for files and directories. The temporary path lives in a hidden sibling folder with a
+    unique name (`.NAME.PID.RANDOM`). A file replaces `target` with one `rename`; a directory is
+    swapped with the old one in one `renameat2(RENAME_EXCHANGE)` call (Linux), so a failure or a
+    kill at any moment leaves either the complete old `target` or the complete new one. Where the
+    exchange is not available, the old directory is moved aside first and the next write of
+    `target` puts it back if a kill came between the two renames (see `recover`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_debris(target)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    recover(target)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
     tmp = tmp_dir / target.name
     try:
         yield tmp
-        if target.is_dir() and not target.is_symlink():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _publish(tmp, target, tmp_dir / _OLD)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _remove_debris(target: Path) -> None:
-    """Delete temp folders a killed writer of `target` left behind (hidden `.NAME.*` siblings)."""
-    for debris in target.parent.glob(f".{glob.escape(target.name)}.*"):
-        if debris.is_dir():
-            shutil.rmtree(debris, ignore_errors=True)
+_OLD = "old"  # inside a `.NAME.PID.RANDOM` folder: the previous directory while it is swapped out
+
+
+def _publish(tmp: Path, target: Path, aside: Path) -> None:
+    if not (target.is_dir() and not target.is_symlink()):
+        os.replace(tmp, target)  # a file (or nothing) at target: rename is atomic
+        return
+    if tmp.is_dir() and _exchange(tmp, target):
+        return  # tmp now holds the old directory; the caller removes it
+    os.replace(target, aside)  # fallback: a kill between these two renames is undone by recover()
+    os.replace(tmp, target)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if _renameat2 is None:
+        return False
+    import ctypes
+
+    if _renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0:  # AT_FDCWD, EXCHANGE
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this filesystem/kernel cannot
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+def _load_renameat2():
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                     ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_renameat2 = _load_renameat2()
+
+
+def recover(target: str | Path) -> None:
+    """Undo what a killed writer of `target` left behind: put back a directory it had moved aside
+    (fallback swap interrupted between its two renames) and delete its hidden temp folders.
+
+    Temp folders of a writer that is still running (its pid is alive) are left alone.
+    """
+    target = Path(target)
+    for debris in sorted(target.parent.glob(f".{glob.escape(target.name)}.*")):
+        rest = debris.name[len(target.name) + 2:]  # PID.RANDOM (or an older RANDOM / old-PID)
+        if not debris.is_dir() or not re.fullmatch(r"(\d+\.)?[\w-]+", rest) or _alive(rest):
+            continue  # not ours (`.NAME.x.PID.RANDOM` belongs to NAME.x), or still being written
+        if not target.exists() and (debris / _OLD).is_dir():
+            os.replace(debris / _OLD, target)
+        elif not target.exists() and debris.name.startswith(f".{target.name}.old-"):
+            os.replace(debris, target)  # moved aside by churnlens <= 0.1's two-rename swap
+            continue
+        shutil.rmtree(debris, ignore_errors=True)
+
+
+def _alive(suffix: str) -> bool:
+    """True if the writer named in `PID.RANDOM` is another process that is still running."""
+    pid = suffix.split(".", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_atomic(target: str | Path, writer: Callable[[Path], Any]) -> Path:
