@@ -452,3 +452,49 @@ def test_measured_effects_cover_the_simulated_ones_at_about_the_nominal_rate():
             hits += measured[key]["ci_low"] <= truth <= measured[key]["ci_high"]
             total += 1
     assert hits / total >= 0.88, (hits, total)
+
+
+def test_stage_ranks_by_revenue_saved_once_enough_outcomes_are_measured(tmp_path, monkeypatch):
+    """export.rank_by revenue_saved: risk ranking with a logged reason until a list is measured;
+    then a T-learner over the feature rows on the list date ranks those whom contact helps
+    (x < 0.5: 80 % vs 40 % stay) above those whom it drives away (x >= 0.5: 30 % vs 60 %)."""
+    monkeypatch.chdir(_stage_project(tmp_path, n=1000))
+
+    def run(as_of, rank_by):
+        params = {"data": {"raw_dir": "raw"}, "snapshot": {"as_of": as_of},
+                  "label": {"horizon_days": 90},
+                  "export": {"top_n": 1000, "holdout_share": 0.5, "rank_by": rank_by}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        export_stage.run("params.yaml")
+        text = (tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig")
+        report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False), report
+
+    first, report = run("2026-03-02", "revenue_saved")
+    assert "expected_revenue_saved" not in first.columns
+    assert not report["uplift"]["used"] and "measured" in report["uplift"]["reason"]
+    rng = np.random.default_rng(8)
+    ids = first["customer_id"]
+    x = pd.Series(rng.random(len(ids)), index=ids.to_numpy())
+    Path("data/features").mkdir(parents=True)
+    pd.DataFrame({"customer_id": x.index, "cutoff": pd.Timestamp("2026-02-28"), "label": 0,
+                  "x": x.to_numpy()}).to_parquet("data/features/training.parquet", index=False)
+    pd.DataFrame({"customer_id": x.index, "x": x.to_numpy()}).to_parquet(
+        "data/features/scoring.parquet", index=False)
+    Path("data/features/meta.json").write_text(json.dumps({"feature_columns": ["x"]}))
+    held = (first["holdout"] == "true").to_numpy()
+    helps = (x[ids].to_numpy() < 0.5)
+    stays = np.where(helps, np.where(held, 0.4, 0.8), np.where(held, 0.6, 0.3))
+    active = ids[rng.random(len(ids)) < stays]
+    pd.DataFrame({"customer_id": active, "timestamp": pd.Timestamp("2026-04-10 12:00"),
+                  "amount": 10.0}).to_parquet("data/interim/transactions.parquet", index=False)
+    later, report = run("2026-06-08", "revenue_saved")
+    info = report["uplift"]
+    assert info["used"] and info["measured_contacted"] >= 200 and info["measured_control"] >= 200
+    saved = pd.to_numeric(later["expected_revenue_saved"])
+    assert saved.is_monotonic_decreasing
+    top = later.head(200)["customer_id"]
+    assert (x[top] < 0.5).mean() > 0.9
+    assert later["rank"].tolist() == [str(i) for i in range(1, len(later) + 1)]
+    with pytest.raises(ChurnlensError, match="rank_by"):
+        run("2026-06-08", "churn")

@@ -71,7 +71,8 @@ AT_RISK_COLUMNS = (
     "contact",
 )
 TEXT_COLUMNS = ("customer_id", "segment", "risk_tier", "reasons", "suggested_action", "contact")
-DECIMALS = {"churn_probability": 3, "expected_revenue_at_risk": 2}
+DECIMALS = {"churn_probability": 3, "expected_revenue_at_risk": 2, "expected_revenue_saved": 2}
+SAVED = "expected_revenue_saved"  # extra at-risk column with export.rank_by: revenue_saved
 REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
 REASON_SEPARATOR = "; "
 ACTIVE = "active"
@@ -117,10 +118,12 @@ def active_mask(scores: pd.DataFrame) -> np.ndarray:
     return text.isin(["1", "true", "yes", "y", "t"]).fillna(False).to_numpy(bool)
 
 
-def rank_at_risk(scores: pd.DataFrame, *, top_n: int, tiers: Iterable[str]) -> pd.DataFrame:
+def rank_at_risk(scores: pd.DataFrame, *, top_n: int, tiers: Iterable[str],
+                 saved: pd.Series | None = None) -> pd.DataFrame:
     """Active customers (`active_mask`) in the allowed `tiers`, highest `expected_revenue_at_risk`
     first (ties: higher `churn_probability`, then `customer_id`), cut to `top_n`, with a 1-based
-    `rank` column.
+    `rank` column. With `saved` (expected revenue saved by contact, aligned with `scores`) the
+    order is highest `saved` first (ties: higher revenue at risk), and it becomes a column.
 
     All input columns are kept; the index of `scores` is kept too (to align other Series).
     """
@@ -128,7 +131,11 @@ def rank_at_risk(scores: pd.DataFrame, *, top_n: int, tiers: Iterable[str]) -> p
     tier = scores["risk_tier"].astype("string").str.strip().str.lower()
     keep = tier.isin(allowed).fillna(False).to_numpy(bool) & active_mask(scores)
     chosen = scores[keep]
-    return _ranked(chosen, pd.to_numeric(chosen["expected_revenue_at_risk"], errors="coerce"),
+    at_risk = pd.to_numeric(chosen["expected_revenue_at_risk"], errors="coerce")
+    if saved is not None:
+        chosen = chosen.assign(**{SAVED: saved.reindex(chosen.index).astype("float64")})
+        return _ranked(chosen, chosen[SAVED], at_risk, top_n)
+    return _ranked(chosen, at_risk,
                    pd.to_numeric(chosen["churn_probability"], errors="coerce"), top_n)
 
 
@@ -215,15 +222,20 @@ def build_at_risk(
     top_n: int,
     tiers: Iterable[str],
     contacts: pd.DataFrame | None = None,
+    saved: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """The at-risk table with exactly `AT_RISK_COLUMNS` (numbers unrounded).
+    """The at-risk table with exactly `AT_RISK_COLUMNS` (numbers unrounded); with `saved`
+    (`rank_at_risk`) ranked by it, with an extra `expected_revenue_saved` column.
 
     `actions` is aligned with `scores`' index (from `churnlens.actions.suggest_actions`; only
     the listed customers need one); `contacts` has `customer_id`, `contact` (from
     `contacts_from_raw`), or is None (contact "").
     """
-    ranked = rank_at_risk(scores, top_n=top_n, tiers=tiers)
-    return _list_table(ranked, join_reasons(ranked), actions, contacts)
+    ranked = rank_at_risk(scores, top_n=top_n, tiers=tiers, saved=saved)
+    table = _list_table(ranked, join_reasons(ranked), actions, contacts)
+    if saved is not None:
+        table[SAVED] = ranked[SAVED].to_numpy(float)
+    return table
 
 
 def build_win_back(

@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens import actions as act
-from churnlens import export, outreach, paths
+from churnlens import export, outreach, paths, uplift
 from churnlens.config import load_params
 from churnlens.errors import ChurnlensError, InputFileError
 from churnlens.io import find_table, read_json, write_json, write_text
@@ -56,6 +56,7 @@ REQUIRED_SCORE_COLUMNS = (
 CONTACT_COLUMNS = ("customer_id", "email", "name")
 WIN_BACK = paths.REPORTS / "win_back.csv"
 OUTREACH = paths.REPORTS / "outreach.json"
+RANK_BY = ("revenue_at_risk", "revenue_saved")
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
                           # their measurement window, so their effects keep being pooled
 
@@ -82,15 +83,19 @@ def run(params_path: str | Path = "params.yaml") -> None:
                             strict=True))
         contacts = contacts.assign(customer_id=pseudonymise(contacts["customer_id"], salt))
 
-    actions, reasons = suggest(scores[active], settings, open_ids)
-    at_risk = export.build_at_risk(
-        with_reasons(scores, reasons), actions, top_n=settings["top_n"],
-        tiers=settings["tiers"], contacts=contacts,
-    )
     as_of = resolve_as_of(params, scores)
     customers = source_customers(paths.INTERIM / "customers.parquet", scores)
     source = export.data_source(customers, params.get("data", {}).get("raw_dir"))
     history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
+    saved, uplift_info = None, {"rank_by": settings["rank_by"]}
+    if settings["rank_by"] == "revenue_saved":
+        saved, uplift_info = revenue_saved(export.source_runs(history, source)[1], as_of, params,
+                                           scores)
+    actions, reasons = suggest(scores[active], settings, open_ids)
+    at_risk = export.build_at_risk(
+        with_reasons(scores, reasons), actions, top_n=settings["top_n"],
+        tiers=settings["tiers"], contacts=contacts, saved=saved,
+    )
     arms = None
     if settings["holdout_share"] > 0:
         at_risk, arms = with_control_group(at_risk, scores, settings, history, source, as_of,
@@ -128,7 +133,96 @@ def run(params_path: str | Path = "params.yaml") -> None:
     runs = next(s["runs"] for s in updated["sources"] if s["id"] == current)
     log.info("recorded the list of %s in %s (data source %s: %d customers, %d lists)",
              as_of, paths.AT_RISK_HISTORY, current, source["customers"], len(runs))
-    write_json(measured_outreach(runs, as_of, params, settings), OUTREACH)
+    report = measured_outreach(runs, as_of, params, settings)
+    if settings["rank_by"] != "revenue_at_risk":
+        report["uplift"] = uplift_info  # whether the list was ranked by revenue saved, and why
+    write_json(report, OUTREACH)
+
+
+def measured_outcomes(runs: list[dict[str, Any]], as_of: str,
+                      params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The history's assignments (with `due`) and the outcomes of the due ones (None when no
+    window has passed)."""
+    label = params.get("label") or {}
+    horizon = int(label.get("horizon_days", 90))
+    arms = pd.DataFrame(export.history_arms(runs), columns=list(outreach.ASSIGNMENT_COLUMNS))
+    arms = outreach.due_assignments(arms, horizon, as_of)
+    due = arms[arms["due"]]
+    if due.empty:
+        return arms, None
+    ids = sorted(set(due["customer_id"]))
+    if str(label.get("definition", "inactivity")) == "cancellation":
+        return arms, outreach.window_outcomes(
+            due, horizon_days=horizon,
+            cancellations=read_rows(paths.INTERIM / "customers.parquet",
+                                    ["customer_id", "cancel_date"], ids))
+    activity = pd.concat([read_rows(paths.INTERIM / f"{t}.parquet",
+                                    ["customer_id", "timestamp"], ids)
+                          for t in ("transactions", "events")], ignore_index=True)
+    return arms, outreach.window_outcomes(due, horizon_days=horizon, activity=activity)
+
+
+def revenue_saved(runs: list[dict[str, Any]], as_of: str, params: dict[str, Any],
+                  scores: pd.DataFrame) -> tuple[pd.Series | None, dict[str, Any]]:
+    """`expected_revenue_saved` per scored customer (aligned with `scores`) from an uplift model
+    (`churnlens.uplift`) over the measured lists: each measured customer's feature row at the
+    latest labelled cutoff on or before their list date (`data/features/training.parquet`,
+    columns from `meta.json`), contacted vs control and retained; scored on
+    `data/features/scoring.parquet`. None (risk ranking) with the reason while an arm has fewer
+    than `uplift.MIN_PER_ARM` measured customers. The Qini coefficient of the latest measured
+    list, predicted by a model of the lists before it, goes into the returned info."""
+    info: dict[str, Any] = {"rank_by": "revenue_saved", "used": False}
+
+    def fall_back(reason: str) -> tuple[None, dict[str, Any]]:
+        log.warning("export.rank_by revenue_saved: %s; the list stays ranked by revenue at risk",
+                    reason)
+        return None, dict(info, reason=reason)
+
+    arms, outcomes = measured_outcomes(runs, as_of, params)
+    if outcomes is None:
+        return fall_back("no list with a control group has been measured yet")
+    if not (paths.TRAINING_ROWS.exists() and paths.SCORING_ROWS.exists()
+            and paths.FEATURES_META.exists()):
+        return fall_back("no feature rows (data/features) to fit an uplift model on")
+    meta = read_json(paths.FEATURES_META)
+    columns = [c for c in meta.get("feature_columns") or [] if c != "customer_id"]
+    due = arms[arms["due"]].merge(outcomes, on=["assigned", "customer_id"])
+    rows = pd.read_parquet(paths.TRAINING_ROWS, columns=["customer_id", "cutoff", *columns],
+                           filters=[("customer_id", "in", sorted(set(due["customer_id"])))])
+    rows = rows.assign(customer_id=rows["customer_id"].astype(str),
+                       cutoff=pd.to_datetime(rows["cutoff"])).sort_values("cutoff")
+    due = due.assign(_day=pd.to_datetime(due["assigned"])).sort_values("_day")
+    data = pd.merge_asof(due, rows, left_on="_day", right_on="cutoff", by="customer_id",
+                         direction="backward").dropna(subset=["cutoff"])
+    treated = ~data["holdout"].astype(bool)
+    ok, reason = uplift.enough_evidence(treated, ~treated)
+    info.update(measured_contacted=int(treated.sum()), measured_control=int((~treated).sum()))
+    if not ok:
+        return fall_back(reason)
+    lists = sorted(data["assigned"].unique())
+    if len(lists) > 1:
+        fit_part, held = data[data["assigned"] != lists[-1]], data[data["assigned"] == lists[-1]]
+        fit_treated = ~fit_part["holdout"].astype(bool)
+        if uplift.enough_evidence(fit_treated, ~fit_treated)[0]:
+            model = uplift.fit_uplift(fit_part[columns], fit_treated, fit_part["retained"])
+            score = model.predict(held[columns])
+            value = pd.to_numeric(held["value"], errors="coerce").fillna(0).clip(lower=0)
+            info["held_out_list"] = lists[-1]
+            info["qini"] = uplift.evaluate(score, ~held["holdout"].astype(bool),
+                                           held["retained"])
+            info["qini_revenue"] = uplift.evaluate(uplift.expected_revenue_saved(score, value),
+                                                   ~held["holdout"].astype(bool),
+                                                   held["retained"], value)
+    model = uplift.fit_uplift(data[columns], treated, data["retained"])
+    scoring = pd.read_parquet(paths.SCORING_ROWS, columns=["customer_id", *columns])
+    lift = dict(zip(scoring["customer_id"].astype(str), model.predict(scoring[columns]),
+                    strict=True))
+    value = list_values(scores, scores)
+    saved = pd.Series(uplift.expected_revenue_saved(
+        scores["customer_id"].astype(str).map(lift).to_numpy(float), value), index=scores.index)
+    log.info("export.rank_by revenue_saved: uplift model on %s; ranked by expected revenue "
+             "saved", reason)
+    return saved, dict(info, used=True, reason=reason)
 
 
 def measured_outreach(runs: list[dict[str, Any]], as_of: str, params: dict[str, Any],
@@ -140,26 +234,14 @@ def measured_outreach(runs: list[dict[str, Any]], as_of: str, params: dict[str, 
     label = params.get("label") or {}
     horizon = int(label.get("horizon_days", 90))
     definition = str(label.get("definition", "inactivity"))
-    arms = pd.DataFrame(export.history_arms(runs), columns=list(outreach.ASSIGNMENT_COLUMNS))
-    arms = outreach.due_assignments(arms, horizon, as_of)
+    arms, outcomes = measured_outcomes(runs, as_of, params)
     lists = [{"list_date": day, "customers": len(group), "control": int(group["holdout"].sum()),
               "measurable_on": (pd.Timestamp(day) + pd.Timedelta(days=horizon)).date().isoformat(),
               "measured": bool(group["due"].all())}
              for day, group in arms.groupby("assigned", sort=True)]
     due = arms[arms["due"]]
     effects: list[dict[str, Any]] = []
-    if not due.empty:
-        ids = sorted(set(due["customer_id"]))
-        if definition == "cancellation":
-            outcomes = outreach.window_outcomes(
-                due, horizon_days=horizon,
-                cancellations=read_rows(paths.INTERIM / "customers.parquet",
-                                        ["customer_id", "cancel_date"], ids))
-        else:
-            activity = pd.concat([read_rows(paths.INTERIM / f"{t}.parquet",
-                                            ["customer_id", "timestamp"], ids)
-                                  for t in ("transactions", "events")], ignore_index=True)
-            outcomes = outreach.window_outcomes(due, horizon_days=horizon, activity=activity)
+    if outcomes is not None:
         effects = [dict(e, sentence=outreach.plain_sentence(e))
                    for e in outreach.measure_effect(due, outcomes)]
     pooled = [e for e in effects if e["list_date"] == outreach.ALL_LISTS
@@ -322,6 +404,10 @@ def export_settings(params: dict[str, Any]) -> dict[str, Any]:
     if (not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share < 1):
         raise ChurnlensError(
             f"params export.holdout_share: expected a number in [0, 1), got {share!r}")
+    rank_by = section.get("rank_by", "revenue_at_risk")
+    if rank_by not in RANK_BY:
+        raise ChurnlensError(
+            f"params export.rank_by: expected one of {', '.join(RANK_BY)}, got {rank_by!r}")
     seed = section.get("holdout_seed", 13)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ChurnlensError(f"params export.holdout_seed: expected a whole number, got {seed!r}")
@@ -333,6 +419,7 @@ def export_settings(params: dict[str, Any]) -> dict[str, Any]:
         "rules": act.parse_rules(section.get("actions")),
         "holdout_share": float(share),
         "holdout_seed": seed,
+        "rank_by": rank_by,
     }
 
 
