@@ -253,3 +253,30 @@ def test_a_champion_that_learnt_from_the_test_slice_is_not_graded_on_it(tmp_path
     lost = train("2026-09-07", "2026-06-09", "week2", 0.70, beats=False)
     assert not lost["is_champion"] and "learnt from this test slice" in lost["reason"]
     assert train("2026-09-07", "2026-06-09", "week2", 0.70, beats=True)["is_champion"]
+
+
+def test_relocate_store_repoints_only_artifacts_that_moved_with_the_project(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE experiments (experiment_id INTEGER, artifact_location TEXT)")
+        con.execute("CREATE TABLE runs (artifact_uri TEXT)")
+        con.execute("CREATE TABLE model_versions (storage_location TEXT)")
+        con.executemany("INSERT INTO experiments VALUES (?, ?)",
+                        [(1, "/old/proj/mlruns/1"), (2, "/shared/store/mlruns/2")])
+        con.executemany("INSERT INTO runs VALUES (?)", [("/old/proj/mlruns/1/abc/artifacts",),
+                                                        ("file:///old/proj/mlruns/1/x",),
+                                                        ("/shared/store/mlruns/2/def",)])
+        con.execute("INSERT INTO model_versions VALUES ('/old/proj/mlruns/1/models/m/a')")
+    (tmp_path / "mlruns" / "1").mkdir(parents=True)   # experiment 1 came along, 2 did not
+    assert tracking.relocate_store(db, tmp_path) == 4
+    with sqlite3.connect(db) as con:
+        rows = [r[0] for t, c in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                                  ("model_versions", "storage_location"))
+                for r in con.execute(f"SELECT {c} FROM {t}")]
+    new = str(tmp_path.resolve())
+    assert rows == [f"{new}/mlruns/1", "/shared/store/mlruns/2", f"{new}/mlruns/1/abc/artifacts",
+                    f"file://{new}/mlruns/1/x", "/shared/store/mlruns/2/def",
+                    f"{new}/mlruns/1/models/m/a"]
+    assert tracking.relocate_store(db, tmp_path) == 0     # idempotent

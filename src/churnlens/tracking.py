@@ -97,7 +97,8 @@ _EXPERIMENT_ROOT = re.compile(r"^(?:file://)?(/.*)/mlruns/\d+/?$")
 
 def relocate_store(db: str | Path, root: str | Path) -> int:
     """Repoint artifact paths in the SQLite store `db` that lie under another folder's `mlruns/`
-    at `root/mlruns/` (the project moved or was copied). Returns the number of rows changed."""
+    at `root/mlruns/` (the project moved or was copied, `mlruns/` with it: only experiments whose
+    folder `root/mlruns/<id>` exists count). Returns the number of rows changed."""
     root = str(Path(root).resolve())
     try:
         connection = sqlite3.connect(str(db), timeout=30)
@@ -107,11 +108,15 @@ def relocate_store(db: str | Path, root: str | Path) -> int:
     try:
         with connection:
             try:
-                locations = [r[0] for r in connection.execute(
-                    "SELECT artifact_location FROM experiments")]
+                rows = connection.execute(
+                    "SELECT experiment_id, artifact_location FROM experiments").fetchall()
             except sqlite3.Error:
                 return 0  # not (yet) an MLflow store
-            old_roots = {m[1] for loc in locations if loc and (m := _EXPERIMENT_ROOT.match(loc))}
+            # only where this folder holds the experiment's artifacts (they moved along): a
+            # store whose artifacts live elsewhere on purpose is left alone
+            old_roots = {m[1] for exp_id, loc in rows if loc
+                         and (m := _EXPERIMENT_ROOT.match(loc))
+                         and (Path(root) / "mlruns" / str(exp_id)).is_dir()}
             for old in sorted(old_roots - {root}):
                 for scheme in ("", "file://"):
                     before, after = f"{scheme}{old}/mlruns/", f"{scheme}{root}/mlruns/"
