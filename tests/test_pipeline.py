@@ -147,6 +147,12 @@ def injected_run(tmp_path_factory, sample_run) -> PipelineRun:
             for column in ("name", "email", "segment"):
                 if column in payload:
                     customers.loc[row, column] = payload[column]
+        # a segment held by a handful of customers is generalised to "other" (it may be a
+        # name); give each injected segment to six more customers so it reaches the outputs
+        others = customers.index[~customers["customer_id"].isin(targets)]
+        segments = [p["segment"] for p in PAYLOADS["customers"] if "segment" in p]
+        for i, segment in enumerate(segments):
+            customers.loc[others[6 * i: 6 * i + 6], "segment"] = segment
         write_raw(customers, raw_dir, "customers")
         events = pd.read_csv(raw_dir / "events.csv", dtype=str, keep_default_na=False)
         chosen = events.index[events["customer_id"].isin(targets)][::2]
@@ -961,10 +967,12 @@ def test_injection_escaped_in_the_weekly_report(injected_run):
     assert quoted not in page and str(markupsafe.escape(quoted)) in page
     assert PAYLOADS["event_type"] not in page
     assert "<script" not in page.lower()
+    text = re.sub(r"data:[^\"')]+", "", page)  # embedded images are base64 noise
     for payload in PAYLOADS["customers"]:  # personal data never reaches the report
         for field in ("name", "email"):
             if payload.get(field):
-                assert payload[field].split("\n")[0].strip() not in page
+                value = payload[field].split("\n")[0].strip()
+                assert not re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text), value
 
 
 def test_injection_neutralised_in_the_at_risk_csv(injected_run):
