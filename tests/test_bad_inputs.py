@@ -37,7 +37,7 @@ from churnlens.cli import app
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.json").exists())
-TABLES = ("customers", "transactions", "events", "tickets", "nps")
+TABLES = ("customers", "transactions", "events", "tickets", "nps", "interventions")
 ERROR_PREFIX = "churnlens validate: error:"
 
 STRING = (pa.string(), pa.large_string())
@@ -68,6 +68,13 @@ CONTRACT = {  # docs/architecture.md, "Validated tables"
         "priority": STRING,
     },
     "nps": {"customer_id": STRING, "timestamp": (pa.timestamp("us"),), "score": (pa.int64(),)},
+    "interventions": {
+        "customer_id": STRING,
+        "timestamp": (pa.timestamp("us"),),
+        "action": STRING,
+        "channel": STRING,
+        "cost": (pa.float64(),),
+    },
 }
 
 

@@ -52,6 +52,13 @@ BASE = {
         "priority": "high",
     },
     "nps": {"customer_id": "C1", "timestamp": "2024-03-01", "score": "9"},
+    "interventions": {
+        "customer_id": "C1",
+        "timestamp": "2024-03-02T09:30:00Z",
+        "action": "Onboarding call",
+        "channel": "phone",
+        "cost": "25",
+    },
 }
 
 
@@ -203,6 +210,21 @@ def test_schema_is_a_pandera_schema_named_by_reasons():
         ("nps", {"score": "NaN"}, "score_out_of_range"),
         ("nps", {"score": "great"}, "non_numeric_score"),
         ("nps", {"score": ""}, "missing_score"),
+        ("interventions", {"customer_id": ""}, "missing_customer_id"),
+        ("interventions", {"customer_id": "X"}, "unknown_customer"),
+        ("interventions", {"timestamp": "yesterday"}, "unparseable_timestamp"),
+        ("interventions", {"timestamp": "2999-01-01T10:00:00"}, "impossible_date"),
+        ("interventions", {"timestamp": "2099-01-01T10:00:00"}, "timestamp_in_future"),
+        ("interventions", {"action": ""}, "missing_action"),
+        ("interventions", {"channel": ""}, None),
+        ("interventions", {"cost": ""}, None),
+        ("interventions", {"cost": "0"}, None),
+        ("interventions", {"cost": "-5"}, "negative_cost"),
+        ("interventions", {"cost": "free"}, "non_numeric_cost"),
+        ("interventions", {"cost": "inf"}, "non_finite_cost"),
+        ("interventions", {"cost": "2e9"}, "cost_out_of_range"),
+        ("interventions", {"action": "call jo@example.com"}, "email_in_action"),
+        ("interventions", {"channel": "jo@example.com"}, "email_in_channel"),
     ],
 )
 def test_reasons(table, override, reason):

@@ -63,11 +63,12 @@ the wrong columns, so no check of them counts), `missing_<column>`,
 date such as Feb 30, or year outside 1990-2100, any date/timestamp column),
 `non_numeric_<column>`, `non_finite_amount`, `amount_out_of_range` (|amount| > 1e9),
 `non_integer_quantity`, `negative_quantity`, `non_finite_quantity`, `quantity_out_of_range`
-(> 1e9), `score_out_of_range` (nps score not an integer 0-10), `timestamp_in_future` (a
+(> 1e9), `score_out_of_range` (nps score not an integer 0-10), `non_finite_cost`,
+`negative_cost`, `cost_out_of_range` (interventions cost > 1e9), `timestamp_in_future` (a
 timestamp -- not a date -- on a UTC day after today, see `today()`), `cancel_before_signup`,
 `closed_before_opened`, `duplicate_row`, `duplicate_customer_id_conflict`, `unknown_customer`,
 `email_in_<column>` for every free-text column (`segment`, `country`, `event_type`,
-`priority`: a value that looks like an e-mail address is personal data in a plain column;
+`priority`, `action`, `channel`: a value that looks like an e-mail address is personal data in a plain column;
 it never becomes a feature or a category).
 
 Decisions
@@ -326,6 +327,26 @@ TABLES: dict[str, TableSpec] = {
                 required=True,
                 nullable=False,
                 checks=(("score_out_of_range", lambda s: _integral(s) & (s >= 0) & (s <= 10)),),
+            ),
+        ),
+    ),
+    "interventions": TableSpec(  # outreach the team actually did (optional; churnlens.outreach)
+        "interventions",
+        required=False,
+        columns=(
+            _CUSTOMER_ID,
+            Col("timestamp", "timestamp", required=True, nullable=False),
+            Col("action", "text", required=True, nullable=False,
+                checks=(("email_in_action", _no_email),)),
+            Col("channel", "text", checks=(("email_in_channel", _no_email),)),
+            Col(
+                "cost",
+                "float",
+                checks=(
+                    ("non_finite_cost", _finite),
+                    ("negative_cost", lambda s: s >= 0),
+                    ("cost_out_of_range", lambda s: s <= MAX_ABS_AMOUNT),
+                ),
             ),
         ),
     ),

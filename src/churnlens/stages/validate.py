@@ -2,7 +2,7 @@
 
 Streams, so that memory does not grow with the size of the logs: `customers` is read whole
 (it is the known-customer set and needs the duplicate-id check), while transactions, events,
-tickets and nps are read (`churnlens.readers.open_table`) and validated
+tickets, nps and interventions are read (`churnlens.readers.open_table`) and validated
 (`churnlens.validation.TableValidator`) `CHUNK_ROWS` rows at a time, and each chunk's accepted
 and quarantined rows are appended to the output Parquet files (`pyarrow.parquet.ParquetWriter`,
 same schemas as `DataFrame.to_parquet`). Whole-table checks and the report cover all chunks.
