@@ -68,8 +68,8 @@ date such as Feb 30, or year outside 1990-2100, any date/timestamp column),
 timestamp -- not a date -- on a UTC day after today, see `today()`), `cancel_before_signup`,
 `closed_before_opened`, `duplicate_row`, `duplicate_customer_id_conflict`, `unknown_customer`,
 `email_in_<column>` for every free-text column (`segment`, `country`, `event_type`,
-`priority`, `action`, `channel`: a value that looks like an e-mail address is personal data in a plain column;
-it never becomes a feature or a category).
+`priority`, `action`, `channel`: a value that looks like an e-mail address is personal data in
+a plain column; it never becomes a feature or a category).
 
 Decisions
 ---------
