@@ -286,6 +286,16 @@ def test_not_champion_and_drift_warnings(tmp_path, monkeypatch):
     assert "for 1 of its inputs (stability index PSI above 0.25)" in text
 
 
+def test_unapproved_model_scoring_is_flagged_even_when_it_won_the_gate(tmp_path, monkeypatch):
+    """Issue 12.8: mlflow.db gone and no approved copy kept: the new model scores unapproved
+    (serving.json `approved: false`); the CS reader must be told."""
+    promotion = {"is_champion": True, "version": "3",
+                 "serving": {"approved": False, "version": "3", "waiting_for_approval": False,
+                             "reason": "the model registry could not be read"}}
+    html = _render(tmp_path, monkeypatch, promotion=promotion)
+    assert 'id="not-champion"' in html and "not the approved (champion) model" in _text(html)
+
+
 def test_drift_file_of_another_shape_is_a_clear_error(tmp_path, monkeypatch):
     from churnlens.errors import ChurnlensError
 

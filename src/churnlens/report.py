@@ -596,9 +596,15 @@ def _active_line(metrics: Mapping[str, Any]) -> dict[str, str] | None:
 def _not_champion(promotion: Mapping[str, Any] | None) -> dict[str, str] | None:
     """A banner when a new model waits for approval (the approved one scored), or when the
     scores come from a model that is not approved (the approved one could not score)."""
-    if not promotion or promotion.get("is_champion") is not False:
+    if not promotion:
         return None
     serving = promotion.get("serving") or {}
+    if serving.get("approved") is False:  # the registry could not be read: nobody approved it
+        return {"reason": str(serving.get("reason") or "no reason given"),
+                "version": str(serving.get("version") or ""), "kind": "unapproved",
+                "champion_version": ""}
+    if promotion.get("is_champion") is not False:
+        return None
     waiting = bool(serving.get("waiting_for_approval"))
     return {"reason": str(promotion.get("reason") or "no reason given"),
             "version": str(promotion.get("version") or ""),
