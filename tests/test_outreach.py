@@ -329,6 +329,55 @@ def test_stage_measures_the_effect_once_the_window_has_passed(tmp_path, monkeypa
         first["holdout"] == "false", "suggested_action"])
 
 
+def test_contacts_in_window_counts_contacts_from_the_list_day_to_the_horizon():
+    assignments = pd.DataFrame({"assigned": ["2026-03-02"] * 4, "customer_id": list("abcd")})
+    done = pd.DataFrame({
+        "customer_id": ["a", "a", "b", "c", "x"],
+        "timestamp": pd.to_datetime(["2026-03-02 08:00", "2026-03-20 00:00", "2026-05-31 23:00",
+                                     "2026-06-01 00:00", "2026-03-03 00:00"]),
+        "cost": [10.0, 2.5, np.nan, 4.0, 1.0]})
+    window = outreach.contacts_in_window(assignments, done, 90)
+    assert window["contacted"].tolist() == [True, True, False, False]  # c: day 91, d: none
+    assert window["cost"].tolist()[0] == 12.5 and np.isnan(window["cost"].tolist()[1])
+
+
+def test_stage_with_interventions_measures_the_contacted_and_flags_a_contacted_control(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(_stage_project(tmp_path, n=400))
+    _, first, _ = _export(tmp_path, 0.3, "2026-03-02")
+    control = first[first["holdout"] == "true"]["customer_id"]
+    listed = first[first["holdout"] == "false"]["customer_id"]
+    reached = listed.iloc[: int(0.8 * len(listed))]  # the team reached 80 % of the list ...
+    stray = control.iloc[:5]  # ... and called 5 control customers by mistake
+    pd.DataFrame({"customer_id": pd.concat([reached, stray]),
+                  "timestamp": pd.Timestamp("2026-03-04 10:00"), "action": "call",
+                  "channel": "phone", "cost": 20.0}).to_parquet(
+        "data/interim/interventions.parquet", index=False)
+    # contacted stay at 70 %, listed but not reached at 10 % (left out), control at 40 %
+    rng = np.random.default_rng(5)
+    stays = np.where(first["customer_id"].isin(reached), 0.7,
+                     np.where(first["holdout"] == "true", 0.4, 0.1))
+    active = first.loc[rng.random(len(first)) < stays, "customer_id"]
+    pd.DataFrame({"customer_id": active, "timestamp": pd.Timestamp("2026-04-10 12:00"),
+                  "amount": 10.0}).to_parquet("data/interim/transactions.parquet", index=False)
+    _export(tmp_path, 0.3, "2026-06-08")
+    report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
+    assert report["treatment"] == {
+        "treated_by": "interventions", "listed_contacted": len(reached),
+        "listed_not_contacted": len(listed) - len(reached), "control": len(control),
+        "control_contacted": 5}
+    overall = {(e["list_date"], e["action"]): e for e in report["effects"]}[
+        ("2026-03-02", "all actions")]
+    assert overall["treated"] == len(reached) and overall["control"] == len(control)
+    assert overall["control_contacted"] == 5
+    assert overall["ci_low"] <= 0.3 <= overall["ci_high"]  # intention to treat would be ~0.2
+    assert overall["cost"] == pytest.approx(20.0 * len(reached))
+    assert overall["cost_per_customer_kept"] == pytest.approx(
+        overall["cost"] / overall["customers_kept"], rel=1e-3)
+    assert all("(control group contacted: " in e["sentence"] for e in report["by_action"]
+               if e["control_contacted"])
+
+
 def test_stage_without_control_groups_writes_an_empty_outreach_report(tmp_path, monkeypatch):
     monkeypatch.chdir(_stage_project(tmp_path, n=20))
     _export(tmp_path, None, "2026-03-02")

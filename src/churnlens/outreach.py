@@ -17,12 +17,15 @@ action, and comparing them with the contacted ones later tells what the action c
   contacted while their outcome is being measured. After the window they are assigned afresh.
 
 Measured effect (`measure_effect`). Each assignment is measured once, on the list where it was
-made, when its window has passed: the share of contacted (treated = on the list and not held out;
-intention to treat) and control customers still active at the end of it, the difference with a
-Newcombe (hybrid score, Wilson-based) 95 % interval, customers kept = difference x contacted
-customers, revenue kept = difference x their expected revenue, cost per customer kept when costs
-are given. An estimate is `too_thin` when an arm has fewer than `min_per_arm` customers or the
-interval is wider than +-`max_half_width`; `plain_sentence` says so in words.
+made, when its window has passed: the share of contacted (treated = on the list and not held out,
+intention to treat; or, with the `interventions` table, on the list, not held out and contacted
+in the window, `contacts_in_window`, while control customers contacted all the same stay in the
+control group and are counted as `control_contacted`) and control customers still active at the
+end of it, the difference with a Newcombe (hybrid score, Wilson-based) 95 % interval, customers
+kept = difference x contacted customers, revenue kept = difference x their expected revenue,
+cost per customer kept when costs are given. An estimate is `too_thin` when an arm has fewer
+than `min_per_arm` customers or the interval is wider than +-`max_half_width`; `plain_sentence`
+says so in words.
 """
 
 from __future__ import annotations
@@ -174,10 +177,12 @@ def measure_effect(
     action pooled over the lists (`list_date` `ALL_LISTS`).
 
     `assignments`: one row per assignment: `assigned` (list date), `customer_id`, `holdout`,
-    `action`, optional `value` (expected revenue over the window) and `treated` (default: not
-    held out). `outcomes`: `assigned`, `customer_id`, `retained` (bool) for the assignments whose
-    window has passed; the others are left out. `costs`: `assigned`, `customer_id`, `cost` (what
-    was spent on that customer in the window), optional.
+    `action`, optional `value` (expected revenue over the window), `treated` (default: not
+    held out) and `contacted` (recorded outreach: each result then counts the control customers
+    contacted all the same, `control_contacted`). `outcomes`: `assigned`, `customer_id`,
+    `retained` (bool) for the assignments whose window has passed; the others are left out.
+    `costs`: `assigned`, `customer_id`, `cost` (what was spent on that customer in the window),
+    optional.
 
     Each result: list_date, action, treated/control counts and retention, `difference`, `ci_low`,
     `ci_high`, `half_width` (points as fractions), `customers_kept`, `revenue_kept`, `cost`,
@@ -207,6 +212,8 @@ def measure_effect(
               "retained": frame["retained"].to_numpy(bool),
               "value": pd.to_numeric(frame["value"], errors="coerce").to_numpy(float),
               "cost": pd.to_numeric(frame["cost"], errors="coerce").fillna(0).to_numpy(float)}
+    if "contacted" in frame:  # recorded outreach: control customers contacted all the same
+        arrays["control_contacted"] = holdout & frame["contacted"].to_numpy(bool)
     groups = [(key, rows) for key, rows in frame.groupby(["assigned", "action"]).indices.items()]
     groups += [((day, ALL_ACTIONS), rows)
                for day, rows in frame.groupby("assigned").indices.items()]
@@ -240,7 +247,7 @@ def _effect(group: Mapping[str, np.ndarray], day: str, action: str, *, confidenc
     cost = float(group["cost"][treated].sum()) if has_costs else None
     per_kept = cost / kept if cost is not None and kept is not None and kept > 0 else None
     thin = min(n1, n2) < min_per_arm or half is None or half > max_half_width
-    return {
+    result = {
         "list_date": day, "action": action,
         "treated": n1, "control": n2, "treated_retained": x1, "control_retained": x2,
         "retention_treated": _round(r1), "retention_control": _round(r2),
@@ -250,6 +257,33 @@ def _effect(group: Mapping[str, np.ndarray], day: str, action: str, *, confidenc
         "cost": _round(cost, 2), "cost_per_customer_kept": _round(per_kept, 2),
         "too_thin": bool(thin),
     }
+    if "control_contacted" in group:
+        result["control_contacted"] = int(group["control_contacted"].sum())
+    return result
+
+
+def contacts_in_window(assignments: pd.DataFrame, interventions: pd.DataFrame,
+                       horizon_days: int) -> pd.DataFrame:
+    """Recorded outreach per assignment: `assigned`, `customer_id`, `contacted` (the
+    `interventions` table has a row for the customer on a day in [assigned, assigned +
+    horizon]) and `cost` (the sum of those rows' costs; NaN when none is given).
+
+    `interventions`: `customer_id`, `timestamp`, optional `cost` (the validated table)."""
+    frame = assignments[["assigned", "customer_id"]].astype(str).drop_duplicates()
+    frame = frame.reset_index(drop=True)
+    start = pd.to_datetime(frame["assigned"])
+    costs = (pd.to_numeric(interventions["cost"], errors="coerce") if "cost" in interventions
+             else pd.Series(np.nan, index=interventions.index, dtype="float64"))
+    done = pd.DataFrame({"customer_id": interventions["customer_id"].astype(str),
+                         "day": pd.to_datetime(interventions["timestamp"]).dt.normalize(),
+                         "cost": costs.astype("float64")})
+    joined = frame.assign(_row=frame.index, _start=start,
+                          _end=start + pd.Timedelta(days=int(horizon_days))).merge(
+        done, on="customer_id")
+    hit = joined[(joined["day"] >= joined["_start"]) & (joined["day"] <= joined["_end"])]
+    spent = hit.groupby("_row")["cost"].sum(min_count=1)
+    return frame.assign(contacted=frame.index.isin(hit["_row"]),
+                        cost=spent.reindex(frame.index).to_numpy(float))
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -264,9 +298,11 @@ def plain_sentence(effect: Mapping[str, Any]) -> str:
     (35 contacted, 4 in the control group)"."""
     action = effect.get("action") or ALL_ACTIONS
     label = action[:1].upper() + action[1:]
+    warning = (f" (control group contacted: {effect['control_contacted']})"
+               if effect.get("control_contacted") else "")
     if effect.get("too_thin") or effect.get("difference") is None:
         return (f"{label}: not enough customers yet to tell ({effect.get('treated', 0)} "
-                f"contacted, {effect.get('control', 0)} in the control group)")
+                f"contacted, {effect.get('control', 0)} in the control group){warning}")
     diff, half = effect["difference"], effect["half_width"]
     pts = round(diff * 100)
     sign = "+" if pts > 0 else ("\u2212" if pts < 0 else "\u00b1")
@@ -274,7 +310,7 @@ def plain_sentence(effect: Mapping[str, Any]) -> str:
             f"{effect['retention_control'] * 100:.0f} % stayed, {sign}{abs(pts)} pts "
             f"(\u00b1{half * 100:.0f})")
     if effect["ci_low"] <= 0 <= effect["ci_high"]:
-        return text + ", no clear difference yet"
+        return text + ", no clear difference yet" + warning
     kept = abs(effect["customers_kept"] or 0.0)
     verb = "kept" if diff > 0 else "lost"
     text += f", about {kept:,.0f} customers"
@@ -283,7 +319,7 @@ def plain_sentence(effect: Mapping[str, Any]) -> str:
     text += f" {verb}"
     if effect.get("cost_per_customer_kept") is not None:
         text += f", {effect['cost_per_customer_kept']:,.0f} spent per customer kept"
-    return text
+    return text + warning
 
 
 def due_assignments(assignments: pd.DataFrame, horizon_days: int, as_of: str) -> pd.DataFrame:

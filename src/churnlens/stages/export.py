@@ -21,7 +21,8 @@ history. At 0 (the default) the list and the history are exactly what they were 
 
 Writes `reports/outreach.json`: the lists with a control group and, once a list's window has
 passed, the measured effect per action (`measured_outreach`); without control groups its lists
-and effects are empty.
+and effects are empty. With a (non-empty) `interventions` table, contacted = listed, not held
+out and contacted in the window, with costs (`recorded_outreach`); without it, intention to treat.
 
 Also updates `reports/at_risk_history.json` (customer ids of each list, by data source and
 `as_of`) so the weekly report can show who is new on the list; the data source is identified by
@@ -241,19 +242,64 @@ def measured_outreach(runs: list[dict[str, Any]], as_of: str, params: dict[str, 
              for day, group in arms.groupby("assigned", sort=True)]
     due = arms[arms["due"]]
     effects: list[dict[str, Any]] = []
+    recorded = None
     if outcomes is not None:
+        due, costs, recorded = recorded_outreach(due, horizon)
         effects = [dict(e, sentence=outreach.plain_sentence(e))
-                   for e in outreach.measure_effect(due, outcomes)]
+                   for e in outreach.measure_effect(due, outcomes, costs=costs)]
     pooled = [e for e in effects if e["list_date"] == outreach.ALL_LISTS
               and e["action"] != outreach.ALL_ACTIONS]
     if lists:
         log.info("outreach: %d lists with a control group, %d measured; %s", len(lists),
                  sum(x["measured"] for x in lists),
                  " | ".join(e["sentence"] for e in pooled) or "no list measurable yet")
-    return {"as_of": as_of, "holdout_share": settings["holdout_share"], "horizon_days": horizon,
-            "label_definition": definition, "confidence": 0.95,
-            "max_half_width": outreach.MAX_HALF_WIDTH, "lists": lists, "by_action": pooled,
-            "effects": effects}
+    report = {"as_of": as_of, "holdout_share": settings["holdout_share"],
+              "horizon_days": horizon, "label_definition": definition, "confidence": 0.95,
+              "max_half_width": outreach.MAX_HALF_WIDTH, "lists": lists, "by_action": pooled,
+              "effects": effects}
+    if recorded is not None:
+        report["treatment"] = recorded
+    return report
+
+
+def recorded_outreach(due: pd.DataFrame, horizon: int
+                      ) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any] | None]:
+    """The due assignments with `treated`/`contacted` from the validated `interventions`
+    table (`data/interim/interventions.parquet`), the costs spent on the treated in their
+    window, and the counts for `outreach.json` (`treatment`). Without the table (absent or
+    without rows) the assignments as they are (intention to treat), no costs and None.
+
+    Treated = listed, not held out and contacted in [list date, list date + horizon]; listed
+    customers without a contact are left out of the comparison. Control customers contacted
+    all the same stay in the control group (they were assigned to it) and are counted:
+    `control_contacted`, with a warning, since such contacts shrink the measured effect."""
+    import pyarrow.parquet as pq
+
+    path = paths.INTERIM / "interventions.parquet"
+    if not path.exists() or pq.ParquetFile(path).metadata.num_rows == 0:
+        return due, None, None
+    ids = sorted(set(due["customer_id"].astype(str)))
+    done = read_rows(path, ["customer_id", "timestamp", "cost"], ids)
+    window = outreach.contacts_in_window(due, done, horizon)
+    frame = due.astype({"assigned": str, "customer_id": str}).merge(
+        window, on=["assigned", "customer_id"], how="left")
+    holdout = frame["holdout"].astype(bool)
+    contacted = frame["contacted"].fillna(False).astype(bool)
+    frame = frame.assign(contacted=contacted, treated=~holdout & contacted)
+    spent = frame[frame["treated"] & frame["cost"].notna()]
+    costs = spent[["assigned", "customer_id", "cost"]] if len(spent) else None
+    info = {"treated_by": "interventions", "listed_contacted": int((~holdout & contacted).sum()),
+            "listed_not_contacted": int((~holdout & ~contacted).sum()),
+            "control": int(holdout.sum()), "control_contacted": int((holdout & contacted).sum())}
+    if info["control_contacted"]:
+        log.warning("outreach: control group contacted: %d of %d control customers have a "
+                    "contact in the interventions table within their window (they stay in the "
+                    "control group; the measured effects are diluted)", info["control_contacted"],
+                    info["control"])
+    log.info("outreach: treated = contacted per the interventions table: %d listed customers "
+             "contacted, %d not contacted (left out)", info["listed_contacted"],
+             info["listed_not_contacted"])
+    return frame.drop(columns="cost"), costs, info
 
 
 def read_rows(path: Path, columns: list[str], ids: list[str]) -> pd.DataFrame:
