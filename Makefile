@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup run test test-slow test-all lint bench bench-quick benchmark-real report-png mlflow-ui clean
+.PHONY: setup run test test-slow test-all lint bench bench-quick benchmark-real exp-show report-png mlflow-ui clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -47,6 +47,9 @@ bench-quick: setup  ## the same benchmark at a tiny size (CI)
 
 benchmark-real: setup  ## model vs recency, logistic-RFM, BG/NBD on the real CDNOW log (downloads ~0.6 MB once)
 	python scripts/benchmark_real.py
+
+exp-show: setup  ## dvc exp show with the headline metrics and only the params that differ (< 30 columns)
+	dvc exp show --only-changed --drop '.*/' --keep '^(rows|churn_rate|model\.|recency\.|logistic\.)'
 
 report-png: setup  ## render the weekly report headless to reports/weekly_report.png
 	bash scripts/render_report_png.sh reports/weekly_report.html reports/weekly_report.png

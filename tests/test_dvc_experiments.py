@@ -215,3 +215,13 @@ def test_two_experiments_compare_in_dvc(tmp_path):
     revisions = {point.get("rev") for block in plots["data"]["Calibration (test slice)"]
                  for point in block.get("content", {}).get("data", {}).get("values", [])}
     print("plots diff revisions:", revisions)
+
+
+def test_make_exp_show_is_the_tested_comparison_command():
+    """`make exp-show` (the README's short view) runs exactly the command checked above."""
+    import shlex
+
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    recipe = lines[next(i for i, line in enumerate(lines) if line.startswith("exp-show:")) + 1]
+    command = shlex.split(recipe.strip())
+    assert command == [part for part in COMPARE if part != "--csv"]
