@@ -123,6 +123,14 @@ def test_memory_bytes():
     ("export__actions", [{"when": "sometimes", "action": "Call"}],
      "export.actions rule 1: unknown condition 'sometimes'"),
     ("export__holdout_share", 1, "export.holdout_share: expected a number in [0, 1), got 1"),
+    ("export__rank_by", "uplift", "export.rank_by: expected one of revenue_at_risk, "
+                                  "revenue_saved, got 'uplift'"),
+    ("generate__outreach_weeks", -1, "generate.outreach_weeks: expected a whole number >= 0"),
+    ("generate__outreach_weeks", 2.5, "generate.outreach_weeks: expected a whole number >= 0"),
+    ("generate__outreach_horizon_days", 3, "generate.outreach_horizon_days: expected a whole "
+                                           "number >= 7"),
+    ("generate__outreach_holdout_share", 1, "generate.outreach_holdout_share: expected a number "
+                                            "in (0, 1)"),
     ("kpis__period_days", 0, "kpis.period_days: expected a whole number >= 1"),
     ("kpis__crr_target", 85, "kpis.crr_target: expected a number in [0, 1] or null"),
     ("kpis__revenue_window", "week", "kpis.revenue_window: expected auto, period or a whole"),

@@ -34,6 +34,7 @@ _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 REVENUE_WINDOWS = ("period", "auto")                # = churnlens.kpis.REVENUE_WINDOWS
+RANK_BY = ("revenue_at_risk", "revenue_saved")     # = churnlens.stages.export.RANK_BY
 
 
 class _Problems:
@@ -216,6 +217,9 @@ def check_params(params: Any, source: str = "params") -> dict[str, Any]:
         problems.add("generate.end_date", f"a date on or after generate.start_date ({start})",
                      end)
     gen.text("out_dir")
+    gen.whole("outreach_weeks", 0)  # simulated outreach (0 = off) and its optional settings
+    gen.whole("outreach_horizon_days", 7)
+    gen.number("outreach_holdout_share", 0, 1, low_open=True, high_open=True)
 
     s["snapshot"].date("as_of", allow_null=True)
 
@@ -361,6 +365,7 @@ def _export(export: _Section, problems: _Problems, score: _Section) -> None:
     export.number("inactive_days", 0)
     export.number("holdout_share", 0, 1, high_open=True)
     export.whole("holdout_seed", 0)
+    export.choice("rank_by", RANK_BY)
     if export.has("tiers"):
         tiers = export.values["tiers"]
         names = [tiers] if isinstance(tiers, str) else tiers
