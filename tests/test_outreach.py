@@ -376,6 +376,12 @@ def test_stage_with_interventions_measures_the_contacted_and_flags_a_contacted_c
         overall["cost"] / overall["customers_kept"], rel=1e-3)
     assert all("(control group contacted: " in e["sentence"] for e in report["by_action"]
                if e["control_contacted"])
+    plot = pd.read_csv(tmp_path / "reports" / "plots" / "outreach_effects.csv")
+    assert list(plot.columns) == ["list_date", "action", "contacted_rate", "control_rate",
+                                  "difference", "ci_low", "ci_high"]
+    assert len(plot) == sum(e["list_date"] != "all" for e in report["effects"])
+    row = plot[plot["action"] == "all actions"].iloc[0]
+    assert (row["difference"], row["ci_low"]) == (overall["difference"], overall["ci_low"])
 
 
 def test_stage_without_control_groups_writes_an_empty_outreach_report(tmp_path, monkeypatch):
@@ -383,6 +389,8 @@ def test_stage_without_control_groups_writes_an_empty_outreach_report(tmp_path, 
     _export(tmp_path, None, "2026-03-02")
     report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
     assert report["lists"] == [] and report["effects"] == [] and report["holdout_share"] == 0
+    assert (tmp_path / "reports" / "plots" / "outreach_effects.csv").read_text() == (
+        "list_date,action,contacted_rate,control_rate,difference,ci_low,ci_high\n")
 
 
 def test_weekly_report_says_per_action_what_outreach_did(tmp_path, monkeypatch):

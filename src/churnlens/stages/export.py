@@ -57,6 +57,9 @@ REQUIRED_SCORE_COLUMNS = (
 CONTACT_COLUMNS = ("customer_id", "email", "name")
 WIN_BACK = paths.REPORTS / "win_back.csv"
 OUTREACH = paths.REPORTS / "outreach.json"
+EFFECTS_PLOT = paths.PLOTS / "outreach_effects.csv"  # `dvc plots`: measured effect per list
+EFFECTS_PLOT_COLUMNS = ("list_date", "action", "contacted_rate", "control_rate", "difference",
+                        "ci_low", "ci_high")
 RANK_BY = ("revenue_at_risk", "revenue_saved")
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
                           # their measurement window, so their effects keep being pooled
@@ -138,6 +141,19 @@ def run(params_path: str | Path = "params.yaml") -> None:
     if settings["rank_by"] != "revenue_at_risk":
         report["uplift"] = uplift_info  # whether the list was ranked by revenue saved, and why
     write_json(report, OUTREACH)
+    write_text(effects_plot_csv(report["effects"]), EFFECTS_PLOT)
+
+
+def effects_plot_csv(effects: list[dict[str, Any]]) -> str:
+    """`reports/plots/outreach_effects.csv`: one row per measured list and action (and `all
+    actions` per list; the pooled rows over lists stay in outreach.json): contacted and control
+    retention, the difference and its 95 % interval, as fractions. Only the header while no
+    list with a control group has been measured."""
+    rows = [{"list_date": e["list_date"], "action": e["action"],
+             "contacted_rate": e["retention_treated"], "control_rate": e["retention_control"],
+             "difference": e["difference"], "ci_low": e["ci_low"], "ci_high": e["ci_high"]}
+            for e in effects if e["list_date"] != outreach.ALL_LISTS]
+    return pd.DataFrame(rows, columns=list(EFFECTS_PLOT_COLUMNS)).to_csv(index=False)
 
 
 def measured_outcomes(runs: list[dict[str, Any]], as_of: str,
