@@ -631,7 +631,8 @@ def test_killed_validate_leaves_previous_outputs(sample_run, tmp_path):
 def test_killed_validate_midway_through_a_parquet_file(sample_run, tmp_path):
     """With foreign files in OUT_DIR, validate replaces its files one by one, each with
     `churnlens.io.write_parquet` (temp file + rename), validation.json last. Killed halfway
-    through writing events.parquet: events.parquet and every later file keep their old bytes,
+    through writing events.parquet: events.parquet and every later file (customers.parquet is
+    written last) keep their old bytes,
     no file is torn, and validation.json (the DVC metrics file) still describes the old run."""
     out = tmp_path / "interim"
     copy_raw(sample_run / "data/interim", out)
@@ -641,9 +642,10 @@ def test_killed_validate_midway_through_a_parquet_file(sample_run, tmp_path):
                str(REPO / "tests/data/bad/purchase_only"), str(out))
     after = tree_digest(out, hidden=False)
     assert set(after) == set(before)
-    assert after["customers.parquet"] != before["customers.parquet"]  # killed midway, not before
-    for rel in ("events.parquet", "tickets.parquet", "nps.parquet", "validation.json",
-                "notes.txt"):
+    # transactions first, customers last (signups may move to the first activity)
+    assert after["transactions.parquet"] != before["transactions.parquet"]  # killed midway
+    for rel in ("events.parquet", "tickets.parquet", "nps.parquet", "customers.parquet",
+                "validation.json", "notes.txt"):
         assert after[rel] == before[rel], rel
     for rel in after:
         if rel.endswith(".parquet"):
@@ -843,7 +845,8 @@ def test_no_personal_data_outside_the_contact_column(sample_run, tmp_path):
             scanner.scan_text(f"reports/{name} (all but contact)",
                               "\n".join(v for k, v in row.items() if k != "contact"))
     assert any(p.endswith("scores.parquet") for p in scanner.scanned)
-    assert any("estimator.joblib" in p for p in scanner.scanned)
+    for name in ("model.json", "lightgbm.txt"):  # the model as data (no pickle any more)
+        assert any(p.endswith(f"models/churn_model/artifacts/{name}") for p in scanner.scanned)
     assert sample_run.log, "no log messages were captured"
     assert scanner.hits == {}, f"personal data found: {scanner.hits}"
     # the scan can fail: the contact column itself is full of the same needles
