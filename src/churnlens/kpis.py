@@ -11,7 +11,8 @@ row with `date(timestamp) <= d`):
 * period: the `period_days` (P) days ending at `as_of`, i.e. the days in `(as_of - P, as_of]`;
   the previous period is `(as_of - 2P, as_of - P]`. `period.start` in the JSON is the first day
   *inside* the period; "at the start" means at the end of the day before it (`as_of - P`).
-* customer at day d: `signup_date <= d` and not lost at d, where lost at d means
+* customer at day d: `signup_date <= d` and not lost at d, where lost at d means (the one
+  definition, shared with the feature labels, is `churnlens.labels`)
   * `cancellation`: `cancel_date <= d`;
   * `inactivity`: no transaction or event in `(d - H, d]` and `signup_date <= d - H`
     (H = `horizon_days`). So a customer is lost on the first day on which they have gone H days
@@ -71,6 +72,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from churnlens import labels
 from churnlens.errors import ChurnlensError
 
 KPI_KEYS = (
@@ -92,7 +94,7 @@ TREND_COLUMNS = (
 )
 REVENUE_WINDOWS = ("auto", "period")
 LUMPY_NDR_MOVE = 0.10  # median |change| of the P-day NDR between periods that counts as lumpy
-DEFINITIONS = ("inactivity", "cancellation")
+DEFINITIONS = labels.DEFINITIONS
 UNKNOWN_SEGMENT = "unknown"
 NEVER = np.int64(2**40)  # day number standing for "no date" (never signed up / never cancelled)
 _EPOCH = date(1970, 1, 1)
@@ -288,16 +290,15 @@ def build_panel(
     `transactions`, `events` and `nps` may be DataFrames, pyarrow Tables or Datasets; `events`
     None = no usage log, `nps` None = no nps table (NPS is then null with a note).
     `n_periods` periods of revenue are kept (a trend over m periods needs m + 1).
+    Who is a customer (not lost) at a day is `churnlens.labels.customers_at`.
     """
-    if definition not in DEFINITIONS:
-        raise ChurnlensError(f"label.definition must be one of {DEFINITIONS}, got {definition!r}")
+    labels.check_definition(definition)
     if int(period_days) < 1 or int(horizon_days) < 1:
         raise ChurnlensError("kpis.period_days and label.horizon_days must be >= 1")
     period_days, horizon_days = int(period_days), int(horizon_days)
     n_periods = max(int(n_periods), 3)
     as_of_date = pd.Timestamp(as_of).date()
     a = (as_of_date - _EPOCH).days
-    p = period_days
     if transactions is None:
         transactions = pd.DataFrame(
             {"customer_id": [], "timestamp": pd.Series([], dtype="datetime64[us]"), "amount": []}
@@ -305,123 +306,19 @@ def build_panel(
 
     con = duckdb.connect()
     try:
-        con.register("cust_in", _prepare_customers(customers))
-        con.execute(
-            """
-            CREATE TEMP TABLE cust AS
-            SELECT CAST(row_number() OVER (ORDER BY customer_id) - 1 AS BIGINT) AS pos, * FROM (
-                SELECT CAST(customer_id AS VARCHAR) AS customer_id,
-                       any_value(COALESCE(CAST(segment AS VARCHAR), ?)) AS segment,
-                       any_value(CAST(signup_date AS DATE) - DATE '1970-01-01') AS signup,
-                       any_value(CAST(cancel_date AS DATE) - DATE '1970-01-01') AS cancel
-                FROM cust_in
-                WHERE customer_id IS NOT NULL
-                GROUP BY 1
-            )
-            """,
-            [UNKNOWN_SEGMENT],
-        )
-        cust = con.sql("SELECT customer_id, segment, signup, cancel FROM cust ORDER BY pos").df()
+        cust = _register_customers(con, customers)
         n = len(cust)
-        signup = cust["signup"].astype("float64").fillna(float(NEVER)).to_numpy().astype(np.int64)
-        con.register("tx", transactions)
-        sources = ["tx"]
-        if events is not None:
-            con.register("ev", events)
-            sources.append("ev")
-
-        # ---- who is a customer at each boundary day (period ends, cohort month ends)
-        period_bounds = [a - k * p for k in range(n_periods + 1)]
-        months = cohort_months(signup, a, max_cohorts)
-        month_bounds = []
-        if months:
-            m = months[0]
-            while _month_end(m) <= a:
-                month_bounds.append(_month_end(m))
-                m = m + 1
-        boundaries = np.unique(np.asarray(period_bounds + month_bounds, dtype=np.int64))
-        signed_up = signup[:, None] <= boundaries[None, :]
-        if definition == "cancellation":
-            cancel = cust["cancel"].astype("float64").fillna(float(NEVER)).to_numpy()
-            status = signed_up & (cancel.astype(np.int64)[:, None] > boundaries[None, :])
-        else:
-            recent = (boundaries[None, :] - signup[:, None]) < horizon_days
+        signup = _days(cust["signup"])
+        sources = _register_logs(con, transactions, events)
+        boundaries = _boundaries(signup, a, period_days, n_periods, max_cohorts)
+        active = None
+        if labels.uses_activity(definition):
             active = _active_bits(con, sources, boundaries, horizon_days, n)
-            status = signed_up & (recent | active)
-
-        # ---- revenue and purchases per customer and period
-        revenue = np.zeros((n, n_periods), dtype=np.float64)
-        purchases = np.zeros((n, n_periods), dtype=np.int64)
-        rows = con.execute(
-            f"""
-            SELECT c.pos, t.b, t.revenue, t.purchases FROM (
-                SELECT customer_id, CAST(({a} - d) // {p} AS BIGINT) AS b,
-                       COALESCE(sum(amount), 0) AS revenue,
-                       count(*) FILTER (WHERE amount > 0) AS purchases
-                FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id,
-                             {_TS_DAY} AS d, CAST(amount AS DOUBLE) AS amount
-                      FROM tx WHERE {_ts_range(a - n_periods * p + 1, a)})
-                GROUP BY 1, 2
-            ) t JOIN cust c USING (customer_id)
-            """
-        ).fetchnumpy()
-        pos, b = rows["pos"].astype(np.int64), rows["b"].astype(np.int64)
-        revenue[pos, b] = np.asarray(rows["revenue"], dtype=np.float64)
-        purchases[pos, b] = np.asarray(rows["purchases"], dtype=np.int64)
-
-        # ---- CLV windows: the clv_days ending at the end of period 0 and of period 1
-        e0, e1 = a, a - p
-        rows = con.execute(
-            f"""
-            SELECT c.pos, t.* EXCLUDE (customer_id) FROM (
-                SELECT customer_id,
-                    COALESCE(sum(amount) FILTER (WHERE d > {e0 - clv_days}), 0) AS rev0,
-                    count(*) FILTER (WHERE d > {e0 - clv_days} AND amount > 0) AS pur0,
-                    COALESCE(sum(amount) FILTER (WHERE d <= {e1}), 0) AS rev1,
-                    count(*) FILTER (WHERE d <= {e1} AND amount > 0) AS pur1
-                FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id,
-                             {_TS_DAY} AS d, CAST(amount AS DOUBLE) AS amount
-                      FROM tx WHERE {_ts_range(e1 - clv_days + 1, e0)})
-                GROUP BY 1
-            ) t JOIN cust c USING (customer_id)
-            """
-        ).fetchnumpy()
-        pos = rows["pos"].astype(np.int64)
-        clv_revenue = np.zeros((n, 2), dtype=np.float64)
-        clv_purchases = np.zeros((n, 2), dtype=np.int64)
-        for k in (0, 1):
-            clv_revenue[pos, k] = np.asarray(rows[f"rev{k}"], dtype=np.float64)
-            clv_purchases[pos, k] = np.asarray(rows[f"pur{k}"], dtype=np.int64)
-        first_tx = con.execute(
-            f"SELECT min({_TS_DAY}) FROM tx WHERE amount IS NOT NULL"
-        ).fetchall()[0][0]
-        clv_window = tuple(
-            0 if first_tx is None or first_tx > e else int(min(clv_days, e - first_tx + 1))
-            for e in (e0, e1)
-        )
-
-        # ---- NPS: latest answer per customer in period 0 and 1
-        nps_score = None
-        if nps is not None:
-            con.register("nps_in", nps)
-            nps_score = np.full((n, 2), _NO_SCORE, dtype=np.int64)
-            rows = con.execute(
-                f"""
-                SELECT c.pos, s.b, s.score FROM (
-                    SELECT customer_id, CAST(({a} - d) // {p} AS BIGINT) AS b,
-                           arg_max(score, ts) AS score
-                    FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id,
-                                 CAST("timestamp" AS TIMESTAMP) AS ts, {_TS_DAY} AS d,
-                                 CAST(score AS BIGINT) AS score
-                          FROM nps_in WHERE score IS NOT NULL)
-                    WHERE d <= {a} AND d > {a - 2 * p}
-                    GROUP BY 1, 2
-                ) s JOIN cust c USING (customer_id)
-                """
-            ).fetchnumpy()
-            nps_score[rows["pos"].astype(np.int64), rows["b"].astype(np.int64)] = np.asarray(
-                rows["score"], dtype=np.int64
-            )
+        status = labels.customers_at(definition, horizon_days, days=boundaries, signup=signup,
+                                     cancel=_days(cust["cancel"]), active=active)
+        revenue, purchases = _period_revenue(con, a, period_days, n_periods, n)
+        clv_revenue, clv_purchases, clv_window = _clv_sums(con, a, period_days, clv_days, n)
+        nps_score = None if nps is None else _nps_scores(con, nps, a, period_days, n)
     finally:
         con.close()
 
@@ -444,6 +341,140 @@ def build_panel(
         nps_score=nps_score,
         max_cohorts=int(max_cohorts),
     )
+
+
+def _days(column: pd.Series) -> np.ndarray:
+    """Epoch days as int64, `NEVER` where missing."""
+    return column.astype("float64").fillna(float(NEVER)).to_numpy().astype(np.int64)
+
+
+def _register_customers(con: duckdb.DuckDBPyConnection, customers: pd.DataFrame) -> pd.DataFrame:
+    """The temp table `cust` (one row per customer id, `pos` = row in the panel); its rows."""
+    con.register("cust_in", _prepare_customers(customers))
+    con.execute(
+        """
+        CREATE TEMP TABLE cust AS
+        SELECT CAST(row_number() OVER (ORDER BY customer_id) - 1 AS BIGINT) AS pos, * FROM (
+            SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+                   any_value(COALESCE(CAST(segment AS VARCHAR), ?)) AS segment,
+                   any_value(CAST(signup_date AS DATE) - DATE '1970-01-01') AS signup,
+                   any_value(CAST(cancel_date AS DATE) - DATE '1970-01-01') AS cancel
+            FROM cust_in
+            WHERE customer_id IS NOT NULL
+            GROUP BY 1
+        )
+        """,
+        [UNKNOWN_SEGMENT],
+    )
+    return con.sql("SELECT customer_id, segment, signup, cancel FROM cust ORDER BY pos").df()
+
+
+def _register_logs(con: duckdb.DuckDBPyConnection, transactions: Any, events: Any) -> list[str]:
+    """Register `tx` (and `ev` when there is a usage log); the activity sources."""
+    con.register("tx", transactions)
+    sources = ["tx"]
+    if events is not None:
+        con.register("ev", events)
+        sources.append("ev")
+    return sources
+
+
+def _boundaries(signup: np.ndarray, a: int, p: int, n_periods: int,
+                max_cohorts: int) -> np.ndarray:
+    """The days the status is needed at: period ends and cohort month ends, ascending."""
+    period_bounds = [a - k * p for k in range(n_periods + 1)]
+    months = cohort_months(signup, a, max_cohorts)
+    month_bounds = []
+    if months:
+        m = months[0]
+        while _month_end(m) <= a:
+            month_bounds.append(_month_end(m))
+            m = m + 1
+    return np.unique(np.asarray(period_bounds + month_bounds, dtype=np.int64))
+
+
+def _period_revenue(con: duckdb.DuckDBPyConnection, a: int, p: int, n_periods: int,
+                    n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Net revenue and purchases (amount > 0) per customer and period (k = 0: the current)."""
+    revenue = np.zeros((n, n_periods), dtype=np.float64)
+    purchases = np.zeros((n, n_periods), dtype=np.int64)
+    rows = con.execute(
+        f"""
+        SELECT c.pos, t.b, t.revenue, t.purchases FROM (
+            SELECT customer_id, CAST(({a} - d) // {p} AS BIGINT) AS b,
+                   COALESCE(sum(amount), 0) AS revenue,
+                   count(*) FILTER (WHERE amount > 0) AS purchases
+            FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+                         {_TS_DAY} AS d, CAST(amount AS DOUBLE) AS amount
+                  FROM tx WHERE {_ts_range(a - n_periods * p + 1, a)})
+            GROUP BY 1, 2
+        ) t JOIN cust c USING (customer_id)
+        """
+    ).fetchnumpy()
+    pos, b = rows["pos"].astype(np.int64), rows["b"].astype(np.int64)
+    revenue[pos, b] = np.asarray(rows["revenue"], dtype=np.float64)
+    purchases[pos, b] = np.asarray(rows["purchases"], dtype=np.int64)
+    return revenue, purchases
+
+
+def _clv_sums(con: duckdb.DuckDBPyConnection, a: int, p: int, clv_days: int,
+              n: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Revenue and purchases per customer in the `clv_days` ending at the end of period 0 and
+    of period 1, and the days of transaction history in each of those windows."""
+    e0, e1 = a, a - p
+    rows = con.execute(
+        f"""
+        SELECT c.pos, t.* EXCLUDE (customer_id) FROM (
+            SELECT customer_id,
+                COALESCE(sum(amount) FILTER (WHERE d > {e0 - clv_days}), 0) AS rev0,
+                count(*) FILTER (WHERE d > {e0 - clv_days} AND amount > 0) AS pur0,
+                COALESCE(sum(amount) FILTER (WHERE d <= {e1}), 0) AS rev1,
+                count(*) FILTER (WHERE d <= {e1} AND amount > 0) AS pur1
+            FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+                         {_TS_DAY} AS d, CAST(amount AS DOUBLE) AS amount
+                  FROM tx WHERE {_ts_range(e1 - clv_days + 1, e0)})
+            GROUP BY 1
+        ) t JOIN cust c USING (customer_id)
+        """
+    ).fetchnumpy()
+    pos = rows["pos"].astype(np.int64)
+    clv_revenue = np.zeros((n, 2), dtype=np.float64)
+    clv_purchases = np.zeros((n, 2), dtype=np.int64)
+    for k in (0, 1):
+        clv_revenue[pos, k] = np.asarray(rows[f"rev{k}"], dtype=np.float64)
+        clv_purchases[pos, k] = np.asarray(rows[f"pur{k}"], dtype=np.int64)
+    first_tx = con.execute(
+        f"SELECT min({_TS_DAY}) FROM tx WHERE amount IS NOT NULL"
+    ).fetchall()[0][0]
+    clv_window = tuple(
+        0 if first_tx is None or first_tx > e else int(min(clv_days, e - first_tx + 1))
+        for e in (e0, e1)
+    )
+    return clv_revenue, clv_purchases, clv_window
+
+
+def _nps_scores(con: duckdb.DuckDBPyConnection, nps: Any, a: int, p: int, n: int) -> np.ndarray:
+    """Latest NPS answer per customer in period 0 and 1 (`_NO_SCORE` when none)."""
+    con.register("nps_in", nps)
+    nps_score = np.full((n, 2), _NO_SCORE, dtype=np.int64)
+    rows = con.execute(
+        f"""
+        SELECT c.pos, s.b, s.score FROM (
+            SELECT customer_id, CAST(({a} - d) // {p} AS BIGINT) AS b,
+                   arg_max(score, ts) AS score
+            FROM (SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+                         CAST("timestamp" AS TIMESTAMP) AS ts, {_TS_DAY} AS d,
+                         CAST(score AS BIGINT) AS score
+                  FROM nps_in WHERE score IS NOT NULL)
+            WHERE d <= {a} AND d > {a - 2 * p}
+            GROUP BY 1, 2
+        ) s JOIN cust c USING (customer_id)
+        """
+    ).fetchnumpy()
+    nps_score[rows["pos"].astype(np.int64), rows["b"].astype(np.int64)] = np.asarray(
+        rows["score"], dtype=np.int64
+    )
+    return nps_score
 
 
 def daily_activity_rows(transactions: Any, events: Any = None) -> list[tuple[date, int]]:
