@@ -33,7 +33,9 @@ Plan (all cutoffs in one pass; every join below is an equi-join):
    `t` can reach a feature at `t`. Days before the first segment end are folded into the first
    segment, whose bucket is the earliest cutoff, so lifetime totals count them at every cutoff;
 7. `win_tickets`, `last_nps`: the small support tables joined to the cutoffs (`day <= cutoff`);
-8. `feature_rows`: population at each output cutoff + features + label.
+8. `feature_rows`: population at each output cutoff + the feature families (`_usage_features`,
+   `_purchase_features`, `_activity_features`, `_lifecycle_features`, `_support_features`) +
+   the label (`churnlens.labels.label_sql`: what "churned" means is defined there, once).
 
 Sums are accumulated as DOUBLE (DuckDB would widen integer sums to HUGEINT, which is slow); every
 numeric feature leaves as DOUBLE (the model's MLflow signature takes doubles), money rounded to 1e-6
@@ -59,9 +61,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from churnlens import labels
 from churnlens.errors import ChurnlensError
 
-LABEL_DEFINITIONS = ("inactivity", "cancellation")
+LABEL_DEFINITIONS = labels.DEFINITIONS  # re-export
 
 CHANGE_EVENTS_DAYS = 30      # events_change_30d compares (t-30, t] with (t-60, t-30]
 CHANGE_REVENUE_DAYS = 90     # revenue_change_90d compares (t-90, t] with (t-180, t-90]
@@ -246,7 +249,7 @@ def _values(rows: list[tuple[int, ...]], alias: str, columns: str) -> str:
 def _cutoffs_sql(cutoffs: Sequence[int], as_of: int, horizon_days: int) -> str:
     """Every output cutoff plus as_of (the end of all label windows)."""
     outputs = set(cutoffs)
-    rows = [(c, int(c in outputs), int(c in outputs and c + horizon_days <= as_of))
+    rows = [(c, int(c in outputs), int(c in outputs and labels.is_labelled(c, as_of, horizon_days)))
             for c in sorted(outputs | {as_of})]
     return _values(rows, "v", "cutoff, is_output, is_labelled")
 
@@ -308,11 +311,13 @@ def feature_steps(
     after `as_of` is read. Only `to_date` in the last step is dialect-specific.
     `event_type_count`: distinct event types (`event_type_count_sql`); it sets how many 62-bit
     masks carry the types, so it must not be lower than the true count.
+
+    The steps, in order: lookup tables (`_lookup_steps`), daily activity rolled up into time
+    segments (`_activity_steps`), window sums per cutoff (`_window_steps`), lifetime values
+    carried over the cutoffs (`_lifetime_steps`), support (`_support_steps`), and the rows with
+    every feature family and the label (`_feature_rows_step`).
     """
-    if definition not in LABEL_DEFINITIONS:
-        raise ChurnlensError(
-            f"label.definition must be one of {', '.join(LABEL_DEFINITIONS)}, got {definition!r}"
-        )
+    labels.check_definition(definition)
     if not cutoffs:
         raise ChurnlensError("no cutoffs to compute features for")
     ws = check_windows(windows)
@@ -323,106 +328,71 @@ def feature_steps(
         raise ChurnlensError("a cutoff lies after as_of")
 
     ends = _segment_ends(cutoffs, as_of, offsets)
-    words = range(max(1, -(-int(event_type_count) // TYPE_BITS)))
-    bands = ([(f"in_{w}", w, 0) for w in ws]
-             + [("cur_30", CHANGE_EVENTS_DAYS, 0),
-                ("prev_30", 2 * CHANGE_EVENTS_DAYS, CHANGE_EVENTS_DAYS),
-                ("cur_90", CHANGE_REVENUE_DAYS, 0),
-                ("prev_90", 2 * CHANGE_REVENUE_DAYS, CHANGE_REVENUE_DAYS)])
+    masks = _TypeMasks(event_type_count)
+    return [
+        *_lookup_steps(cutoffs, as_of, horizon_days, ends, max(offsets), _bands(ws)),
+        *_activity_steps(as_of, ends[0], masks),
+        *_window_steps(ws, masks),
+        *_lifetime_steps(),
+        *_support_steps(),
+        _feature_rows_step(ws, masks, inactivity_days, dialect,
+                           label=labels.label_sql(definition, horizon_days, cutoff="g.cutoff",
+                                                  next_activity_day="g.next_act_day",
+                                                  cancel_day="g.cancel_day")),
+    ]
 
-    def wsum(band: str, value: str, alias: str) -> str:
-        return f"SUM(CASE WHEN m.{band} = 1 THEN s.{value} ELSE 0.0 END) AS {alias}"
 
-    usage_cols = ",\n  ".join(
-        [wsum(f"in_{w}", "ev_qty", f"events_{w}d") for w in ws]
-        + [wsum(f"in_{w}", "act_days", f"active_days_{w}d") for w in ws]
-        + [wsum("cur_30", "ev_qty", "ev_cur_30"), wsum("prev_30", "ev_qty", "ev_prev_30")]
-        + [f"BIT_OR(CASE WHEN m.in_{w} = 1 THEN s.tm{j} ELSE 0 END) AS types_{w}d_{j}"
-           for w in ws for j in words]
-    )
-    money_cols = ",\n  ".join(
-        [wsum(f"in_{w}", "purchases", f"purchases_{w}d") for w in ws]
-        + [wsum(f"in_{w}", "revenue", f"revenue_{w}d") for w in ws]
-        + [wsum(f"in_{w}", "refunds", f"refunds_{w}d") for w in ws]
-        + [wsum("cur_90", "revenue", "rev_cur_90"), wsum("prev_90", "revenue", "rev_prev_90")]
-    )
-    type_mask_cols = "".join(
-        f",\n         CASE WHEN t.word = {j} THEN t.mask ELSE CAST(0 AS BIGINT) END AS tm{j}"
-        for j in words)
-    no_type_cols = "".join(f", CAST(0 AS BIGINT) AS tm{j}" for j in words)
+def _bands(ws: Sequence[int]) -> list[tuple[str, int, int]]:
+    """The day ranges the window sums need: each look-back window and the comparison bands."""
+    return ([(f"in_{w}", w, 0) for w in ws]
+            + [("cur_30", CHANGE_EVENTS_DAYS, 0),
+               ("prev_30", 2 * CHANGE_EVENTS_DAYS, CHANGE_EVENTS_DAYS),
+               ("cur_90", CHANGE_REVENUE_DAYS, 0),
+               ("prev_90", 2 * CHANGE_REVENUE_DAYS, CHANGE_REVENUE_DAYS)])
 
-    def type_or_cols(alias: str) -> str:
-        return "".join(f",\n       BIT_OR({alias}.tm{j}) AS tm{j}" for j in words)
 
-    def type_count(w: int) -> str:
-        return " + ".join(f"COALESCE(CAST(BIT_COUNT(w.types_{w}d_{j}) AS INT), 0)" for j in words)
+class _TypeMasks:
+    """Event types as bits of `TYPE_BITS`-bit BIGINT words `tm0, tm1, ...` (enough words for
+    `event_type_count` types); SQL snippets that carry, OR and count them."""
 
-    if definition == "inactivity":
-        label_expr = ("CASE WHEN g.next_act_day IS NULL OR g.next_act_day > g.cutoff + "
-                      f"{horizon_days} THEN 1 ELSE 0 END")
-    else:
-        label_expr = ("CASE WHEN g.cancel_day IS NOT NULL AND g.cancel_day > g.cutoff "
-                      f"AND g.cancel_day <= g.cutoff + {horizon_days} THEN 1 ELSE 0 END")
+    def __init__(self, event_type_count: int) -> None:
+        self.words = range(max(1, -(-int(event_type_count) // TYPE_BITS)))
 
-    def z(col: str, typ: str = "DOUBLE") -> str:
-        return f"CAST(COALESCE({col}, 0) AS {typ})"
+    def from_event_type(self) -> str:
+        """`tm{j}` columns of an event row (joined to `ev_types t`)."""
+        return "".join(
+            f",\n         CASE WHEN t.word = {j} THEN t.mask ELSE CAST(0 AS BIGINT) END AS tm{j}"
+            for j in self.words)
 
-    def money(col: str) -> str:
-        # parallel float sums differ in the last bits from run to run; rounding to 1e-6 keeps
-        # the output byte-identical (amounts carry cents, so nothing real is lost)
-        return f"ROUND(CAST(COALESCE({col}, 0) AS DOUBLE), 6)"
+    def none(self) -> str:
+        """`tm{j}` columns of a row without event types (a transaction)."""
+        return "".join(f", CAST(0 AS BIGINT) AS tm{j}" for j in self.words)
 
-    final_cols = (
-        [f"{z(f'w.events_{w}d', 'DOUBLE')} AS events_{w}d" for w in ws]
-        + [f"{z(f'w.active_days_{w}d')} AS active_days_{w}d" for w in ws]
-        + [f"CAST({type_count(w)} AS DOUBLE) AS event_types_{w}d" for w in ws]
-        + [
-            "CAST((COALESCE(w.ev_cur_30, 0) - COALESCE(w.ev_prev_30, 0))"
-            " / GREATEST(COALESCE(w.ev_prev_30, 0), 1) AS DOUBLE) AS events_change_30d",
-            "CAST(g.cutoff - g.last_ev_day AS DOUBLE) AS days_since_last_event",
-            f"{z('g.ev_qty_total')} AS events_total",
-            f"{z('g.act_days_total')} AS active_days_total",
-        ]
-        + [f"{z(f'y.purchases_{w}d')} AS purchases_{w}d" for w in ws]
-        + [f"{money(f'y.revenue_{w}d')} AS revenue_{w}d" for w in ws]
-        + [f"{z(f'y.refunds_{w}d')} AS refunds_{w}d" for w in ws]
-        + [
-            f"CAST(({money('y.rev_cur_90')} - {money('y.rev_prev_90')})"
-            f" / GREATEST(ABS({money('y.rev_prev_90')}), 1) AS DOUBLE) AS revenue_change_90d",
-            "CAST(g.cutoff - g.last_purchase_day AS DOUBLE) AS days_since_last_purchase",
-            f"{z('g.purchases_total')} AS purchases_total",
-            f"{z('g.purchase_days_total')} AS purchase_days_total",
-            f"{money('g.revenue_total')} AS revenue_total",
-            "CAST(g.cutoff - g.first_purchase_day AS DOUBLE) AS days_since_first_purchase",
-            "CAST(CASE WHEN g.purchase_days_total >= 2 THEN"
-            " CAST(g.last_purchase_day - g.first_purchase_day AS DOUBLE)"
-            " / (g.purchase_days_total - 1) END AS DOUBLE) AS avg_days_between_purchases",
-            "CAST(g.cutoff - COALESCE(g.last_act_day, g.signup_day) AS DOUBLE)"
-            " AS days_since_last_activity",
-            f"CAST(CASE WHEN g.cutoff - COALESCE(g.last_act_day, g.signup_day) >= {inactivity_days}"
-            " THEN 1 ELSE 0 END AS DOUBLE) AS inactive_flag",
-            "CAST(g.cutoff - g.signup_day AS DOUBLE) AS tenure_days",
-            "CAST(CASE WHEN LOWER(g.segment) = 'trial' THEN 1 ELSE 0 END AS DOUBLE) AS is_trial",
-            "g.segment AS segment",
-            "CAST(g.first_ev_day - g.signup_day AS DOUBLE) AS days_to_first_event",
-            f"{z('g.first14_qty', 'DOUBLE')} AS events_first_14d",
-            f"{z('k.open_tickets')} AS open_tickets",
-            "CAST(k.oldest_open_ticket_days AS DOUBLE) AS oldest_open_ticket_days",
-            f"{z('k.tickets_90d')} AS tickets_90d",
-            "CAST(n.score AS DOUBLE) AS last_nps",
-        ]
-    )
-    assert len(final_cols) == len(feature_names(ws))
-    sep = ",\n       "
-    upto = "PARTITION BY k.ck ORDER BY c.cutoff ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
-    after = "PARTITION BY k.ck ORDER BY c.cutoff ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
+    def or_of(self, alias: str) -> str:
+        """`BIT_OR` of `alias.tm{j}` over a group."""
+        return "".join(f",\n       BIT_OR({alias}.tm{j}) AS tm{j}" for j in self.words)
 
+    def in_window(self, w: int) -> list[str]:
+        """`types_{w}d_{j}`: the OR of the masks of the segments in window `in_{w}`."""
+        return [f"BIT_OR(CASE WHEN m.in_{w} = 1 THEN s.tm{j} ELSE 0 END) AS types_{w}d_{j}"
+                for j in self.words]
+
+    def count(self, w: int) -> str:
+        """Distinct event types in window `w`: the bit count over the words."""
+        return " + ".join(f"COALESCE(CAST(BIT_COUNT(w.types_{w}d_{j}) AS INT), 0)"
+                          for j in self.words)
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+def _lookup_steps(cutoffs: list[int], as_of: int, horizon_days: int, ends: list[int], span: int,
+                  bands: list[tuple[str, int, int]]) -> list[Step]:
+    """`cutoffs`, `day_segments`, `window_map` (inline VALUES), `cust` and `ev_types`."""
     return [
         Step("cutoffs", _cutoffs_sql(cutoffs, as_of, horizon_days), materialize=False),
         Step("day_segments", _day_segments_sql(ends, sorted({*cutoffs, as_of})),
              materialize=False),
-        Step("window_map", _window_map_sql(ends, cutoffs, max(offsets), bands),
-             materialize=False),
+        Step("window_map", _window_map_sql(ends, cutoffs, span, bands), materialize=False),
         Step("cust", """
 SELECT customer_id, CAST(ROW_NUMBER() OVER (ORDER BY customer_id) AS INT) AS ck,
        signup_day, cancel_day, segment
@@ -432,15 +402,22 @@ SELECT event_type, CAST(FLOOR((rn - 1) / {TYPE_BITS}) AS INT) AS word,
        CAST(POWER(2, MOD(rn - 1, {TYPE_BITS})) AS BIGINT) AS mask
 FROM (SELECT event_type, ROW_NUMBER() OVER (ORDER BY event_type) AS rn
       FROM (SELECT DISTINCT event_type FROM cl_events WHERE event_type IS NOT NULL) d) x"""),
+    ]
+
+
+def _activity_steps(as_of: int, first_end: int, masks: _TypeMasks) -> list[Step]:
+    """`act_daily` (events and transactions per customer and day) and `segments` (those days
+    rolled up per customer and time segment)."""
+    return [
         Step("act_daily", f"""
 SELECT k.ck, u.day_n,
        SUM(u.ev_qty) AS ev_qty, SUM(u.is_event) AS ev_rows,
        SUM(u.purchases) AS purchases, SUM(u.refunds) AS refunds,
-       SUM(u.revenue) AS revenue{type_or_cols("u")}
+       SUM(u.revenue) AS revenue{masks.or_of("u")}
 FROM (
   SELECT e.customer_id, e.day_n, 1.0 AS is_event, e.qty AS ev_qty,
          CAST(0 AS DOUBLE) AS purchases, CAST(0 AS DOUBLE) AS refunds,
-         CAST(0 AS DOUBLE) AS revenue{type_mask_cols}
+         CAST(0 AS DOUBLE) AS revenue{masks.from_event_type()}
   FROM cl_events e
   LEFT JOIN ev_types t ON t.event_type = e.event_type
   WHERE e.day_n <= {as_of}
@@ -448,7 +425,7 @@ FROM (
   SELECT customer_id, day_n, 0.0, CAST(0 AS DOUBLE),
          CASE WHEN amount > 0 THEN 1.0 ELSE 0.0 END,
          CASE WHEN amount < 0 THEN 1.0 ELSE 0.0 END,
-         amount{no_type_cols}
+         amount{masks.none()}
   FROM cl_transactions
   WHERE day_n <= {as_of}
 ) u
@@ -466,11 +443,33 @@ SELECT k.ck, m.p, m.bucket,
        MAX(CASE WHEN a.purchases > 0 THEN a.day_n END) AS last_purchase_day,
        MIN(CASE WHEN a.purchases > 0 THEN a.day_n END) AS first_purchase_day,
        MAX(a.day_n) AS last_act_day,
-       MIN(a.day_n) AS first_act_day{type_or_cols("a")}
+       MIN(a.day_n) AS first_act_day{masks.or_of("a")}
 FROM act_daily a
 JOIN cust k ON k.ck = a.ck
-JOIN day_segments m ON m.day_n = GREATEST(a.day_n, {ends[0]})
+JOIN day_segments m ON m.day_n = GREATEST(a.day_n, {first_end})
 GROUP BY k.ck, m.p, m.bucket"""),
+    ]
+
+
+def _wsum(band: str, value: str, alias: str) -> str:
+    return f"SUM(CASE WHEN m.{band} = 1 THEN s.{value} ELSE 0.0 END) AS {alias}"
+
+
+def _window_steps(ws: list[int], masks: _TypeMasks) -> list[Step]:
+    """`win_usage` / `win_money`: segments summed per (customer, cutoff) over each window."""
+    usage_cols = ",\n  ".join(
+        [_wsum(f"in_{w}", "ev_qty", f"events_{w}d") for w in ws]
+        + [_wsum(f"in_{w}", "act_days", f"active_days_{w}d") for w in ws]
+        + [_wsum("cur_30", "ev_qty", "ev_cur_30"), _wsum("prev_30", "ev_qty", "ev_prev_30")]
+        + [col for w in ws for col in masks.in_window(w)]
+    )
+    money_cols = ",\n  ".join(
+        [_wsum(f"in_{w}", "purchases", f"purchases_{w}d") for w in ws]
+        + [_wsum(f"in_{w}", "revenue", f"revenue_{w}d") for w in ws]
+        + [_wsum(f"in_{w}", "refunds", f"refunds_{w}d") for w in ws]
+        + [_wsum("cur_90", "revenue", "rev_cur_90"), _wsum("prev_90", "revenue", "rev_prev_90")]
+    )
+    return [
         Step("win_usage", f"""
 SELECT s.ck, m.cutoff,
   {usage_cols}
@@ -484,6 +483,15 @@ FROM segments s
 JOIN window_map m ON m.p = s.p
 WHERE s.purchases > 0 OR s.refunds > 0 OR s.revenue <> 0  -- the other segments add only zeros
 GROUP BY s.ck, m.cutoff"""),
+    ]
+
+
+def _lifetime_steps() -> list[Step]:
+    """`buckets` (segments per customer and bucket) and `grid` (customers x cutoffs with the
+    lifetime values carried over the cutoffs, and the next activity day after each)."""
+    upto = "PARTITION BY k.ck ORDER BY c.cutoff ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+    after = "PARTITION BY k.ck ORDER BY c.cutoff ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
+    return [
         Step("buckets", """
 SELECT ck, bucket,
        MAX(last_ev_day) AS last_ev_day, MIN(first_ev_day) AS first_ev_day,
@@ -515,6 +523,12 @@ LEFT JOIN buckets b ON b.ck = k.ck AND b.bucket = c.cutoff
 WHERE b.ck IS NOT NULL  -- rows without activity add nothing to the running values: only outputs
    OR (c.is_output = 1 AND k.signup_day <= c.cutoff
        AND (k.cancel_day IS NULL OR k.cancel_day > c.cutoff))"""),
+    ]
+
+
+def _support_steps() -> list[Step]:
+    """`win_tickets` and `last_nps`: the small support tables joined to the output cutoffs."""
+    return [
         Step("win_tickets", f"""
 SELECT k.ck, c.cutoff,
        SUM(CASE WHEN a.closed_day IS NULL OR a.closed_day > c.cutoff THEN 1.0 ELSE 0.0 END)
@@ -540,10 +554,26 @@ SELECT ck, cutoff, score FROM (
   WHERE c.is_output = 1
 ) x
 WHERE rn = 1"""),
-        Step("feature_rows", f"""
+    ]
+
+
+def _feature_rows_step(ws: list[int], masks: _TypeMasks, inactivity_days: int, dialect: str,
+                       label: str) -> Step:
+    """`feature_rows`: the population at each output cutoff, its `label` (SQL `label`, filled
+    at labelled cutoffs) and the feature families in `feature_names` order."""
+    final_cols = [
+        *_usage_features(ws, masks),
+        *_purchase_features(ws),
+        *_activity_features(inactivity_days),
+        *_lifecycle_features(),
+        *_support_features(),
+    ]
+    assert len(final_cols) == len(feature_names(ws))
+    sep = ",\n       "
+    return Step("feature_rows", f"""
 SELECT g.customer_id,
        {to_date('g.cutoff', dialect)} AS cutoff,
-       CAST(CASE WHEN g.is_labelled = 1 THEN {label_expr} END AS INT) AS label,
+       CAST(CASE WHEN g.is_labelled = 1 THEN {label} END AS INT) AS label,
        {sep.join(final_cols)}
 FROM grid g
 LEFT JOIN win_usage w ON w.ck = g.ck AND w.cutoff = g.cutoff
@@ -552,5 +582,84 @@ LEFT JOIN win_tickets k ON k.ck = g.ck AND k.cutoff = g.cutoff
 LEFT JOIN last_nps n ON n.ck = g.ck AND n.cutoff = g.cutoff
 WHERE g.is_output = 1
   AND g.signup_day <= g.cutoff
-  AND (g.cancel_day IS NULL OR g.cancel_day > g.cutoff)"""),
+  AND (g.cancel_day IS NULL OR g.cancel_day > g.cutoff)""")
+
+
+# --- feature families (columns of `feature_rows`) ------------------------------------------------
+
+def _z(col: str, typ: str = "DOUBLE") -> str:
+    return f"CAST(COALESCE({col}, 0) AS {typ})"
+
+
+def _money(col: str) -> str:
+    # parallel float sums differ in the last bits from run to run; rounding to 1e-6 keeps
+    # the output byte-identical (amounts carry cents, so nothing real is lost)
+    return f"ROUND(CAST(COALESCE({col}, 0) AS DOUBLE), 6)"
+
+
+def _usage_features(ws: list[int], masks: _TypeMasks) -> list[str]:
+    """events, active days and event types per window, their change, last event, totals."""
+    return (
+        [f"{_z(f'w.events_{w}d', 'DOUBLE')} AS events_{w}d" for w in ws]
+        + [f"{_z(f'w.active_days_{w}d')} AS active_days_{w}d" for w in ws]
+        + [f"CAST({masks.count(w)} AS DOUBLE) AS event_types_{w}d" for w in ws]
+        + [
+            "CAST((COALESCE(w.ev_cur_30, 0) - COALESCE(w.ev_prev_30, 0))"
+            " / GREATEST(COALESCE(w.ev_prev_30, 0), 1) AS DOUBLE) AS events_change_30d",
+            "CAST(g.cutoff - g.last_ev_day AS DOUBLE) AS days_since_last_event",
+            f"{_z('g.ev_qty_total')} AS events_total",
+            f"{_z('g.act_days_total')} AS active_days_total",
+        ]
+    )
+
+
+def _purchase_features(ws: list[int]) -> list[str]:
+    """purchases, revenue and refunds per window, revenue change, recency and lifetime values."""
+    return (
+        [f"{_z(f'y.purchases_{w}d')} AS purchases_{w}d" for w in ws]
+        + [f"{_money(f'y.revenue_{w}d')} AS revenue_{w}d" for w in ws]
+        + [f"{_z(f'y.refunds_{w}d')} AS refunds_{w}d" for w in ws]
+        + [
+            f"CAST(({_money('y.rev_cur_90')} - {_money('y.rev_prev_90')})"
+            f" / GREATEST(ABS({_money('y.rev_prev_90')}), 1) AS DOUBLE) AS revenue_change_90d",
+            "CAST(g.cutoff - g.last_purchase_day AS DOUBLE) AS days_since_last_purchase",
+            f"{_z('g.purchases_total')} AS purchases_total",
+            f"{_z('g.purchase_days_total')} AS purchase_days_total",
+            f"{_money('g.revenue_total')} AS revenue_total",
+            "CAST(g.cutoff - g.first_purchase_day AS DOUBLE) AS days_since_first_purchase",
+            "CAST(CASE WHEN g.purchase_days_total >= 2 THEN"
+            " CAST(g.last_purchase_day - g.first_purchase_day AS DOUBLE)"
+            " / (g.purchase_days_total - 1) END AS DOUBLE) AS avg_days_between_purchases",
+        ]
+    )
+
+
+def _activity_features(inactivity_days: int) -> list[str]:
+    """Days since the last event or transaction (or signup), and the inactive flag."""
+    return [
+        "CAST(g.cutoff - COALESCE(g.last_act_day, g.signup_day) AS DOUBLE)"
+        " AS days_since_last_activity",
+        f"CAST(CASE WHEN g.cutoff - COALESCE(g.last_act_day, g.signup_day) >= {inactivity_days}"
+        " THEN 1 ELSE 0 END AS DOUBLE) AS inactive_flag",
+    ]
+
+
+def _lifecycle_features() -> list[str]:
+    """Tenure, trial, segment and onboarding (time to first event, events in the first days)."""
+    return [
+        "CAST(g.cutoff - g.signup_day AS DOUBLE) AS tenure_days",
+        "CAST(CASE WHEN LOWER(g.segment) = 'trial' THEN 1 ELSE 0 END AS DOUBLE) AS is_trial",
+        "g.segment AS segment",
+        "CAST(g.first_ev_day - g.signup_day AS DOUBLE) AS days_to_first_event",
+        f"{_z('g.first14_qty', 'DOUBLE')} AS events_first_14d",
+    ]
+
+
+def _support_features() -> list[str]:
+    """Open tickets, the oldest one's age, recent tickets and the last NPS answer."""
+    return [
+        f"{_z('k.open_tickets')} AS open_tickets",
+        "CAST(k.oldest_open_ticket_days AS DOUBLE) AS oldest_open_ticket_days",
+        f"{_z('k.tickets_90d')} AS tickets_90d",
+        "CAST(n.score AS DOUBLE) AS last_nps",
     ]
