@@ -34,7 +34,7 @@ _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 REVENUE_WINDOWS = ("period", "auto")                # = churnlens.kpis.REVENUE_WINDOWS
-RANK_BY = ("revenue_at_risk", "revenue_saved")     # = churnlens.stages.export.RANK_BY
+RANK_BY = ("revenue_at_risk", "revenue_saved")     # export.rank_by
 
 
 class _Problems:

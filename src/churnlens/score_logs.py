@@ -113,10 +113,10 @@ def feature_rows(interim: Path, params: Mapping[str, Any], as_of: date | str | N
         scoring_query,
         sql_literal,
     )
+    from churnlens.settings import feature_config, settings_from
     from churnlens.snapshot import plan_snapshot
-    from churnlens.stages.features import _settings
 
-    cfg = _settings(params)
+    cfg = feature_config(settings_from(params))
     scratch.mkdir(parents=True, exist_ok=True)
     con = connect(cfg["memory_limit"], cfg["threads"], scratch / "spill")
     try:
@@ -161,12 +161,14 @@ def _scores(approved, features: pd.DataFrame, params: Mapping[str, Any]) -> pd.D
     from churnlens.explain import shap_contributions, top_reasons
     from churnlens.packaging import to_model_input
     from churnlens.scoring import score_frame
+    from churnlens.settings import settings_from
 
     frame = to_model_input(features, approved.feature_columns)
     probability = approved.predict(frame)["churn_probability"].to_numpy()
-    scores = score_frame(features, probability, tiers=params["score"]["tiers"],
-                         window_days=int(params["score"]["revenue_window_days"]),
-                         horizon_days=int(params["label"]["horizon_days"]))
+    settings = settings_from(params)
+    scores = score_frame(features, probability, tiers=settings.score.tiers,
+                         window_days=settings.score.revenue_window_days,
+                         horizon_days=settings.label.horizon_days)
     rows = features.set_index("customer_id", drop=False)
     reasons = top_reasons(shap_contributions(approved.model.estimator, rows), rows)
     return scores.merge(reasons.reset_index(names="customer_id"), on="customer_id", how="left")
@@ -177,9 +179,10 @@ def _with_actions(scores: pd.DataFrame, params: Mapping[str, Any],
     """`suggested_action` and the reasons that support it, as the export stage gives them: the
     active customers as one population (the at-risk list's), the lapsed ones worth winning back
     valued by `win_back_value` (the win-back list's), and the other lapsed ones."""
-    from churnlens.stages.export import export_settings, open_ticket_ids, suggest, with_reasons
+    from churnlens.settings import settings_from
+    from churnlens.stages.export import open_ticket_ids, suggest, with_reasons
 
-    settings = export_settings(dict(params))
+    settings = settings_from(params).export
     open_ids = open_ticket_ids(tickets)
     active = export.active_mask(scores)
     worth = (export.return_value(scores) > 0).to_numpy(bool)
@@ -229,11 +232,12 @@ def _with_control_group(result: pd.DataFrame, params: Mapping[str, Any], custome
     source these customers are (`export.data_source`, ids pseudonymised as the pipeline's)."""
     from churnlens.outreach import control_actions
     from churnlens.privacy import pseudonymise, pseudonymise_setting
-    from churnlens.stages.export import export_settings
+    from churnlens.settings import settings_from
 
-    if export_settings(dict(params))["holdout_share"] <= 0:
+    settings = settings_from(params)
+    if settings.export.holdout_share <= 0:
         return result
-    horizon = int((params.get("label") or {}).get("horizon_days", 90))
+    horizon = settings.label.horizon_days
     history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
     customers = pd.read_parquet(customers_path, columns=["customer_id", "signup_date"])
     ids = result["customer_id"]

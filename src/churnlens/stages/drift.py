@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from churnlens import paths
-from churnlens.config import load_params
 from churnlens.drift import drift_report
 from churnlens.io import write_json
 from churnlens.logs import get_logger
+from churnlens.settings import load_settings
 
 log = get_logger("drift")
 
@@ -18,8 +18,7 @@ log = get_logger("drift")
 def run(params_path: Path) -> None:
     from churnlens.packaging import feature_columns_of
 
-    params = load_params(params_path)
-    threshold = float(params.get("drift", {}).get("psi_threshold", 0.2))
+    threshold = load_settings(params_path).drift.psi_threshold
     features = feature_columns_of(paths.MODEL_DIR)
     reference = pd.read_parquet(paths.TRAINING_ROWS, columns=features)
     current = pd.read_parquet(paths.SCORING_ROWS, columns=features)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 
 from churnlens import paths
-from churnlens.config import load_params
 from churnlens.explain import (
     REASON_COLUMNS,
     global_importance,
@@ -19,6 +18,7 @@ from churnlens.explain import (
 from churnlens.export import rank_at_risk
 from churnlens.io import atomic_path, read_json, write_parquet, write_text
 from churnlens.logs import get_logger
+from churnlens.settings import load_settings
 
 log = get_logger("explain")
 SCORE_COLUMNS = ["customer_id", "churn_probability", "risk_tier", "expected_revenue_at_risk",
@@ -41,16 +41,15 @@ def _beeswarm(contributions: pd.DataFrame, matrix: pd.DataFrame, target: Path) -
 
 
 def run(params_path: Path) -> None:
-    params = load_params(params_path)
+    settings = load_settings(params_path)
     predictions = pd.read_parquet(paths.PREDICTIONS)
     features = pd.read_parquet(paths.SCORING_ROWS).set_index("customer_id", drop=False)
     estimator = scoring_estimator()
 
-    at_risk = rank_at_risk(predictions, top_n=int(params["export"]["top_n"]),
-                           tiers=params["export"]["tiers"])
+    at_risk = rank_at_risk(predictions, top_n=settings.export.top_n,
+                           tiers=list(settings.export.tiers))
     mask = select_for_explanation(at_risk["customer_id"], predictions["customer_id"],
-                                  int(params["explain"]["sample_size"]),
-                                  int(params["explain"]["seed"]))
+                                  settings.explain.sample_size, settings.explain.seed)
     chosen = features.loc[predictions.loc[mask, "customer_id"]]
     started = time.perf_counter()
     contributions = shap_contributions(estimator, chosen)

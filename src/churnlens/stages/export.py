@@ -39,12 +39,12 @@ import pandas as pd
 
 from churnlens import actions as act
 from churnlens import export, outreach, paths, uplift
-from churnlens.config import load_params
 from churnlens.errors import ChurnlensError, InputFileError
 from churnlens.io import find_table, read_json, write_json, write_text
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
 from churnlens.scoring import active_customers
+from churnlens.settings import ExportSettings, LabelSettings, load_settings
 
 log = get_logger("export")
 
@@ -60,15 +60,13 @@ OUTREACH = paths.REPORTS / "outreach.json"
 EFFECTS_PLOT = paths.PLOTS / "outreach_effects.csv"  # `dvc plots`: measured effect per list
 EFFECTS_PLOT_COLUMNS = ("list_date", "action", "contacted_rate", "control_rate", "difference",
                         "ci_low", "ci_high")
-RANK_BY = ("revenue_at_risk", "revenue_saved")
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
                           # their measurement window, so their effects keep being pooled
 
 
 def run(params_path: str | Path = "params.yaml") -> None:
-    params = load_params(params_path)
-    settings = export_settings(params)
-    horizon = int((params.get("label") or {}).get("horizon_days", 90))
+    config = load_settings(params_path)
+    settings, horizon = config.export, config.label.horizon_days
 
     scores = with_segment(read_scores(paths.SCORES), paths.INTERIM / "customers.parquet")
     scores = with_activity(scores, horizon)
@@ -79,35 +77,35 @@ def run(params_path: str | Path = "params.yaml") -> None:
         )
     active = export.active_mask(scores)
     open_ids = open_ticket_ids(paths.INTERIM / "tickets.parquet")
-    salt = pseudonymise_setting(params)
-    contacts = read_contacts(params.get("data", {}).get("raw_dir", "data/sample"))
+    salt = pseudonymise_setting(config.params)
+    contacts = read_contacts(config.data.raw_dir)
     real_ids = None
     if salt is not None and contacts is not None:
         real_ids = dict(zip(pseudonymise(contacts["customer_id"], salt), contacts["customer_id"],
                             strict=True))
         contacts = contacts.assign(customer_id=pseudonymise(contacts["customer_id"], salt))
 
-    as_of = resolve_as_of(params, scores)
+    as_of = resolve_as_of(config.snapshot.as_of, scores)
     customers = source_customers(paths.INTERIM / "customers.parquet", scores)
-    source = export.data_source(customers, params.get("data", {}).get("raw_dir"))
+    source = export.data_source(customers, config.data.raw_dir)
     history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
-    saved, uplift_info = None, {"rank_by": settings["rank_by"]}
-    if settings["rank_by"] == "revenue_saved":
-        saved, uplift_info = revenue_saved(export.source_runs(history, source)[1], as_of, params,
-                                           scores)
+    saved, uplift_info = None, {"rank_by": settings.rank_by}
+    if settings.rank_by == "revenue_saved":
+        saved, uplift_info = revenue_saved(export.source_runs(history, source)[1], as_of,
+                                           config.label, scores)
     actions, reasons = suggest(scores[active], settings, open_ids)
     at_risk = export.build_at_risk(
-        with_reasons(scores, reasons), actions, top_n=settings["top_n"],
-        tiers=settings["tiers"], contacts=contacts, saved=saved,
+        with_reasons(scores, reasons), actions, top_n=settings.top_n,
+        tiers=list(settings.tiers), contacts=contacts, saved=saved,
     )
     arms = None
-    if settings["holdout_share"] > 0:
+    if settings.holdout_share > 0:
         at_risk, arms = with_control_group(at_risk, scores, settings, history, source, as_of,
                                            horizon)
     write_list(at_risk, paths.AT_RISK, real_ids)
     log.info(
         "wrote %s: %d of %d active customers (tiers %s); %d with a contact; actions: %s",
-        paths.AT_RISK, len(at_risk), int(active.sum()), "/".join(settings["tiers"]),
+        paths.AT_RISK, len(at_risk), int(active.sum()), "/".join(settings.tiers),
         int((at_risk["contact"] != "").sum()), action_counts(at_risk),
     )
 
@@ -119,7 +117,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
         candidates = candidates.assign(expected_revenue=candidates[export.WIN_BACK_VALUE])
     actions, reasons = suggest(candidates, settings, open_ids)
     win_back = export.build_win_back(
-        with_reasons(scores, reasons), actions, top_n=settings["top_n"], contacts=contacts,
+        with_reasons(scores, reasons), actions, top_n=settings.top_n, contacts=contacts,
     )
     write_list(win_back, WIN_BACK, real_ids)
     log.info(
@@ -137,8 +135,8 @@ def run(params_path: str | Path = "params.yaml") -> None:
     runs = next(s["runs"] for s in updated["sources"] if s["id"] == current)
     log.info("recorded the list of %s in %s (data source %s: %d customers, %d lists)",
              as_of, paths.AT_RISK_HISTORY, current, source["customers"], len(runs))
-    report = measured_outreach(runs, as_of, params, settings)
-    if settings["rank_by"] != "revenue_at_risk":
+    report = measured_outreach(runs, as_of, config.label, settings)
+    if settings.rank_by != "revenue_at_risk":
         report["uplift"] = uplift_info  # whether the list was ranked by revenue saved, and why
     write_json(report, OUTREACH)
     write_text(effects_plot_csv(report["effects"]), EFFECTS_PLOT)
@@ -157,18 +155,17 @@ def effects_plot_csv(effects: list[dict[str, Any]]) -> str:
 
 
 def measured_outcomes(runs: list[dict[str, Any]], as_of: str,
-                      params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+                      label: LabelSettings) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The history's assignments (with `due`) and the outcomes of the due ones (None when no
     window has passed)."""
-    label = params.get("label") or {}
-    horizon = int(label.get("horizon_days", 90))
+    horizon = label.horizon_days
     arms = pd.DataFrame(export.history_arms(runs), columns=list(outreach.ASSIGNMENT_COLUMNS))
     arms = outreach.due_assignments(arms, horizon, as_of)
     due = arms[arms["due"]]
     if due.empty:
         return arms, None
     ids = sorted(set(due["customer_id"]))
-    if str(label.get("definition", "inactivity")) == "cancellation":
+    if label.definition == "cancellation":
         return arms, outreach.window_outcomes(
             due, horizon_days=horizon,
             cancellations=read_rows(paths.INTERIM / "customers.parquet",
@@ -179,7 +176,7 @@ def measured_outcomes(runs: list[dict[str, Any]], as_of: str,
     return arms, outreach.window_outcomes(due, horizon_days=horizon, activity=activity)
 
 
-def revenue_saved(runs: list[dict[str, Any]], as_of: str, params: dict[str, Any],
+def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
                   scores: pd.DataFrame) -> tuple[pd.Series | None, dict[str, Any]]:
     """`expected_revenue_saved` per scored customer (aligned with `scores`) from an uplift model
     (`churnlens.uplift`) over the measured lists: each measured customer's feature row at the
@@ -195,7 +192,7 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, params: dict[str, Any]
                     reason)
         return None, dict(info, reason=reason)
 
-    arms, outcomes = measured_outcomes(runs, as_of, params)
+    arms, outcomes = measured_outcomes(runs, as_of, label)
     if outcomes is None:
         return fall_back("no list with a control group has been measured yet")
     if not (paths.TRAINING_ROWS.exists() and paths.SCORING_ROWS.exists()
@@ -242,16 +239,14 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, params: dict[str, Any]
     return saved, dict(info, used=True, reason=reason)
 
 
-def measured_outreach(runs: list[dict[str, Any]], as_of: str, params: dict[str, Any],
-                      settings: dict[str, Any]) -> dict[str, Any]:
+def measured_outreach(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
+                      settings: ExportSettings) -> dict[str, Any]:
     """The content of `reports/outreach.json`: each list with a control group (its size and the
     day its effect can be measured) and the measured effects (`churnlens.outreach`) of the
     lists whose `label.horizon_days` window has passed by `as_of`, outcomes from the validated
     transactions and events (inactivity) or the customers' cancel dates (cancellation)."""
-    label = params.get("label") or {}
-    horizon = int(label.get("horizon_days", 90))
-    definition = str(label.get("definition", "inactivity"))
-    arms, outcomes = measured_outcomes(runs, as_of, params)
+    horizon, definition = label.horizon_days, label.definition
+    arms, outcomes = measured_outcomes(runs, as_of, label)
     lists = [{"list_date": day, "customers": len(group), "control": int(group["holdout"].sum()),
               "measurable_on": (pd.Timestamp(day) + pd.Timedelta(days=horizon)).date().isoformat(),
               "measured": bool(group["due"].all())}
@@ -269,7 +264,7 @@ def measured_outreach(runs: list[dict[str, Any]], as_of: str, params: dict[str, 
         log.info("outreach: %d lists with a control group, %d measured; %s", len(lists),
                  sum(x["measured"] for x in lists),
                  " | ".join(e["sentence"] for e in pooled) or "no list measurable yet")
-    report = {"as_of": as_of, "holdout_share": settings["holdout_share"],
+    report = {"as_of": as_of, "holdout_share": settings.holdout_share,
               "horizon_days": horizon, "label_definition": definition, "confidence": 0.95,
               "max_half_width": outreach.MAX_HALF_WIDTH, "lists": lists, "by_action": pooled,
               "effects": effects}
@@ -325,7 +320,7 @@ def read_rows(path: Path, columns: list[str], ids: list[str]) -> pd.DataFrame:
     return pd.read_parquet(path, columns=columns, filters=[("customer_id", "in", ids)])
 
 
-def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, settings: dict[str, Any],
+def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, settings: ExportSettings,
                        history: dict[str, Any] | None, source: dict[str, Any], as_of: str,
                        horizon: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The at-risk list with its control group (`churnlens.outreach.assign_holdout`): a
@@ -335,8 +330,8 @@ def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, settings: di
     source_id, runs = export.source_runs(history, source)
     previous = export.history_arms(r for r in runs if str(r["as_of"]) < as_of)
     arms = outreach.assign_holdout(
-        at_risk.assign(_value=list_values(at_risk, scores)), settings["holdout_share"],
-        settings["holdout_seed"], previous, as_of, horizon, source=source_id,
+        at_risk.assign(_value=list_values(at_risk, scores)), settings.holdout_share,
+        settings.holdout_seed, previous, as_of, horizon, source=source_id,
         value_column="_value")
     holdout = arms["holdout"].astype(bool)
     out = at_risk.assign(
@@ -349,7 +344,7 @@ def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, settings: di
          "value": None if pd.isna(r["value"]) else round(float(r["value"]), 2)}
         for r in arms.to_dict("records")]
     log.info("control group of the list of %s (export.holdout_share %.2f): %d of %d customers, "
-             "%d kept from earlier lists", as_of, settings["holdout_share"], int(holdout.sum()),
+             "%d kept from earlier lists", as_of, settings.holdout_share, int(holdout.sum()),
              len(out), int((~arms["fresh"]).sum()))
     return out, records
 
@@ -389,7 +384,7 @@ def with_activity(scores: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
     return scores.assign(**{export.ACTIVE: active_customers(scores, horizon_days)})
 
 
-def suggest(scores: pd.DataFrame, settings: dict[str, Any],
+def suggest(scores: pd.DataFrame, settings: ExportSettings,
             open_ids: set[str]) -> tuple[pd.Series, pd.DataFrame]:
     """The suggested action of each customer in `scores` (which is also the population of the
     high-value quantile), and `reason_1..3` that support it: the fact each action rests on
@@ -397,18 +392,18 @@ def suggest(scores: pd.DataFrame, settings: dict[str, Any],
     (`churnlens.actions.supporting_reasons`)."""
     flags = act.customer_flags(
         scores,
-        inactive_days=settings["inactive_days"],
-        high_value_quantile=settings["high_value_quantile"],
+        inactive_days=settings.inactive_days,
+        high_value_quantile=settings.high_value_quantile,
         open_ticket_ids=open_ids,
     )
-    actions = act.assign_actions(flags, settings["rules"])
-    conditions = act.matched_conditions(flags, settings["rules"])
+    actions = act.assign_actions(flags, settings.rules)
+    conditions = act.matched_conditions(flags, settings.rules)
     present = [c for c in export.REASON_COLUMNS if c in scores]
     rows = scores.to_dict("records")
     fixed = [
         act.supporting_reasons([row.get(c) for c in present], facts, row,
-                               inactive_days=settings["inactive_days"],
-                               high_value_quantile=settings["high_value_quantile"],
+                               inactive_days=settings.inactive_days,
+                               high_value_quantile=settings.high_value_quantile,
                                k=len(export.REASON_COLUMNS))
         for row, facts in zip(rows, conditions, strict=True)
     ]
@@ -439,50 +434,6 @@ def write_list(table: pd.DataFrame, path: Path, real_ids: dict[str, str] | None)
 
 def action_counts(table: pd.DataFrame) -> str:
     return ", ".join(f"{k} {v}" for k, v in table["suggested_action"].value_counts().items())
-
-
-def export_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """Checked `export` params: top_n, tiers, high_value_quantile, inactive_days, rules."""
-    section = params.get("export") or {}
-    top_n = section.get("top_n", 200)
-    if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 0:
-        raise ChurnlensError(f"params export.top_n: expected a whole number >= 0, got {top_n!r}")
-    tiers = section.get("tiers", ["high", "medium"])
-    if isinstance(tiers, str):
-        tiers = [tiers]
-    if not tiers or not all(isinstance(t, str) for t in tiers):
-        raise ChurnlensError(f"params export.tiers: expected a list of tier names, got {tiers!r}")
-    quantile = section.get("high_value_quantile", 0.9)
-    if not isinstance(quantile, int | float) or not 0 <= quantile <= 1:
-        raise ChurnlensError(
-            f"params export.high_value_quantile: expected a number in [0, 1], got {quantile!r}"
-        )
-    inactive_days = section.get("inactive_days", 30)
-    if not isinstance(inactive_days, int | float) or inactive_days < 0:
-        raise ChurnlensError(
-            f"params export.inactive_days: expected a number >= 0, got {inactive_days!r}"
-        )
-    share = section.get("holdout_share", 0.0)
-    if (not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share < 1):
-        raise ChurnlensError(
-            f"params export.holdout_share: expected a number in [0, 1), got {share!r}")
-    rank_by = section.get("rank_by", "revenue_at_risk")
-    if rank_by not in RANK_BY:
-        raise ChurnlensError(
-            f"params export.rank_by: expected one of {', '.join(RANK_BY)}, got {rank_by!r}")
-    seed = section.get("holdout_seed", 13)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ChurnlensError(f"params export.holdout_seed: expected a whole number, got {seed!r}")
-    return {
-        "top_n": top_n,
-        "tiers": list(tiers),
-        "high_value_quantile": float(quantile),
-        "inactive_days": float(inactive_days),
-        "rules": act.parse_rules(section.get("actions")),
-        "holdout_share": float(share),
-        "holdout_seed": seed,
-        "rank_by": rank_by,
-    }
 
 
 def read_scores(path: Path) -> pd.DataFrame:
@@ -554,10 +505,10 @@ def read_contacts(raw_dir: str | Path) -> pd.DataFrame | None:
     return export.contacts_from_raw(raw)
 
 
-def resolve_as_of(params: dict[str, Any], scores: pd.DataFrame) -> str:
-    """Scoring date for the history: params snapshot.as_of, else features/meta.json, a scores
-    `as_of`/`cutoff` column, reports/kpis.json, and today as the last resort."""
-    configured = (params.get("snapshot") or {}).get("as_of")
+def resolve_as_of(configured: str | None, scores: pd.DataFrame) -> str:
+    """Scoring date for the history: params snapshot.as_of (`configured`), else
+    features/meta.json, a scores `as_of`/`cutoff` column, reports/kpis.json, and today as the
+    last resort."""
     if configured:
         return pd.Timestamp(configured).date().isoformat()
     if paths.FEATURES_META.exists():

@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from churnlens import paths
-from churnlens.config import load_params
-from churnlens.errors import ChurnlensError
-from churnlens.feature_sql import LABEL_DEFINITIONS, check_windows
 from churnlens.features import (
     FEATURE_TABLE,
     build_feature_rows,
@@ -36,35 +33,10 @@ from churnlens.features import (
 )
 from churnlens.io import atomic_path, write_json
 from churnlens.logs import get_logger
+from churnlens.settings import feature_config, load_settings
 from churnlens.snapshot import Snapshot, feature_meta, plan_for_stage
 
 log = get_logger("features")
-
-
-def _settings(params: dict[str, Any]) -> dict[str, Any]:
-    snapshot = params.get("snapshot") or {}
-    label = params.get("label") or {}
-    feats = params.get("features") or {}
-    engine = str(feats.get("engine", "duckdb"))
-    if engine not in ("duckdb", "spark"):
-        raise ChurnlensError(f"features.engine must be duckdb or spark, got {engine!r}")
-    definition = str(label.get("definition", "inactivity"))
-    if definition not in LABEL_DEFINITIONS:
-        raise ChurnlensError(
-            f"label.definition must be one of {', '.join(LABEL_DEFINITIONS)}, got {definition!r}"
-        )
-    return {
-        "engine": engine,
-        "as_of": snapshot.get("as_of"),
-        "definition": definition,
-        "horizon_days": int(label.get("horizon_days", 90)),
-        "step_days": int(feats.get("cutoff_step_days", 30)),
-        "max_cutoffs": int(feats.get("max_cutoffs", 24)),
-        "windows": check_windows(feats.get("windows", [7, 30, 90, 180])),
-        "inactivity_days": int(feats.get("inactivity_days", 30)),
-        "memory_limit": str(feats.get("memory_limit", "4GB")),
-        "threads": int(feats.get("threads", 2)),
-    }
 
 
 def _copy(con: Any, query: str, target: Path) -> None:
@@ -84,7 +56,7 @@ def _meta(con: Any, snap: Snapshot, cfg: dict[str, Any], columns: list[str],
 
 
 def run(params_path: Path = Path("params.yaml")) -> None:
-    cfg = _settings(load_params(params_path))
+    cfg = feature_config(load_settings(params_path))
     if cfg["engine"] == "spark":
         from churnlens.spark_features import run_stage
 

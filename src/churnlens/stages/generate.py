@@ -25,7 +25,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.generate import (
     DEFAULT_CHUNK_SIZE,
@@ -37,10 +36,9 @@ from churnlens.generate import (
 )
 from churnlens.io import atomic_path, write_json
 from churnlens.logs import get_logger
+from churnlens.settings import GenerateSettings, load_settings
 
 log = get_logger("generate")
-
-REQUIRED = ("seed", "n_customers", "start_date", "end_date", "out_dir")
 
 
 def write_csv_tables(
@@ -130,53 +128,42 @@ def _csv_text(series: pd.Series) -> pa.Array:
 
 
 def run(params_path: str | Path = "params.yaml") -> None:
-    params = load_params(params_path).get("generate") or {}
-    missing = [key for key in REQUIRED if key not in params]
+    gen = load_settings(params_path).generate
+    missing = gen.missing()
     if missing:
         raise ChurnlensError(f"{params_path}: section 'generate' lacks {', '.join(missing)}")
     started = time.monotonic()
-    outreach = outreach_settings(params)
+    outreach = outreach_settings(gen)
     truth: list[pd.DataFrame] = []
     chunks = iter_chunks(
-        int(params["n_customers"]),
-        str(params["start_date"]),
-        str(params["end_date"]),
-        int(params["seed"]),
-        chunk_size=int(params.get("chunk_size", DEFAULT_CHUNK_SIZE)),
+        gen.n_customers,
+        gen.start_date,
+        gen.end_date,
+        gen.seed,
+        chunk_size=gen.chunk_size or DEFAULT_CHUNK_SIZE,
         outreach=outreach,
     )
     tables = TABLES
     if outreach is not None:
         chunks = _keeping(chunks, OUTREACH_KEY, truth)
         tables = (*TABLES, "interventions")
-    rows = write_csv_tables(chunks, params["out_dir"], tables)
+    rows = write_csv_tables(chunks, gen.out_dir, tables)
     if outreach is not None:
-        write_outreach_truth(pd.concat(truth, ignore_index=True), outreach, params["out_dir"])
+        write_outreach_truth(pd.concat(truth, ignore_index=True), outreach, gen.out_dir)
     log.info(
         "wrote %s to %s in %.1f s",
         ", ".join(f"{name} {count}" for name, count in rows.items()),
-        params["out_dir"],
+        gen.out_dir,
         time.monotonic() - started,
     )
 
 
-def outreach_settings(params: dict) -> OutreachSettings | None:
-    """`generate.outreach_*` params (None when `outreach_weeks` is 0 or missing)."""
-    weeks = params.get("outreach_weeks", 0) or 0
-    if not isinstance(weeks, int) or isinstance(weeks, bool) or weeks < 0:
-        raise ChurnlensError(
-            f"params generate.outreach_weeks: expected a whole number >= 0, got {weeks!r}")
-    if weeks == 0:
+def outreach_settings(gen: GenerateSettings) -> OutreachSettings | None:
+    """The generator's simulated outreach (None when `generate.outreach_weeks` is 0)."""
+    if gen.outreach_weeks == 0:
         return None
-    horizon = params.get("outreach_horizon_days", 90)
-    share = params.get("outreach_holdout_share", 0.2)
-    if not isinstance(horizon, int) or isinstance(horizon, bool):
-        raise ChurnlensError(
-            f"params generate.outreach_horizon_days: expected a whole number, got {horizon!r}")
-    if not isinstance(share, int | float) or isinstance(share, bool):
-        raise ChurnlensError(
-            f"params generate.outreach_holdout_share: expected a number, got {share!r}")
-    return OutreachSettings(weeks=weeks, horizon_days=horizon, holdout_share=float(share))
+    return OutreachSettings(weeks=gen.outreach_weeks, horizon_days=gen.outreach_horizon_days,
+                            holdout_share=float(gen.outreach_holdout_share))
 
 
 def _keeping(chunks, key: str, into: list) -> Iterable[dict[str, pd.DataFrame]]:

@@ -19,11 +19,11 @@ from typing import Any
 import pandas as pd
 
 from churnlens import paths
-from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.io import write_json, write_text
 from churnlens.kpis import compute_kpis, daily_activity_rows
 from churnlens.logs import get_logger
+from churnlens.settings import load_settings
 from churnlens.snapshot import AsOfDecision, default_as_of
 
 log = get_logger("kpis")
@@ -80,10 +80,8 @@ def as_of_fields(decision: AsOfDecision) -> dict[str, Any]:
 
 
 def run(params_path: Path = Path("params.yaml")) -> None:
-    params = load_params(params_path)
-    kpis_params = params.get("kpis") or {}
-    label = params.get("label") or {}
-    snapshot = params.get("snapshot") or {}
+    settings = load_settings(params_path)
+    kpi, label = settings.kpis, settings.label
 
     started = time.perf_counter()
     customers = read_customers(_require("customers"))
@@ -93,7 +91,7 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         events = None  # a purchase-only log: validate writes an empty events table
     nps = read_nps(_interim("nps"))
     # the as_of of the features stage (same rule, same counts): a thin tail stays after it
-    decision = default_as_of(snapshot.get("as_of"), daily_activity_rows(transactions, events))
+    decision = default_as_of(settings.snapshot.as_of, daily_activity_rows(transactions, events))
     as_of = decision.as_of
 
     report, trend = compute_kpis(
@@ -102,13 +100,13 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         events,
         nps,
         as_of=as_of,
-        period_days=int(kpis_params.get("period_days", 30)),
-        definition=str(label.get("definition", "inactivity")),
-        horizon_days=int(label.get("horizon_days", 90)),
-        crr_target=kpis_params.get("crr_target"),
+        period_days=kpi.period_days,
+        definition=label.definition,
+        horizon_days=label.horizon_days,
+        crr_target=kpi.crr_target,
         trend_periods=TREND_PERIODS,
         max_cohorts=MAX_COHORTS,
-        revenue_window=kpis_params.get("revenue_window", "auto"),
+        revenue_window=kpi.revenue_window,
     )
     report.update(as_of_fields(decision))
     write_json(report, paths.KPIS)

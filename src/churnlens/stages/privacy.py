@@ -11,15 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from churnlens import io, paths
-from churnlens.config import load_params
 from churnlens.logs import get_logger
 from churnlens.privacy import privacy_state
+from churnlens.settings import load_settings
 
 log = get_logger("privacy")
 
 
 def run(params_path: str | Path = "params.yaml") -> dict:
-    state = privacy_state(load_params(params_path))
+    state = privacy_state(dict(load_settings(params_path).params))
     io.write_json(state, paths.PRIVACY_STATE)
     log.info("pseudonymised ids: %s", "on" if state["pseudonymise_ids"] else "off")
     return state

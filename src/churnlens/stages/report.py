@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 
 from churnlens import outreach, paths, report
-from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.io import read_json, write_text
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
+from churnlens.settings import load_settings
 from churnlens.stages.export import WIN_BACK
 
 log = get_logger("report")
@@ -28,8 +28,8 @@ SCORE_COLUMNS = ("customer_id", "risk_tier", "expected_revenue_at_risk", "segmen
 
 
 def run(params_path: str | Path = "params.yaml") -> None:
-    params = load_params(params_path)
-    salt = pseudonymise_setting(params)
+    settings = load_settings(params_path)
+    salt = pseudonymise_setting(dict(settings.params))
     win_back = read_at_risk(WIN_BACK) if WIN_BACK.exists() else None
     if win_back is None:
         log.info("no %s: the win-back section says so", WIN_BACK)
@@ -39,7 +39,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
         at_risk=pseudonymous_ids(read_at_risk(paths.AT_RISK), salt),
         win_back=None if win_back is None else pseudonymous_ids(win_back, salt),
         scores=read_scores(paths.SCORES),
-        params=params,
+        params=dict(settings.params),
         train_summary=_optional_json(paths.TRAIN_SUMMARY),
         calibration=_optional_csv(paths.CALIBRATION),
         drift=read_drift(paths.DRIFT),

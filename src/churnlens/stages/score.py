@@ -19,12 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from churnlens import paths
-from churnlens.config import load_params
 from churnlens.errors import ChurnlensError
 from churnlens.io import read_json, write_json, write_parquet
 from churnlens.logs import get_logger
 from churnlens.scoring import score_frame
 from churnlens.serving import check_feature_schema, resolve  # noqa: F401  (re-exported)
+from churnlens.settings import load_settings
 
 log = get_logger("score")
 
@@ -39,12 +39,12 @@ def run(params_path: Path) -> None:
     from churnlens.packaging import to_model_input
     from churnlens.serving import load_approved_model
 
-    params = load_params(params_path)
+    settings = load_settings(params_path)
     if not paths.MODEL_DIR.exists():
         raise ChurnlensError(f"no model at {paths.MODEL_DIR}: run `dvc repro train` first")
     features = pd.read_parquet(paths.SCORING_ROWS)
     promotion = read_json(paths.PROMOTION) if paths.PROMOTION.exists() else {}
-    approved = load_approved_model(params, features, promotion)
+    approved = load_approved_model(dict(settings.params), features, promotion)
     serving = approved.info
     log.info("scoring with the %s (v%s): %s", serving["scored_by"], serving["version"],
              serving["reason"])
@@ -52,9 +52,9 @@ def run(params_path: Path) -> None:
              features["cutoff"].max() if len(features) else "-")
     frame = to_model_input(features, approved.feature_columns)
     probability = approved.predict(frame)["churn_probability"].to_numpy()
-    scores = score_frame(features, probability, tiers=params["score"]["tiers"],
-                         window_days=int(params["score"]["revenue_window_days"]),
-                         horizon_days=int(params["label"]["horizon_days"]))
+    scores = score_frame(features, probability, tiers=settings.score.tiers,
+                         window_days=settings.score.revenue_window_days,
+                         horizon_days=settings.label.horizon_days)
     write_parquet(scores, paths.PREDICTIONS)
     write_json(serving, paths.SERVING)
     log.info("tiers: %s", scores["risk_tier"].value_counts().to_dict())
