@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", required=True, help="Parquet file for the feature rows")
     parser.add_argument("--timing", help="write {'seconds': ...} (without imports) to this file")
+    parser.add_argument("--last-cutoffs", type=int, default=None,
+                        help="only the latest N cutoffs (1: as_of alone, the single-cutoff peak "
+                             "memory of scripts/bench.py)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -262,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     feats = params.get("features") or {}
     as_of = pd.Timestamp(meta["as_of"])
     cutoffs = [pd.Timestamp(c) for c in meta["labelled_cutoffs"]] + [as_of]
+    if args.last_cutoffs:
+        cutoffs = sorted(cutoffs)[-args.last_cutoffs:]
     tables = load_tables(args.interim)
     loaded = time.perf_counter()
     rows = compute_features(
