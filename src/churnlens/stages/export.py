@@ -205,7 +205,9 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
                            filters=[("customer_id", "in", sorted(set(due["customer_id"])))])
     rows = rows.assign(customer_id=rows["customer_id"].astype(str),
                        cutoff=pd.to_datetime(rows["cutoff"])).sort_values("cutoff")
-    due = due.assign(_day=pd.to_datetime(due["assigned"])).sort_values("_day")
+    # merge_asof needs one resolution on both sides (pandas 3 parses these as [s] or [us])
+    due = due.assign(_day=pd.to_datetime(due["assigned"]).astype(rows["cutoff"].dtype))
+    due = due.sort_values("_day")
     data = pd.merge_asof(due, rows, left_on="_day", right_on="cutoff", by="customer_id",
                          direction="backward").dropna(subset=["cutoff"])
     treated = ~data["holdout"].astype(bool)
