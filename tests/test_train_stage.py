@@ -154,5 +154,15 @@ def test_stage_without_labelled_rows_stops(workdir, tracked):
 
 
 def test_stage_without_features_says_what_to_run(workdir):
-    with pytest.raises(ChurnlensError, match="churnlens features"):
+    with pytest.raises(ChurnlensError, match="run `dvc repro features` first"):
         stage.run("params.yaml")
+
+
+def test_stage_refuses_features_of_another_horizon(workdir):
+    feature_rows(n_cutoffs=4).to_parquet("data/features/training.parquet", index=False)
+    Path("data/features/meta.json").write_text(
+        json.dumps({"as_of": AS_OF.isoformat(), "horizon_days": 30}))
+    with pytest.raises(ChurnlensError, match=r"built with horizon_days=30 but "
+                       r"label.horizon_days=90: run `dvc repro features` first"):
+        stage.run("params.yaml")
+    assert not Path("reports/metrics.json").exists()
