@@ -166,15 +166,16 @@ def check_outputs(out: Path, exp: dict) -> dict:
 
 def default_as_of(out: Path) -> dict:
     """The features stage's default as_of of a validated folder, and its thin tail."""
-    from churnlens.features import connect, daily_rows, interim_paths, register_tables
+    from churnlens.feature_runner import daily_rows, interim_paths, register_tables
+    from churnlens.features import DuckDBEngine, connect
     from churnlens.snapshot import complete_as_of
 
-    con = connect("256MB", 1, None)
+    engine = DuckDBEngine(connect("256MB", 1, None))
     try:
-        register_tables(con, interim_paths(out))
-        choice = complete_as_of(daily_rows(con))
+        register_tables(engine, interim_paths(out))
+        choice = complete_as_of(daily_rows(engine))
     finally:
-        con.close()
+        engine.close()
     return {"as_of": choice.as_of.isoformat(), "tail_rows": choice.tail_rows,
             "tail_days": choice.tail_days}
 

@@ -543,7 +543,7 @@ def test_stage_not_enough_history(tmp_path, monkeypatch):
 @pytest.mark.spark
 def test_spark_runs_the_same_sql(fixture_paths):
     pyspark = pytest.importorskip("pyspark")
-    from churnlens.features import _EMPTY
+    from churnlens.feature_runner import EMPTY_COLUMNS as _EMPTY
     from churnlens.snapshot import to_epoch_day
 
     spark = (pyspark.sql.SparkSession.builder.master("local[1]")

@@ -23,7 +23,7 @@ if shutil.which("java") is None:  # pragma: no cover
     pytest.skip("Spark needs Java", allow_module_level=True)
 
 from churnlens import spark_features as sf  # noqa: E402
-from churnlens.features import compute_features  # noqa: E402
+from churnlens.feature_runner import compute_features  # noqa: E402
 from model_fixtures import FEATURES, churn_rows, fitted_model  # noqa: E402
 from test_features import (  # noqa: E402
     AS_OF,
@@ -105,7 +105,7 @@ def test_same_features_as_duckdb(spark, mixed_paths, definition, windows):
     kwargs = dict(cutoffs=cutoffs, as_of=AS_OF, definition=definition, windows=windows,
                   inactivity_days=21)
     want = compute_features(mixed_paths, **kwargs)
-    got = sf.compute_features(mixed_paths, spark=spark, **kwargs)
+    got = compute_features(mixed_paths, engine=sf.SparkEngine(spark), **kwargs)
     assert_same_rows(got, want)
     assert want["label"].isna().any() and (want["label"] == 1).any() and (want["label"] == 0).any()
     assert want["customer_id"].isin(["c1", "000"]).any() and want["last_nps"].notna().any()
@@ -124,7 +124,7 @@ def test_purchase_only_log(spark, tmp_path):
     kwargs = dict(cutoffs=[D("2025-03-31"), D("2025-04-30"), D("2025-07-29")],
                   as_of=D("2025-07-29"))
     want = compute_features(paths, **kwargs)
-    got = sf.compute_features(paths, spark=spark, **kwargs)
+    got = compute_features(paths, engine=sf.SparkEngine(spark), **kwargs)
     assert_same_rows(got, want)
     assert got["days_since_last_event"].isna().all() and (got["open_tickets"] == 0).all()
 

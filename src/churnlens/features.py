@@ -1,17 +1,20 @@
-"""Point-in-time features and labels with DuckDB, running the SQL of `churnlens.feature_sql`.
+"""The DuckDB engine of the feature runner (`churnlens.feature_runner`).
 
-Functions take a DuckDB connection (plus Parquet paths for the inputs) and return relations;
-nothing is materialised in pandas except what a caller asks for (`.df()`). Intermediate results are
-DuckDB temp tables, which spill to the connection's `temp_directory` beyond `memory_limit`.
+`DuckDBEngine` reads the validated Parquet files with `read_parquet`, runs each SQL step as a
+temp table (or view) and drops a table once no later step reads it, and COPYs results to
+Parquet; nothing big passes through pandas. Intermediate tables spill to the connection's
+`temp_directory` beyond `memory_limit`; `open_duckdb` (the features stage's engine) keeps them
+in a scratch database file.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -19,37 +22,22 @@ import pandas as pd
 
 from churnlens import feature_sql
 from churnlens.errors import ChurnlensError
+from churnlens.feature_runner import (  # noqa: F401  (re-exported: the feature-row contract)
+    CATEGORICAL_COLUMNS,
+    EMPTY_COLUMNS,
+    FEATURE_TABLE,
+    ID_COLUMNS,
+    compute_features,
+    feature_columns,
+    interim_paths,
+)
 from churnlens.feature_sql import LABEL_DEFINITIONS, feature_names  # noqa: F401  (re-export)
+from churnlens.io import atomic_path
 from churnlens.logs import get_logger
-from churnlens.snapshot import as_date, from_epoch_day, to_epoch_day
 
 log = get_logger("features")
 
-ID_COLUMNS = ("customer_id", "cutoff", "label")
-CATEGORICAL_COLUMNS = ("segment",)
-FEATURE_TABLE = "feature_rows"
-
-# Typed empty sources for optional tables that are missing altogether (interim normally writes a
-# 0-row file instead). Column names/types follow docs/architecture.md "Validated tables".
-_EMPTY = {
-    "customers": "CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS DATE) AS signup_date, "
-                 "CAST(NULL AS VARCHAR) AS segment, CAST(NULL AS VARCHAR) AS country, "
-                 "CAST(NULL AS DATE) AS cancel_date",
-    "transactions": 'CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMP) AS "timestamp", '
-                    "CAST(NULL AS DOUBLE) AS amount, CAST(NULL AS BIGINT) AS quantity",
-    "events": 'CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMP) AS "timestamp", '
-              "CAST(NULL AS VARCHAR) AS event_type, CAST(NULL AS DOUBLE) AS quantity",
-    "tickets": "CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMP) AS opened_at, "
-               "CAST(NULL AS TIMESTAMP) AS closed_at, CAST(NULL AS VARCHAR) AS priority",
-    "nps": 'CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMP) AS "timestamp", '
-           "CAST(NULL AS BIGINT) AS score",
-}
-
-
-def feature_columns(df: pd.DataFrame | Sequence[str]) -> list[str]:
-    """The feature columns of a feature-row table: every column except `ID_COLUMNS`, in order."""
-    columns = df.columns if isinstance(df, pd.DataFrame) else df
-    return [c for c in columns if c not in ID_COLUMNS]
+DIALECT = "duckdb"
 
 
 def sql_literal(value: str | Path) -> str:
@@ -117,56 +105,6 @@ def duckdb_errors(memory_limit: str, temp_directory: str | Path | None) -> Itera
             f"{memory_limit} keeps more in memory)") from err
 
 
-def parquet_source(path: str | Path | None, table: str) -> str:
-    """FROM-able DuckDB source for one interim table (dialect-specific: reading Parquet)."""
-    if path is not None and Path(path).exists():
-        return f"read_parquet({sql_literal(path)})"
-    if table in feature_sql.REQUIRED_TABLES:
-        raise ChurnlensError(
-            f"{path or table}: validated table '{table}' is missing; run `churnlens validate` first"
-        )
-    return f"(SELECT {_EMPTY[table]} WHERE 1 = 0)"
-
-
-def interim_paths(folder: str | Path) -> dict[str, Path]:
-    """`folder/TABLE.parquet` for the five tables."""
-    return {t: Path(folder) / f"{t}.parquet" for t in feature_sql.TABLES}
-
-
-def register_tables(con: duckdb.DuckDBPyConnection,
-                    paths: Mapping[str, str | Path | None]) -> None:
-    """Create the staging views `cl_*` over the interim Parquet files (missing optional: empty)."""
-    sources = {t: parquet_source(paths.get(t), t) for t in feature_sql.TABLES}
-    for step in feature_sql.staging_steps(sources, "duckdb"):
-        try:
-            con.execute(f"CREATE OR REPLACE VIEW {step.name} AS {step.sql}")
-        except duckdb.Error as err:
-            raise ChurnlensError(f"cannot read validated table for {step.name}: {err}") from err
-
-
-def data_day_range(con: duckdb.DuckDBPyConnection) -> tuple[date | None, date | None]:
-    """(first data day over signup/events/transactions, last event/transaction day)."""
-    first, last = con.execute(feature_sql.bounds_sql()).fetchone()
-    return (None if first is None else from_epoch_day(first),
-            None if last is None else from_epoch_day(last))
-
-
-def daily_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[date, int]]:
-    """(day, event + transaction rows) for every day with rows, ascending (for the default as_of,
-    `snapshot.complete_as_of`). Needs the staging views (`register_tables`)."""
-    rows = con.execute(feature_sql.daily_rows_sql()).fetchall()
-    return [(from_epoch_day(d), int(n)) for d, n in rows]
-
-
-def last_timestamp(con: duckdb.DuckDBPyConnection,
-                   paths: Mapping[str, str | Path | None]) -> str | None:
-    """The last event/transaction timestamp (ISO, naive UTC) of the interim tables, or None."""
-    parts = [f"SELECT MAX(CAST(\"timestamp\" AS TIMESTAMP)) AS ts FROM "
-             f"{parquet_source(paths.get(t), t)}" for t in ("events", "transactions")]
-    value = con.execute(f"SELECT MAX(ts) FROM ({' UNION ALL '.join(parts)})").fetchone()[0]
-    return None if value is None else pd.Timestamp(value).isoformat()
-
-
 def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
     for kind in ("VIEW", "TABLE"):
         try:
@@ -225,67 +163,76 @@ def run_steps(con: duckdb.DuckDBPyConnection, steps: Sequence[feature_sql.Step],
             _drop(con, name)
 
 
-def build_feature_rows(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    cutoffs: Sequence[date],
-    as_of: date,
-    horizon_days: int,
-    definition: str,
-    windows: Sequence[int],
-    inactivity_days: int,
-) -> duckdb.DuckDBPyRelation:
-    """Feature rows for every cutoff in one pass (needs `register_tables` first).
+class DuckDBEngine:
+    """The feature runner's engine over one DuckDB connection (`close`: close it at the end)."""
 
-    Returns the temp table `feature_rows` ordered by (cutoff, customer_id): the population at each
-    cutoff, `label` filled where `cutoff + horizon_days <= as_of` (else NULL), then the features.
-    """
-    steps = feature_sql.feature_steps(
-        cutoffs=[to_epoch_day(as_date(c)) for c in cutoffs],
-        as_of=to_epoch_day(as_date(as_of)),
-        horizon_days=horizon_days,
-        definition=definition,
-        windows=windows,
-        inactivity_days=inactivity_days,
-        event_type_count=con.execute(feature_sql.event_type_count_sql()).fetchone()[0],
-        dialect="duckdb",
-    )
-    run_steps(con, steps)
-    return con.sql(f"SELECT * FROM {FEATURE_TABLE} ORDER BY cutoff, customer_id")
+    dialect = DIALECT
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, close: bool = True) -> None:
+        self.con = con
+        self.sources: dict[str, str] = {}
+        self._close = close
+
+    def source(self, table: str, path: str | Path | None) -> str | None:
+        if path is None or not Path(path).exists():
+            return None
+        return f"read_parquet({sql_literal(path)})"
+
+    def empty_source(self, table: str) -> str:
+        quote = feature_sql.DIALECTS[DIALECT]["quote"]
+        columns = ", ".join(f"CAST(NULL AS {kind}) AS {quote.format(x=name)}"
+                            for name, kind in EMPTY_COLUMNS[table])
+        return f"(SELECT {columns} WHERE 1 = 0)"
+
+    def create_views(self, steps: Sequence[feature_sql.Step]) -> None:
+        for step in steps:
+            try:
+                self.con.execute(f"CREATE OR REPLACE VIEW {step.name} AS {step.sql}")
+            except duckdb.Error as err:
+                raise ChurnlensError(f"cannot read validated table for {step.name}: {err}") \
+                    from err
+
+    def run_steps(self, steps: Sequence[feature_sql.Step]) -> None:
+        run_steps(self.con, steps)
+
+    def fetch(self, sql: str) -> list[tuple]:
+        return self.con.execute(sql).fetchall()
+
+    def columns(self, table: str) -> list[str]:
+        return list(self.con.table(table).columns)
+
+    def to_pandas(self, sql: str) -> pd.DataFrame:
+        return self.con.sql(sql).df()
+
+    def write(self, sql: str, target: str | Path) -> None:
+        """COPY a query to Parquet atomically (temp file next to the target, then rename)."""
+        with atomic_path(target) as tmp:
+            self.con.execute(f"COPY ({sql}) TO {sql_literal(tmp)} "
+                             "(FORMAT parquet, COMPRESSION zstd)")
+
+    def release(self) -> None:
+        pass   # the connection's tables go with it; a borrowed one keeps `feature_rows`
+
+    def close(self) -> None:
+        if self._close:
+            self.con.close()
 
 
-def training_query(table: str = FEATURE_TABLE) -> str:
-    """Labelled rows (all labelled cutoffs), ordered by (cutoff, customer_id)."""
-    return f"SELECT * FROM {table} WHERE label IS NOT NULL ORDER BY cutoff, customer_id"
-
-
-def scoring_query(as_of: date, columns: Sequence[str], table: str = FEATURE_TABLE) -> str:
-    """Rows at `as_of` without the label column, ordered by customer_id."""
-    cols = ", ".join(c for c in columns if c != "label")
-    return (f"SELECT {cols} FROM {table} WHERE cutoff = DATE '{as_date(as_of).isoformat()}' "
-            "ORDER BY customer_id")
-
-
-def compute_features(
-    paths: Mapping[str, str | Path | None],
-    *,
-    cutoffs: Sequence[date],
-    as_of: date,
-    horizon_days: int = 90,
-    definition: str = "inactivity",
-    windows: Sequence[int] = (7, 30, 90, 180),
-    inactivity_days: int = 30,
-    con: duckdb.DuckDBPyConnection | None = None,
-) -> pd.DataFrame:
-    """Convenience for small data and tests: feature rows as a pandas DataFrame."""
-    own = con is None
-    con = con or connect(threads=1)
+@contextmanager
+def open_duckdb(*, memory_limit: str, threads: int,
+                scratch: str | Path) -> Iterator[DuckDBEngine]:
+    """A DuckDB engine whose intermediate tables live in a scratch database file (memory holds
+    the working set) in a temporary folder under `scratch`, removed at the end with its spill
+    files. Running out of memory or disk is one `ChurnlensError` (`duckdb_errors`)."""
+    Path(scratch).mkdir(parents=True, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix=".duckdb_tmp.", dir=scratch))
     try:
-        register_tables(con, paths)
-        rel = build_feature_rows(con, cutoffs=cutoffs, as_of=as_of, horizon_days=horizon_days,
-                                 definition=definition, windows=windows,
-                                 inactivity_days=inactivity_days)
-        return rel.df()
+        with duckdb_errors(memory_limit, spill):
+            engine = DuckDBEngine(connect(memory_limit, threads, spill,
+                                          database=spill / "features.duckdb"))
+            try:
+                yield engine
+            finally:
+                engine.close()
     finally:
-        if own:
-            con.close()
+        shutil.rmtree(spill, ignore_errors=True)

@@ -102,40 +102,38 @@ def feature_rows(interim: Path, params: Mapping[str, Any], as_of: date | str | N
                  scratch: Path) -> tuple[pd.DataFrame, date]:
     """The feature rows at one cutoff, `as_of` (default: the features stage's as_of), from the
     validated tables in `interim`; read back from Parquet like the stage's `scoring.parquet`."""
-    from churnlens.features import (
+    from churnlens.feature_runner import (
         build_feature_rows,
-        connect,
         daily_rows,
         data_day_range,
         interim_paths,
         last_timestamp,
         register_tables,
         scoring_query,
-        sql_literal,
     )
+    from churnlens.features import DuckDBEngine, connect
     from churnlens.settings import feature_config, settings_from
     from churnlens.snapshot import plan_snapshot
 
     cfg = feature_config(settings_from(params))
     scratch.mkdir(parents=True, exist_ok=True)
-    con = connect(cfg["memory_limit"], cfg["threads"], scratch / "spill")
+    target = scratch / "scoring.parquet"
+    engine = DuckDBEngine(connect(cfg["memory_limit"], cfg["threads"], scratch / "spill"))
     try:
-        sources = interim_paths(interim)
-        register_tables(con, sources)
-        first_day, last_day = data_day_range(con)
+        register_tables(engine, interim_paths(interim))
+        first_day, last_day = data_day_range(engine)
         snap = plan_snapshot(as_of=cfg["as_of"] if as_of is None else as_of,
                              first_day=first_day, last_day=last_day,
                              horizon_days=cfg["horizon_days"], step_days=cfg["step_days"],
-                             max_cutoffs=1, min_labelled=0, daily_rows=daily_rows(con),
-                             last_timestamp=last_timestamp(con, sources))
-        rel = build_feature_rows(con, cutoffs=[snap.as_of], as_of=snap.as_of,
-                                 horizon_days=cfg["horizon_days"], definition=cfg["definition"],
-                                 windows=cfg["windows"], inactivity_days=cfg["inactivity_days"])
-        target = scratch / "scoring.parquet"
-        con.execute(f"COPY ({scoring_query(snap.as_of, rel.columns)}) TO "
-                    f"{sql_literal(target)} (FORMAT parquet)")
+                             max_cutoffs=1, min_labelled=0, daily_rows=daily_rows(engine),
+                             last_timestamp=last_timestamp(engine))
+        columns = build_feature_rows(engine, cutoffs=[snap.as_of], as_of=snap.as_of,
+                                     horizon_days=cfg["horizon_days"],
+                                     definition=cfg["definition"], windows=cfg["windows"],
+                                     inactivity_days=cfg["inactivity_days"])
+        engine.write(scoring_query(snap.as_of, columns), target)
     finally:
-        con.close()
+        engine.close()
     return pd.read_parquet(target), snap.as_of
 
 

@@ -1,11 +1,10 @@
-"""Point-in-time features and labels on Spark, running the same SQL as the DuckDB path.
+"""The Spark engine of the feature runner (`churnlens.feature_runner`), and the Spark session.
 
-`churnlens.feature_sql` holds the SQL; `churnlens.features` runs it in DuckDB. This module runs the
-same steps on a `SparkSession`: staging temp views `cl_*` over `spark.read.parquet` of the validated
-tables (Spark dialect), then every portable step as a temp view (`.persist()` when the step says
-`materialize`), ending in the temp view `feature_rows`. Outputs have the same columns, order and
-types as the DuckDB path; `to_pandas` gives the dtypes of DuckDB's `.df()`, `write_rows` the
-Parquet schema of its `COPY`.
+`SparkEngine` reads the validated tables with `spark.read.parquet` into temp views (a URI such as
+`s3a://...` works), runs every SQL step as a temp view (`.persist()` when the step says
+`materialize`), ending in the temp view `feature_rows`, and writes results to one local Parquet
+file. Outputs have the same columns, order and types as the DuckDB engine; `to_pandas` gives the
+dtypes of DuckDB's `.df()`, `write_rows` the Parquet schema of its `COPY`.
 
 pyspark is imported inside the functions only (it is a dev / optional dependency): nothing here
 starts a JVM unless `features.engine: spark` is used.
@@ -30,7 +29,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,15 +41,8 @@ import pyarrow.parquet as pq
 
 from churnlens import feature_sql
 from churnlens.errors import ChurnlensError
+from churnlens.feature_runner import EMPTY_COLUMNS, interim_paths  # noqa: F401  (re-export)
 from churnlens.logs import get_logger
-from churnlens.snapshot import (
-    Snapshot,
-    as_date,
-    feature_meta,
-    from_epoch_day,
-    plan_for_stage,
-    to_epoch_day,
-)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -58,23 +51,9 @@ log = get_logger("spark_features")
 
 ENGINE = "spark"
 MASTER_ENV = "CHURNLENS_SPARK_MASTER"
-INTERIM_ENV = "CHURNLENS_SPARK_INTERIM"   # where Spark reads TABLE.parquet (default: data/interim)
 SOURCE_PREFIX = "cl_src_"                  # temp views over the Parquet files
-FEATURE_VIEW = "feature_rows"
-ID_COLUMNS = ("customer_id", "cutoff", "label")
 BATCH_ROWS = 2_000_000                     # rows collected to the driver at once when writing
-
-# Typed empty sources for optional tables that are missing altogether (interim normally writes a
-# 0-row file instead); docs/architecture.md "Validated tables".
-EMPTY_SCHEMAS = {
-    "customers": "customer_id STRING, signup_date DATE, segment STRING, country STRING, "
-                 "cancel_date DATE",
-    "transactions": "customer_id STRING, `timestamp` TIMESTAMP_NTZ, amount DOUBLE, quantity BIGINT",
-    "events": "customer_id STRING, `timestamp` TIMESTAMP_NTZ, event_type STRING, quantity DOUBLE",
-    "tickets": "customer_id STRING, opened_at TIMESTAMP_NTZ, closed_at TIMESTAMP_NTZ, "
-               "priority STRING",
-    "nps": "customer_id STRING, `timestamp` TIMESTAMP_NTZ, score BIGINT",
-}
+SPARK_TYPES = {"TIMESTAMP": "TIMESTAMP_NTZ"}   # portable type -> Spark DDL, where they differ
 
 # Runtime settings every session gets (the feature SQL is written for ANSI mode, days in UTC).
 SQL_CONF = {
@@ -166,63 +145,26 @@ def _is_uri(path: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path) is not None
 
 
-def interim_paths(folder: str | Path) -> dict[str, str]:
-    """`folder/TABLE.parquet` for the five tables; `folder` may be a URI (`s3a://...`)."""
-    base = str(folder).rstrip("/")
-    return {t: f"{base}/{t}.parquet" for t in feature_sql.TABLES}
-
-
-def _read_source(spark: SparkSession, path: str | Path | None, table: str) -> DataFrame:
-    """The Parquet file of one validated table; a typed empty frame for a missing optional one."""
+def _read_source(spark: SparkSession, path: str | Path | None, table: str) -> DataFrame | None:
+    """The Parquet file of one validated table; None when there is none."""
     from pyspark.errors import AnalysisException
 
-    missing = path is None or (not _is_uri(str(path)) and not Path(str(path)).exists())
-    if not missing:
-        location = str(path) if _is_uri(str(path)) else str(Path(str(path)).resolve())
-        try:
-            return spark.read.parquet(location)
-        except AnalysisException as err:
-            if "PATH_NOT_FOUND" not in str(err):
-                raise ChurnlensError(f"{path}: cannot read validated table '{table}': "
-                                     f"{str(err).splitlines()[0]}") from err
-            missing = True
-    if table in feature_sql.REQUIRED_TABLES:
-        raise ChurnlensError(
-            f"{path or table}: validated table '{table}' is missing; run `churnlens validate` first"
-        )
-    return spark.createDataFrame([], EMPTY_SCHEMAS[table])
+    if path is None or (not _is_uri(str(path)) and not Path(str(path)).exists()):
+        return None
+    location = str(path) if _is_uri(str(path)) else str(Path(str(path)).resolve())
+    try:
+        return spark.read.parquet(location)
+    except AnalysisException as err:
+        if "PATH_NOT_FOUND" not in str(err):
+            raise ChurnlensError(f"{path}: cannot read validated table '{table}': "
+                                 f"{str(err).splitlines()[0]}") from err
+        return None
 
 
-def register_tables(spark: SparkSession, paths: Mapping[str, str | Path | None]) -> None:
-    """Create the staging views `cl_*` over the interim Parquet files (missing optional: empty)."""
-    sources = {}
-    for table in feature_sql.TABLES:
-        view = f"{SOURCE_PREFIX}{table}"
-        _read_source(spark, paths.get(table), table).createOrReplaceTempView(view)
-        sources[table] = view
-    run_steps(spark, feature_sql.staging_steps(sources, ENGINE))
-
-
-def data_day_range(spark: SparkSession) -> tuple[date | None, date | None]:
-    """(first data day over signup/events/transactions, last event/transaction day)."""
-    first, last = spark.sql(feature_sql.bounds_sql()).collect()[0]
-    return (None if first is None else from_epoch_day(first),
-            None if last is None else from_epoch_day(last))
-
-
-def daily_rows(spark: SparkSession) -> list[tuple[date, int]]:
-    """(day, event + transaction rows) per day with rows, ascending: the DuckDB runner's SQL
-    (`feature_sql.daily_rows_sql`), for the default as_of (`snapshot.complete_as_of`)."""
-    rows = spark.sql(feature_sql.daily_rows_sql()).collect()
-    return [(from_epoch_day(d), int(n)) for d, n in rows]
-
-
-def last_timestamp(spark: SparkSession) -> str | None:
-    """The last event/transaction timestamp (ISO, naive UTC) of the source views, or None."""
-    parts = [f"SELECT MAX(CAST(`timestamp` AS TIMESTAMP)) AS ts FROM {SOURCE_PREFIX}{table}"
-             for table in ("events", "transactions")]
-    value = spark.sql(f"SELECT MAX(ts) FROM ({' UNION ALL '.join(parts)}) t").collect()[0][0]
-    return None if value is None else pd.Timestamp(value).isoformat()
+def empty_schema(table: str) -> str:
+    """Spark DDL of a missing validated table (`feature_runner.EMPTY_COLUMNS`)."""
+    return ", ".join(f"`{name}` {SPARK_TYPES.get(kind, kind)}"
+                     for name, kind in EMPTY_COLUMNS[table])
 
 
 # --- the steps ------------------------------------------------------------------------------------
@@ -266,36 +208,6 @@ def release(spark: SparkSession) -> None:
         _drop_view(spark, name)
 
 
-def build_feature_rows(
-    spark: SparkSession,
-    *,
-    cutoffs: Sequence[date],
-    as_of: date,
-    horizon_days: int,
-    definition: str,
-    windows: Sequence[int],
-    inactivity_days: int,
-) -> DataFrame:
-    """Feature rows for every cutoff in one pass (needs `register_tables` first).
-
-    Returns the persisted view `feature_rows` ordered by (cutoff, customer_id): the population at
-    each cutoff, `label` filled where `cutoff + horizon_days <= as_of` (else NULL), then the
-    features; the same columns and types as `churnlens.features.build_feature_rows`.
-    """
-    steps = feature_sql.feature_steps(
-        cutoffs=[to_epoch_day(as_date(c)) for c in cutoffs],
-        as_of=to_epoch_day(as_date(as_of)),
-        horizon_days=horizon_days,
-        definition=definition,
-        windows=windows,
-        inactivity_days=inactivity_days,
-        event_type_count=spark.sql(feature_sql.event_type_count_sql()).collect()[0][0],
-        dialect=ENGINE,
-    )
-    run_steps(spark, steps)
-    return spark.table(FEATURE_VIEW).orderBy("cutoff", "customer_id")
-
-
 # --- results --------------------------------------------------------------------------------------
 
 def arrow_schema(schema: pa.Schema) -> pa.Schema:
@@ -324,29 +236,6 @@ def to_pandas(frame: DataFrame) -> pd.DataFrame:
     return out
 
 
-def compute_features(
-    paths: Mapping[str, str | Path | None],
-    *,
-    cutoffs: Sequence[date],
-    as_of: date,
-    horizon_days: int = 90,
-    definition: str = "inactivity",
-    windows: Sequence[int] = (7, 30, 90, 180),
-    inactivity_days: int = 30,
-    spark: SparkSession | None = None,
-) -> pd.DataFrame:
-    """Spark twin of `churnlens.features.compute_features` (small data and tests): pandas rows."""
-    spark = spark or spark_session(threads=1)
-    try:
-        register_tables(spark, paths)
-        rows = build_feature_rows(spark, cutoffs=cutoffs, as_of=as_of, horizon_days=horizon_days,
-                                  definition=definition, windows=windows,
-                                  inactivity_days=inactivity_days)
-        return to_pandas(rows)
-    finally:
-        release(spark)
-
-
 def cutoff_counts(rows: DataFrame) -> dict[date, tuple[int, float | None]]:
     """{cutoff: (rows, mean label or None)}, ascending, in one small Spark job."""
     from pyspark.sql import functions as F
@@ -370,7 +259,7 @@ def _batches(counts: Mapping[date, tuple[int, Any]], batch_rows: int) -> list[li
     return batches
 
 
-def write_rows(rows: DataFrame, target: str | Path, *, drop: Sequence[str] = (),
+def write_rows(rows: DataFrame, target: str | Path, *,
                batch_rows: int = BATCH_ROWS) -> dict[date, tuple[int, float | None]]:
     """Write `rows` ordered by (cutoff, customer_id) to ONE local Parquet file, atomically.
 
@@ -382,8 +271,8 @@ def write_rows(rows: DataFrame, target: str | Path, *, drop: Sequence[str] = (),
 
     from churnlens.io import atomic_path
 
-    columns = [c for c in rows.columns if c not in drop]
-    schema = arrow_schema(to_arrow_schema(rows.select(*columns).schema))
+    columns = list(rows.columns)
+    schema = arrow_schema(to_arrow_schema(rows.schema))
     counts = cutoff_counts(rows)
     with atomic_path(target) as tmp:
         with pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
@@ -394,63 +283,66 @@ def write_rows(rows: DataFrame, target: str | Path, *, drop: Sequence[str] = (),
     return counts
 
 
-# --- the stage ------------------------------------------------------------------------------------
+# --- the engine -----------------------------------------------------------------------------------
 
-def _meta(snap: Snapshot, cfg: Mapping[str, Any], columns: list[str],
-          per_cutoff: Mapping[date, tuple[int, float | None]], n_scoring: int,
-          seconds: float) -> dict[str, Any]:
-    """`meta.json` with the keys of the DuckDB stage (`churnlens.stages.features`)."""
-    labelled = {c: v for c, v in per_cutoff.items() if v[0] > 0}   # as DuckDB's GROUP BY
-    return feature_meta(snap, cfg, [c for c in columns if c not in ID_COLUMNS], labelled,
-                        n_scoring, ENGINE, seconds)
+class SparkEngine:
+    """The feature runner's engine over a SparkSession (`stop`: stop it at the end)."""
+
+    dialect = ENGINE
+
+    def __init__(self, spark: SparkSession, *, stop: bool = False) -> None:
+        self.spark = spark
+        self.sources: dict[str, str] = {}
+        self._stop = stop
+
+    def _view(self, table: str, frame: DataFrame) -> str:
+        view = f"{SOURCE_PREFIX}{table}"
+        frame.createOrReplaceTempView(view)
+        return view
+
+    def source(self, table: str, path: str | Path | None) -> str | None:
+        frame = _read_source(self.spark, path, table)
+        return None if frame is None else self._view(table, frame)
+
+    def empty_source(self, table: str) -> str:
+        return self._view(table, self.spark.createDataFrame([], empty_schema(table)))
+
+    def create_views(self, steps: Sequence[feature_sql.Step]) -> None:
+        run_steps(self.spark, steps)
+
+    def run_steps(self, steps: Sequence[feature_sql.Step]) -> None:
+        run_steps(self.spark, steps)
+
+    def fetch(self, sql: str) -> list[tuple]:
+        return [tuple(row) for row in self.spark.sql(sql).collect()]
+
+    def columns(self, table: str) -> list[str]:
+        return list(self.spark.table(table).columns)
+
+    def to_pandas(self, sql: str) -> pd.DataFrame:
+        return to_pandas(self.spark.sql(sql))
+
+    def write(self, sql: str, target: str | Path) -> None:
+        write_rows(self.spark.sql(sql), target)
+
+    def release(self) -> None:
+        release(self.spark)
+
+    def close(self) -> None:
+        self.release()
+        if self._stop:
+            self.spark.stop()
 
 
-def run_stage(
-    cfg: Mapping[str, Any],
-    *,
-    interim: str | Path,
-    training_path: str | Path,
-    scoring_path: str | Path,
-    spark: SparkSession | None = None,
-) -> dict[str, Any]:
-    """The features stage on Spark: plan the cutoffs, build the rows, write both files; meta back.
-
-    `cfg` is the stage's settings (`churnlens.stages.features._settings`: as_of, definition,
-    horizon_days, step_days, max_cutoffs, windows, inactivity_days, memory_limit, threads).
-    `interim` is where Spark reads `TABLE.parquet`; the environment variable
-    `CHURNLENS_SPARK_INTERIM` (e.g. `s3a://bucket/churnlens/interim`) overrides it. The two outputs
-    are single local Parquet files, as on the DuckDB path. A session created here is stopped at the
-    end; a reused one is not.
-    """
-    started = time.perf_counter()
-    own = spark is None and _pyspark_session_class().getActiveSession() is None
-    spark = spark or spark_session(threads=int(cfg.get("threads", 2)),
-                                   memory_limit=cfg.get("memory_limit"))
-    from pyspark.sql import functions as F
-
-    source = os.environ.get(INTERIM_ENV) or str(interim)
+@contextmanager
+def open_spark(*, memory_limit: str | None, threads: int,
+               master: str | None = None) -> Iterator[SparkEngine]:
+    """A Spark engine on `spark_session` (the features stage's engine). At the end its views are
+    dropped; a session created here is stopped, a reused (active) one is not."""
+    own = _pyspark_session_class().getActiveSession() is None
+    engine = SparkEngine(spark_session(master, threads=threads, memory_limit=memory_limit),
+                         stop=own)
     try:
-        register_tables(spark, interim_paths(source))
-        first_day, last_day = data_day_range(spark)
-        snap = plan_for_stage(cfg, first_day, last_day, log, daily_rows=daily_rows(spark),
-                              last_timestamp=last_timestamp(spark))
-        rows = build_feature_rows(
-            spark, cutoffs=[*snap.labelled, snap.as_of], as_of=snap.as_of,
-            horizon_days=cfg["horizon_days"], definition=cfg["definition"],
-            windows=cfg["windows"], inactivity_days=cfg["inactivity_days"],
-        )
-        columns = list(rows.columns)
-        per_cutoff = write_rows(rows.where(F.col("label").isNotNull()), training_path)
-        log.info("feature rows built, training rows written in %.1fs",
-                 time.perf_counter() - started)
-        scoring = write_rows(rows.where(F.col("cutoff") == F.lit(snap.as_of)), scoring_path,
-                             drop=("label",))
-        n_scoring = sum(n for n, _ in scoring.values())
+        yield engine
     finally:
-        release(spark)
-        if own:
-            spark.stop()
-    meta = _meta(snap, cfg, columns, per_cutoff, n_scoring, time.perf_counter() - started)
-    if n_scoring == 0:
-        log.warning("no customer is active at as_of %s: scoring.parquet is empty", snap.as_of)
-    return meta
+        engine.close()

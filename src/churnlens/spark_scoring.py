@@ -155,21 +155,24 @@ def score(
 def scoring_rows(spark: SparkSession, interim: str | Path, params: Mapping[str, Any]) -> DataFrame:
     """Feature rows of every customer active at as_of, computed on Spark from the validated tables
     (`snapshot.as_of` or the last data day), without the label."""
-    from churnlens import spark_features as sf
+    from churnlens import feature_runner as runner
     from churnlens.snapshot import resolve_as_of
+    from churnlens.spark_features import SparkEngine
 
     label = params.get("label") or {}
     feats = params.get("features") or {}
-    sf.register_tables(spark, sf.interim_paths(interim))
-    _, last_day = sf.data_day_range(spark)
+    engine = SparkEngine(spark)
+    runner.register_tables(engine, runner.interim_paths(interim))
+    _, last_day = runner.data_day_range(engine)
     as_of = resolve_as_of((params.get("snapshot") or {}).get("as_of"), last_day)
-    rows = sf.build_feature_rows(
-        spark, cutoffs=[as_of], as_of=as_of,
+    runner.build_feature_rows(
+        engine, cutoffs=[as_of], as_of=as_of,
         horizon_days=int(label.get("horizon_days", 90)),
         definition=str(label.get("definition", "inactivity")),
         windows=feats.get("windows", [7, 30, 90, 180]),
         inactivity_days=int(feats.get("inactivity_days", 30)),
     )
+    rows = spark.table(runner.FEATURE_TABLE)
     return rows.drop("label")
 
 
