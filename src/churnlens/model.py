@@ -12,8 +12,9 @@ held-out folds:
 3. the gate: picks the weight `w` of LightGBM in the blend `w * lightgbm + (1 - w) * logistic`
    (log-odds; `w` in `BLEND_WEIGHTS`, 1 = LightGBM alone, 0 = logistic alone) with the lowest
    out-of-fold log loss after calibration; the simpler side wins ties;
-4. calibrates the chosen score on the out-of-fold scores: sigmoid (Platt) unless isotonic beats
-   it by more than one standard error (`calibration="auto"`).
+4. calibrates the chosen score on the out-of-fold scores (`ScoreCalibrator`, an estimator of
+   its own): sigmoid (Platt) unless isotonic beats it by more than one standard error
+   (`calibration="auto"`).
 
 Then LightGBM (with the chosen number of trees) and the logistic candidate are refitted on all
 rows. `out_of_fold_` keeps the held-out figures of each candidate for the metrics and MLflow.
@@ -105,8 +106,12 @@ def _as_strings(frame: pd.DataFrame) -> np.ndarray:
     return np.where(pd.isna(arr), None, arr.astype(str)).astype(object)
 
 
-class SigmoidCalibrator:
-    """Platt scaling on LightGBM's raw score (log-odds)."""
+class SigmoidCalibrator(BaseEstimator):
+    """Platt scaling of a raw score (log-odds): `fit(score, y)`, `predict(score)` -> P(y = 1).
+
+    `score` is one value per row (1-D, or a single column). A single-class `y` gives that
+    class's rate (`constant_`) instead of a logistic fit (`lr_`).
+    """
 
     def fit(self, score: np.ndarray, y: np.ndarray) -> SigmoidCalibrator:
         y = np.asarray(y, dtype=int)
@@ -121,16 +126,22 @@ class SigmoidCalibrator:
         return self.lr_.predict_proba(np.asarray(score).reshape(-1, 1))[:, 1]
 
 
-class IsotonicCalibrator:
-    """Monotone step function of the raw score, clipped outside the fitted range."""
+class IsotonicCalibrator(BaseEstimator):
+    """Monotone step function of the raw score, clipped outside the fitted range (`iso_`)."""
 
     def fit(self, score: np.ndarray, y: np.ndarray) -> IsotonicCalibrator:
         self.iso_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        self.iso_.fit(np.asarray(score, dtype=float), np.asarray(y, dtype=float))
+        self.iso_.fit(_score_column(score), np.asarray(y, dtype=float))
         return self
 
     def predict(self, score: np.ndarray) -> np.ndarray:
-        return self.iso_.predict(np.asarray(score, dtype=float))
+        return self.iso_.predict(_score_column(score))
+
+
+def _score_column(score: np.ndarray) -> np.ndarray:
+    """A raw score as a 1-D float array (a single column is flattened)."""
+    score = np.asarray(score, dtype=float)
+    return score.ravel() if score.ndim == 2 and score.shape[1] == 1 else score
 
 
 def make_calibrator(method: str):
@@ -139,6 +150,35 @@ def make_calibrator(method: str):
     if method == "isotonic":
         return IsotonicCalibrator()
     raise ValueError(f"unknown calibration method {method!r}; expected one of {CALIBRATIONS}")
+
+
+class ScoreCalibrator(BaseEstimator):
+    """Calibration as an estimator: `fit(score, y, groups=None)`, `predict(score)` -> P(y = 1).
+
+    `method`: "sigmoid", "isotonic" or "auto" (sigmoid unless isotonic's out-of-fold Brier over
+    `folds` folds of whole `groups` beats it by more than one standard error,
+    `choose_calibration`). Fitted: `method_` (the one used), `scores_` (the comparison, empty
+    unless "auto" compared) and `calibrator_` (a `SigmoidCalibrator` or `IsotonicCalibrator`
+    fitted on all rows). `sklearn.clone` gives an unfitted copy.
+    """
+
+    def __init__(self, method: str = "auto", folds: int = 2, seed: int = 0) -> None:
+        self.method = method
+        self.folds = folds
+        self.seed = seed
+
+    def fit(self, score: np.ndarray, y, groups=None) -> ScoreCalibrator:
+        score, y = _score_column(score), _labels(y)
+        if self.method == "auto":
+            self.method_, self.scores_ = choose_calibration(score, y, groups, int(self.folds),
+                                                            self.seed)
+        else:
+            self.method_, self.scores_ = self.method, {}
+        self.calibrator_ = make_calibrator(self.method_).fit(score, y)
+        return self
+
+    def predict(self, score: np.ndarray) -> np.ndarray:
+        return self.calibrator_.predict(_score_column(score))
 
 
 def group_folds(groups: np.ndarray, n_folds: int, seed: int = 0
@@ -242,7 +282,12 @@ def out_of_fold_summary(scores: dict[str, np.ndarray], y: np.ndarray,
 
 
 class ChurnClassifier(ClassifierMixin, BaseEstimator):
-    """LightGBM + logistic candidate, cross-fitted by customer, blended and calibrated."""
+    """LightGBM + logistic candidate, cross-fitted by customer, blended and calibrated.
+
+    A scikit-learn estimator: the constructor only stores its arguments, so `sklearn.clone`
+    gives an unfitted copy, and `fit(X, y)` or `fit(X, y, groups=customer_ids)` needs nothing
+    else (without `groups` every row is its own customer).
+    """
 
     def __init__(self, lgbm_params: dict | None = None, seed: int = 7,
                  early_stopping_rounds: int | None = 50, calibration: str = "auto",
@@ -312,13 +357,11 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         return tree_oof, linear_oof
 
     def _fit_calibration(self, score: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
-        if self.calibration == "auto":
-            method, scores = choose_calibration(score, y, groups, 2, self.seed)
-        else:
-            method, scores = self.calibration, {}
-        self.calibration_method_ = method
-        self.calibration_scores_ = scores
-        self.calibrator_ = make_calibrator(method).fit(score, y)
+        calibration = ScoreCalibrator(self.calibration, folds=2, seed=self.seed).fit(
+            score, y, groups=groups)
+        self.calibration_method_ = calibration.method_
+        self.calibration_scores_ = calibration.scores_
+        self.calibrator_ = calibration.calibrator_
 
     # -- prediction ----------------------------------------------------------------------
     @property
