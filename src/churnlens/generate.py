@@ -98,7 +98,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -408,21 +408,47 @@ class _Rows:
         }
 
 
-def _simulate_chunk(
-    rng: np.random.Generator,
-    first: int,
-    n: int,
-    n_total: int,
-    cal: _Calendar,
-    width: int,
-    verbose: bool = False,
-    outreach: OutreachSettings | None = None,
-    out_rng: np.random.Generator | None = None,
-) -> dict[str, pd.DataFrame]:
+@dataclass
+class _Customers:
+    """The customers of one chunk, drawn once at the start (arrays over the chunk's customers).
+
+    The plan fields (`paying`, `paying_from`, `unit`, `anchor_dom`, `anchor_month`) change when a
+    trial converts; everything else stays as drawn.
+    """
+
+    gidx: np.ndarray  # 0-based global customer number
+    signup: np.ndarray  # day index
+    seg: np.ndarray  # index into SEGMENTS
+    country: np.ndarray  # index into COUNTRIES
+    tz: np.ndarray  # hours from UTC
+    seats: np.ndarray
+    unit: np.ndarray  # price per seat and month
+    annual: np.ndarray
+    paying: np.ndarray
+    paying_from: np.ndarray  # first paying day (_NEVER: not paying)
+    anchor_dom: np.ndarray  # billing day of month
+    anchor_month: np.ndarray  # month index of the first charge (annual billing)
+    mu: np.ndarray  # base log usage rate
+    drift: np.ndarray
+    frailty: np.ndarray
+    seasonal: np.ndarray
+    pause_start: np.ndarray  # month of year the seasonal break starts
+    pause_len: np.ndarray
+    api_user: np.ndarray
+    invite_rate: np.ndarray
+    is_trial: np.ndarray
+    key_rate: np.ndarray  # key actions per unit of usage
+
+    @property
+    def n(self) -> int:
+        return len(self.gidx)
+
+
+def _draw_customers(rng: np.random.Generator, first: int, n: int, n_total: int,
+                    cal: _Calendar) -> _Customers:
+    """Signup day, segment, country, plan, usage base and traits of customers `first..first+n`."""
     T = cal.n_days
     gidx = np.arange(first, first + n)
-
-    # --- static attributes -------------------------------------------------------------------
     u = (gidx + rng.random(n)) / n_total  # stratified: ids in signup order
     signup = np.minimum(np.floor(T * np.log1p(u * math.expm1(GROWTH)) / GROWTH), T - 1)
     signup = signup.astype(np.int64)
@@ -454,262 +480,375 @@ def _simulate_chunk(
     misfit = is_trial & (rng.random(n) < P_TRIAL_MISFIT)
     mu -= 0.6 * misfit
     key_rate = np.where(misfit, 0.02, 0.5)
+    return _Customers(
+        gidx=gidx, signup=signup, seg=seg, country=country, tz=tz, seats=seats, unit=unit,
+        annual=annual, paying=paying, paying_from=paying_from, anchor_dom=anchor_dom,
+        anchor_month=anchor_month, mu=mu, drift=drift, frailty=frailty, seasonal=seasonal,
+        pause_start=pause_start, pause_len=pause_len, api_user=api_user,
+        invite_rate=invite_rate, is_trial=is_trial, key_rate=key_rate,
+    )
 
-    # --- dynamic state -----------------------------------------------------------------------
-    x = np.zeros(n)
-    e1 = np.full(n, np.nan)  # engagement (without seasonal break) 1..3 months ago
-    e2 = np.full(n, np.nan)
-    e3 = np.full(n, np.nan)
-    churn_day = np.full(n, _NEVER, dtype=np.int64)
-    last_event = np.full(n, -1, dtype=np.int64)
-    activated = np.zeros(n, dtype=bool)
-    decided = ~is_trial
-    converted = np.zeros(n, dtype=bool)
-    story_start = np.full(n, -1, dtype=np.int64)
-    story_len = np.zeros(n, dtype=np.int64)
-    story_delta = np.zeros(n)
-    last_nps = np.full(n, np.nan)
-    paused_prev = np.zeros(n, dtype=bool)
 
-    ev = _Rows("cust", "day", "sec", "type", "qty")
-    tx = _Rows("cust", "day", "sec", "amount", "qty")
-    tk = _Rows("cust", "open", "close", "prio")
-    tk_all_cust = np.array([], dtype=np.int64)
-    tk_all_open = np.array([], dtype=np.int64)
-    tk_all_close = np.array([], dtype=np.int64)  # -1 = never closed
-    nps = _Rows("cust", "day", "sec", "score")
+@dataclass
+class _State:
+    """What the simulation carries from one month to the next (arrays over the customers)."""
 
+    x: np.ndarray  # AR(1) part of engagement
+    e1: np.ndarray  # engagement (without seasonal break) 1..3 months ago
+    e2: np.ndarray
+    e3: np.ndarray
+    churn_day: np.ndarray  # first day without activity (_NEVER: not churned)
+    last_event: np.ndarray  # day of the last event (-1: none)
+    activated: np.ndarray  # trials: a key action in the first 14 days
+    decided: np.ndarray  # trial decision taken (always for non-trials)
+    converted: np.ndarray
+    story_start: np.ndarray  # month index the decline story began (-1: none)
+    story_len: np.ndarray
+    story_delta: np.ndarray
+    last_nps: np.ndarray  # latest NPS score (NaN: none)
+    paused_prev: np.ndarray  # in the seasonal break last month
+    tk_cust: np.ndarray  # every ticket so far: customer, opened and closed (-1 = never) second
+    tk_open: np.ndarray
+    tk_close: np.ndarray
+
+    @classmethod
+    def start(cls, customers: _Customers) -> _State:
+        n = customers.n
+        return cls(
+            x=np.zeros(n),
+            e1=np.full(n, np.nan),
+            e2=np.full(n, np.nan),
+            e3=np.full(n, np.nan),
+            churn_day=np.full(n, _NEVER, dtype=np.int64),
+            last_event=np.full(n, -1, dtype=np.int64),
+            activated=np.zeros(n, dtype=bool),
+            decided=~customers.is_trial,
+            converted=np.zeros(n, dtype=bool),
+            story_start=np.full(n, -1, dtype=np.int64),
+            story_len=np.zeros(n, dtype=np.int64),
+            story_delta=np.zeros(n),
+            last_nps=np.full(n, np.nan),
+            paused_prev=np.zeros(n, dtype=bool),
+            tk_cust=np.array([], dtype=np.int64),
+            tk_open=np.array([], dtype=np.int64),
+            tk_close=np.array([], dtype=np.int64),
+        )
+
+
+@dataclass
+class _Month:
+    """One month's step: its days and what the parts of the step share."""
+
+    m: int  # month index
+    ms: int  # first simulated day
+    me: int  # day after the last simulated day
+    moy: int  # month of year
+    started: np.ndarray  # signed up before the month ends
+    gone: np.ndarray  # churned in an earlier month
+    old: np.ndarray  # signed up before the month and not churned before it
+    tenure: np.ndarray  # days since signup at the month start
+    story_k: np.ndarray  # months into a decline story (0: none)
+    story_eff: np.ndarray  # the story's effect on engagement
+    e_ns: np.ndarray  # engagement without the seasonal break
+    e: np.ndarray  # engagement
+    paused: np.ndarray  # in the seasonal break
+    lo: np.ndarray | None = None  # the month's window of activity [lo, hi) per customer
+    hi: np.ndarray | None = None
+    act: np.ndarray | None = None  # active at some day of the month
+
+    @property
+    def ml(self) -> int:
+        return self.me - self.ms
+
+
+@dataclass
+class _Tables:
+    """Rows of the four activity tables, collected month by month."""
+
+    ev: _Rows = field(default_factory=lambda: _Rows("cust", "day", "sec", "type", "qty"))
+    tx: _Rows = field(default_factory=lambda: _Rows("cust", "day", "sec", "amount", "qty"))
+    tk: _Rows = field(default_factory=lambda: _Rows("cust", "open", "close", "prio"))
+    nps: _Rows = field(default_factory=lambda: _Rows("cust", "day", "sec", "score"))
+
+
+def _simulate_chunk(
+    rng: np.random.Generator,
+    first: int,
+    n: int,
+    n_total: int,
+    cal: _Calendar,
+    width: int,
+    verbose: bool = False,
+    outreach: OutreachSettings | None = None,
+    out_rng: np.random.Generator | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Customers `first..first+n` month by month (see the module docstring), as frames.
+
+    The order of the random draws is part of the output: the steps below draw in a fixed order.
+    """
+    customers = _draw_customers(rng, first, n, n_total, cal)
+    state = _State.start(customers)
+    tables = _Tables()
     for m in range(len(cal.month_start)):
-        ms, me = int(cal.month_start[m]), int(cal.month_end[m])
-        ml = me - ms
-        moy = int(cal.month_of_year[m])
-        started = signup < me
-        gone = churn_day < _NEVER  # churned in an earlier month
-        new = started & (signup >= ms)
-        old = (signup < ms) & ~gone
-
-        # engagement
-        x = np.where(new, rng.normal(0.0, 0.3, n), x)
-        x = np.where(old, 0.85 * x + drift + 0.3 * rng.normal(0.0, 1.0, n), x)
-        tenure = ms - signup
-        onset = old & (story_start < 0) & (tenure >= 60) & (rng.random(n) < P_STORY)
-        story_start[onset] = m
-        story_len[onset] = rng.integers(2, 5, onset.sum())
-        story_delta[onset] = rng.uniform(0.5, 0.9, onset.sum())
-        in_story = story_start >= 0
-        story_k = np.where(in_story, np.clip(m - story_start + 1, 0, story_len), 0)
-        story_eff = -story_delta * story_k
-        e_ns = mu + x + story_eff + CALENDAR_EFFECT[moy]
-        paused = seasonal & (((moy - pause_start) % 12) < pause_len)
-        e = e_ns - 4.0 * paused
-
-        # churn hazard at the month start, from what happened before it
-        level = np.nan_to_num(e1, nan=0.0)
-        trend = np.nan_to_num(e1 - 0.5 * (e2 + e3), nan=0.0)
-        cutoff_s = ms * 86400
-        is_open = (tk_all_open <= cutoff_s - 7 * 86400) & (
-            (tk_all_close < 0) | (tk_all_close > cutoff_s)
-        )
-        open_old = np.bincount(tk_all_cust[is_open], minlength=n)
-        since_event = ms - np.where(last_event >= 0, last_event, signup)
-        season_break = seasonal & (paused | paused_prev)
-        inactive_term = (0.8 * (since_event >= 30) + 0.7 * (since_event >= 60)) * ~season_break
-        decide = old & ~decided & (tenure >= 14)
-        z = (
-            HAZARD_BASE
-            - 0.45 * level
-            - 1.2 * np.minimum(trend, 0.0)
-            + 0.55 * np.minimum(open_old, 3)
-            + 1.1 * (last_nps <= 6)
-            + 0.25 * ((last_nps >= 7) & (last_nps <= 8))
-            - 0.35 * (last_nps >= 9)
-            + inactive_term
-            + 4.2 * (decide & ~activated)
-            + 0.4 * (is_trial & ~converted)
-            - 0.4 * paying
-            - 0.7 * (paying & annual)
-            + frailty
-            + rng.normal(0.0, 0.25, n)
-        )
-        churn_now = old & (rng.random(n) < _sigmoid(z))
-        churn_day[churn_now] = ms + np.floor(rng.random(churn_now.sum()) * ml).astype(np.int64)
-
-        # trial decision: conversion of those who stay
-        convert = decide & ~churn_now & (rng.random(n) < np.where(activated, P_CONVERT, 0.05))
-        decided |= decide
-        if convert.any():
-            k = convert.sum()
-            conv_day = ms + rng.integers(0, min(5, ml), k)
-            converted[convert] = True
-            paying[convert] = True
-            paying_from[convert] = conv_day
-            unit[convert] = np.where(rng.random(k) < 0.7, UNIT_PRICE[1], UNIT_PRICE[2])
-            anchor_dom[convert] = cal.day_of_month[conv_day]
-            anchor_month[convert] = m
-
-        # this month's window of activity: [lo, hi)
-        lo = np.maximum(ms, signup)
-        hi = np.minimum(me, churn_day)
-        act = started & ~gone & (hi > lo)
-        ids = np.flatnonzero(act)
-
-        # --- usage events ---
-        days = np.arange(ms, me)
-        valid = (days[None, :] >= lo[ids, None]) & (days[None, :] < hi[ids, None])
-        onboarding = is_trial[ids, None] & (days[None, :] < signup[ids, None] + 14)
-        lam = np.exp(e[ids])[:, None] * np.where(onboarding, 1.8, 1.0)
-        weekday_factor = np.where(cal.weekday[days] >= 5, 0.35, 1.0)
-        p_active = -np.expm1(-0.5 * lam) * weekday_factor[None, :]
-        active = valid & (rng.random(valid.shape, dtype=np.float32) < p_active)
-        r, c = np.nonzero(active)
-        cust = ids[r]
-        day = days[c]
-        lam_k = lam[r, c]
-        rates = np.column_stack(
-            [
-                0.4 * lam_k,
-                1.0 * lam_k,
-                0.25 * lam_k,
-                invite_rate[cust] * lam_k,
-                15.0 * lam_k * api_user[cust],
-                key_rate[cust] * lam_k,
-            ]
-        )
-        counts = rng.poisson(rates)
-        counts[:, 0] += 1
-        rk, tk_type = np.nonzero(counts)
-        e_cust = cust[rk]
-        e_day = day[rk]
-        ev.add(
-            cust=e_cust,
-            day=e_day,
-            sec=_daytime_seconds(rng, tz[e_cust]),
-            type=tk_type,
-            qty=counts[rk, tk_type],
-        )
-        key_early = (tk_type == 5) & (e_day < signup[e_cust] + 14)
-        activated[e_cust[key_early]] = True
-        if len(cust):
-            np.maximum.at(last_event, cust, day)
-
-        # --- purchases ---
-        charge_day = cal.month_first[m] + np.minimum(anchor_dom, cal.month_days[m]) - 1
-        due = act & paying & ~(paused & ~annual) & (charge_day >= lo) & (charge_day < hi)
-        due &= charge_day >= paying_from
-        due &= ~annual | ((m - anchor_month) % 12 == 0)
-        sub = np.flatnonzero(due)
-        sub_amount = np.round(unit[sub] * seats[sub] * np.where(annual[sub], 10.0, 1.0), 2)
-        sub_sec = rng.integers(2 * 3600, 4 * 3600, len(sub))  # nightly billing run
-        n_oo = rng.poisson(np.where(paying, 0.06 * np.exp(0.3 * e), 0.015) * act)
-        oo = np.repeat(np.arange(n), n_oo)
-        oo_day = _uniform_day(rng, lo[oo], hi[oo])
-        oo_qty = 1 + rng.poisson(0.3, len(oo))
-        oo_price = np.maximum(np.round(np.exp(rng.normal(np.log(40), 0.7, len(oo)))) - 0.01, 4.99)
-        oo_amount = np.round(oo_price * oo_qty, 2)
-        ch_cust = np.concatenate([sub, oo])
-        ch_day = np.concatenate([charge_day[sub], oo_day])
-        ch_sec = np.concatenate([sub_sec, _daytime_seconds(rng, tz[oo])])
-        ch_amount = np.concatenate([sub_amount, oo_amount])
-        ch_qty = np.concatenate([seats[sub], oo_qty]).astype(float)
-        tx.add(cust=ch_cust, day=ch_day, sec=ch_sec, amount=ch_amount, qty=ch_qty)
-        refund_u = rng.random(len(ch_cust))
-        ref = np.flatnonzero(refund_u < 0.02)
-        partial = refund_u[ref] < 0.007
-        tx.add(
-            cust=ch_cust[ref],
-            day=ch_day[ref] + rng.integers(1, 15, len(ref)),
-            sec=_daytime_seconds(rng, np.zeros(len(ref))),
-            amount=-np.round(ch_amount[ref] * np.where(partial, 0.5, 1.0), 2),
-            qty=np.where(partial, np.nan, ch_qty[ref]),
-        )
-
-        # --- support tickets ---
-        drop = np.maximum(0.0, -(x + story_eff))
-        t_rate = (0.05 * TICKET_FACTOR[seg] * np.exp(0.8 * drop) + 0.1 * (story_k > 0)) * act
-        t_rate *= np.where(act, (hi - lo) / ml, 0.0)
-        n_t = rng.poisson(t_rate)
-        t_cust = np.repeat(np.arange(n), n_t)
-        t_open = _uniform_day(rng, lo[t_cust], hi[t_cust]) * 86400 + _daytime_seconds(
-            rng, tz[t_cust]
-        )
-        prio = rng.choice(4, size=len(t_cust), p=PRIORITY_P)
-        hours = np.exp(rng.normal(np.log(PRIORITY_MEDIAN_H[prio]), 1.0))
-        hours = np.minimum(hours, 60 * 24)
-        never = rng.random(len(t_cust)) < 0.05 + 0.2 * (drop[t_cust] > 1.0)
-        t_close = np.where(never, -1, t_open + np.round(hours * 3600).astype(np.int64))
-        tk.add(cust=t_cust, open=t_open, close=t_close, prio=prio)
-        tk_all_cust = np.concatenate([tk_all_cust, t_cust])
-        tk_all_open = np.concatenate([tk_all_open, t_open])
-        tk_all_close = np.concatenate([tk_all_close, t_close])
-
-        # --- NPS survey ---
-        s_lo = np.maximum(lo, signup + 30)
-        ask = act & ~paused & (hi > s_lo) & (rng.random(n) < 0.07)
-        s_cust = np.flatnonzero(ask)
-        open_now = np.minimum(open_old[s_cust], 2)
-        raw = (
-            7.0
-            + 1.3 * (e_ns[s_cust] - mu[s_cust])
-            + 0.35 * (mu[s_cust] - 0.5)
-            - 0.6 * open_now
-            + rng.normal(0.0, 1.5, len(s_cust))
-        )
-        score = np.clip(np.round(raw), 0, 10).astype(np.int64)
-        nps.add(
-            cust=s_cust,
-            day=_uniform_day(rng, s_lo[s_cust], hi[s_cust]),
-            sec=_daytime_seconds(rng, tz[s_cust]),
-            score=score,
-        )
-        last_nps[s_cust] = score
-
-        # history for next month's hazard
-        e3 = np.where(started, e2, e3)
-        e2 = np.where(started, e1, e2)
-        e1 = np.where(started, e_ns, e1)
-        paused_prev = paused
+        month = _engagement(rng, cal, customers, state, m)
+        open_old, decide, churn_now = _churn_hazard(rng, customers, state, month)
+        _trial_decision(rng, cal, customers, state, month, decide, churn_now)
+        ids = _activity_window(customers, state, month)
+        n_event_rows = _usage_events(rng, cal, customers, state, month, ids, tables.ev)
+        _purchases(rng, cal, customers, month, tables.tx)
+        _support_tickets(rng, customers, state, month, tables.tk)
+        _nps_answers(rng, customers, state, month, open_old, tables.nps)
+        _remember(state, month)
         if verbose:
             log.info(
                 "month %s: %d active customers, %d events rows, %d churned",
-                str(cal.start + np.timedelta64(ms, "D"))[:7],
+                str(cal.start + np.timedelta64(month.ms, "D"))[:7],
                 len(ids),
-                len(rk),
+                n_event_rows,
                 churn_now.sum(),
             )
 
-    ev_rows, tx_rows, tk_rows, nps_rows = ev.get(), tx.get(), tk.get(), nps.get()
+    rows = {"events": tables.ev.get(), "transactions": tables.tx.get(),
+            "tickets": tables.tk.get(), "nps": tables.nps.get()}
     simulated = None
     if outreach is not None:
-        simulated = _simulate_outreach(
-            out_rng, outreach, cal, signup, seg, tz, paying_from, churn_day, activated,
-            converted, ev_rows, tx_rows, tk_rows,
-        )
-        churn_day = simulated.churn_day
-        ev_rows = simulated.events
-    frames = _to_frames(
-        rng,
-        cal,
-        width,
-        gidx,
-        signup,
-        seg,
-        country,
-        churn_day,
-        paying,
-        annual,
-        seasonal,
-        activated,
-        converted,
-        story_start,
-        story_len,
-        ev_rows,
-        tx_rows,
-        tk_rows,
-        nps_rows,
-    )
+        simulated = _simulate_outreach(out_rng, outreach, cal, customers, state, rows["events"],
+                                       rows["transactions"], rows["tickets"])
+        state.churn_day = simulated.churn_day
+        rows["events"] = simulated.events
+    frames = _to_frames(rng, cal, width, customers, state, rows)
     if simulated is not None:
-        frames.update(_outreach_frames(out_rng, simulated, cal, width, gidx))
+        frames.update(_outreach_frames(out_rng, simulated, cal, width, customers.gidx))
     return frames
+
+
+def _engagement(rng: np.random.Generator, cal: _Calendar, c: _Customers, s: _State,
+                m: int) -> _Month:
+    """Month `m`'s engagement: the AR(1) walk, decline stories, calendar and seasonal break."""
+    ms, me = int(cal.month_start[m]), int(cal.month_end[m])
+    moy = int(cal.month_of_year[m])
+    n = c.n
+    started = c.signup < me
+    gone = s.churn_day < _NEVER  # churned in an earlier month
+    new = started & (c.signup >= ms)
+    old = (c.signup < ms) & ~gone
+
+    s.x = np.where(new, rng.normal(0.0, 0.3, n), s.x)
+    s.x = np.where(old, 0.85 * s.x + c.drift + 0.3 * rng.normal(0.0, 1.0, n), s.x)
+    tenure = ms - c.signup
+    onset = old & (s.story_start < 0) & (tenure >= 60) & (rng.random(n) < P_STORY)
+    s.story_start[onset] = m
+    s.story_len[onset] = rng.integers(2, 5, onset.sum())
+    s.story_delta[onset] = rng.uniform(0.5, 0.9, onset.sum())
+    in_story = s.story_start >= 0
+    story_k = np.where(in_story, np.clip(m - s.story_start + 1, 0, s.story_len), 0)
+    story_eff = -s.story_delta * story_k
+    e_ns = c.mu + s.x + story_eff + CALENDAR_EFFECT[moy]
+    paused = c.seasonal & (((moy - c.pause_start) % 12) < c.pause_len)
+    return _Month(m=m, ms=ms, me=me, moy=moy, started=started, gone=gone, old=old, tenure=tenure,
+                  story_k=story_k, story_eff=story_eff, e_ns=e_ns, e=e_ns - 4.0 * paused,
+                  paused=paused)
+
+
+def _churn_hazard(rng: np.random.Generator, c: _Customers, s: _State,
+                  month: _Month) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Who churns this month (hazard at the month start, from what happened before it); sets
+    their churn day. Returns tickets open for over 7 days, the trials deciding now, churners."""
+    n, ms = c.n, month.ms
+    level = np.nan_to_num(s.e1, nan=0.0)
+    trend = np.nan_to_num(s.e1 - 0.5 * (s.e2 + s.e3), nan=0.0)
+    cutoff_s = ms * 86400
+    is_open = (s.tk_open <= cutoff_s - 7 * 86400) & (
+        (s.tk_close < 0) | (s.tk_close > cutoff_s)
+    )
+    open_old = np.bincount(s.tk_cust[is_open], minlength=n)
+    since_event = ms - np.where(s.last_event >= 0, s.last_event, c.signup)
+    season_break = c.seasonal & (month.paused | s.paused_prev)
+    inactive_term = (0.8 * (since_event >= 30) + 0.7 * (since_event >= 60)) * ~season_break
+    decide = month.old & ~s.decided & (month.tenure >= 14)
+    z = (
+        HAZARD_BASE
+        - 0.45 * level
+        - 1.2 * np.minimum(trend, 0.0)
+        + 0.55 * np.minimum(open_old, 3)
+        + 1.1 * (s.last_nps <= 6)
+        + 0.25 * ((s.last_nps >= 7) & (s.last_nps <= 8))
+        - 0.35 * (s.last_nps >= 9)
+        + inactive_term
+        + 4.2 * (decide & ~s.activated)
+        + 0.4 * (c.is_trial & ~s.converted)
+        - 0.4 * c.paying
+        - 0.7 * (c.paying & c.annual)
+        + c.frailty
+        + rng.normal(0.0, 0.25, n)
+    )
+    churn_now = month.old & (rng.random(n) < _sigmoid(z))
+    s.churn_day[churn_now] = ms + np.floor(rng.random(churn_now.sum()) * month.ml).astype(
+        np.int64)
+    return open_old, decide, churn_now
+
+
+def _trial_decision(rng: np.random.Generator, cal: _Calendar, c: _Customers, s: _State,
+                    month: _Month, decide: np.ndarray, churn_now: np.ndarray) -> None:
+    """Trials deciding this month who stay convert to paying (activated ones mostly)."""
+    convert = decide & ~churn_now & (rng.random(c.n) < np.where(s.activated, P_CONVERT, 0.05))
+    s.decided |= decide
+    if convert.any():
+        k = convert.sum()
+        conv_day = month.ms + rng.integers(0, min(5, month.ml), k)
+        s.converted[convert] = True
+        c.paying[convert] = True
+        c.paying_from[convert] = conv_day
+        c.unit[convert] = np.where(rng.random(k) < 0.7, UNIT_PRICE[1], UNIT_PRICE[2])
+        c.anchor_dom[convert] = cal.day_of_month[conv_day]
+        c.anchor_month[convert] = month.m
+
+
+def _activity_window(c: _Customers, s: _State, month: _Month) -> np.ndarray:
+    """Set this month's window of activity `[lo, hi)` (up to a churn day); the customers
+    active in it."""
+    month.lo = np.maximum(month.ms, c.signup)
+    month.hi = np.minimum(month.me, s.churn_day)
+    month.act = month.started & ~month.gone & (month.hi > month.lo)
+    return np.flatnonzero(month.act)
+
+
+def _usage_events(rng: np.random.Generator, cal: _Calendar, c: _Customers, s: _State,
+                  month: _Month, ids: np.ndarray, ev: _Rows) -> int:
+    """Active days and event rows of customers `ids`; marks activated trials and the last
+    event day. Returns the number of event rows."""
+    lo, hi = month.lo, month.hi
+    days = np.arange(month.ms, month.me)
+    valid = (days[None, :] >= lo[ids, None]) & (days[None, :] < hi[ids, None])
+    onboarding = c.is_trial[ids, None] & (days[None, :] < c.signup[ids, None] + 14)
+    lam = np.exp(month.e[ids])[:, None] * np.where(onboarding, 1.8, 1.0)
+    weekday_factor = np.where(cal.weekday[days] >= 5, 0.35, 1.0)
+    p_active = -np.expm1(-0.5 * lam) * weekday_factor[None, :]
+    active = valid & (rng.random(valid.shape, dtype=np.float32) < p_active)
+    r, col = np.nonzero(active)
+    cust = ids[r]
+    day = days[col]
+    lam_k = lam[r, col]
+    rates = np.column_stack(
+        [
+            0.4 * lam_k,
+            1.0 * lam_k,
+            0.25 * lam_k,
+            c.invite_rate[cust] * lam_k,
+            15.0 * lam_k * c.api_user[cust],
+            c.key_rate[cust] * lam_k,
+        ]
+    )
+    counts = rng.poisson(rates)
+    counts[:, 0] += 1
+    rk, tk_type = np.nonzero(counts)
+    e_cust = cust[rk]
+    e_day = day[rk]
+    ev.add(
+        cust=e_cust,
+        day=e_day,
+        sec=_daytime_seconds(rng, c.tz[e_cust]),
+        type=tk_type,
+        qty=counts[rk, tk_type],
+    )
+    key_early = (tk_type == 5) & (e_day < c.signup[e_cust] + 14)
+    s.activated[e_cust[key_early]] = True
+    if len(cust):
+        np.maximum.at(s.last_event, cust, day)
+    return len(rk)
+
+
+def _purchases(rng: np.random.Generator, cal: _Calendar, c: _Customers, month: _Month,
+               tx: _Rows) -> None:
+    """Subscription charges, one-off add-ons and refunds of this month."""
+    m, lo, hi, act, paused = month.m, month.lo, month.hi, month.act, month.paused
+    n, annual = c.n, c.annual
+    charge_day = cal.month_first[m] + np.minimum(c.anchor_dom, cal.month_days[m]) - 1
+    due = act & c.paying & ~(paused & ~annual) & (charge_day >= lo) & (charge_day < hi)
+    due &= charge_day >= c.paying_from
+    due &= ~annual | ((m - c.anchor_month) % 12 == 0)
+    sub = np.flatnonzero(due)
+    sub_amount = np.round(c.unit[sub] * c.seats[sub] * np.where(annual[sub], 10.0, 1.0), 2)
+    sub_sec = rng.integers(2 * 3600, 4 * 3600, len(sub))  # nightly billing run
+    n_oo = rng.poisson(np.where(c.paying, 0.06 * np.exp(0.3 * month.e), 0.015) * act)
+    oo = np.repeat(np.arange(n), n_oo)
+    oo_day = _uniform_day(rng, lo[oo], hi[oo])
+    oo_qty = 1 + rng.poisson(0.3, len(oo))
+    oo_price = np.maximum(np.round(np.exp(rng.normal(np.log(40), 0.7, len(oo)))) - 0.01, 4.99)
+    oo_amount = np.round(oo_price * oo_qty, 2)
+    ch_cust = np.concatenate([sub, oo])
+    ch_day = np.concatenate([charge_day[sub], oo_day])
+    ch_sec = np.concatenate([sub_sec, _daytime_seconds(rng, c.tz[oo])])
+    ch_amount = np.concatenate([sub_amount, oo_amount])
+    ch_qty = np.concatenate([c.seats[sub], oo_qty]).astype(float)
+    tx.add(cust=ch_cust, day=ch_day, sec=ch_sec, amount=ch_amount, qty=ch_qty)
+    refund_u = rng.random(len(ch_cust))
+    ref = np.flatnonzero(refund_u < 0.02)
+    partial = refund_u[ref] < 0.007
+    tx.add(
+        cust=ch_cust[ref],
+        day=ch_day[ref] + rng.integers(1, 15, len(ref)),
+        sec=_daytime_seconds(rng, np.zeros(len(ref))),
+        amount=-np.round(ch_amount[ref] * np.where(partial, 0.5, 1.0), 2),
+        qty=np.where(partial, np.nan, ch_qty[ref]),
+    )
+
+
+def _support_tickets(rng: np.random.Generator, c: _Customers, s: _State, month: _Month,
+                     tk: _Rows) -> None:
+    """Tickets opened this month (more when engagement dropped), their resolution time."""
+    lo, hi, act = month.lo, month.hi, month.act
+    n = c.n
+    drop = np.maximum(0.0, -(s.x + month.story_eff))
+    t_rate = (0.05 * TICKET_FACTOR[c.seg] * np.exp(0.8 * drop) + 0.1 * (month.story_k > 0)) * act
+    t_rate *= np.where(act, (hi - lo) / month.ml, 0.0)
+    n_t = rng.poisson(t_rate)
+    t_cust = np.repeat(np.arange(n), n_t)
+    t_open = _uniform_day(rng, lo[t_cust], hi[t_cust]) * 86400 + _daytime_seconds(
+        rng, c.tz[t_cust]
+    )
+    prio = rng.choice(4, size=len(t_cust), p=PRIORITY_P)
+    hours = np.exp(rng.normal(np.log(PRIORITY_MEDIAN_H[prio]), 1.0))
+    hours = np.minimum(hours, 60 * 24)
+    never = rng.random(len(t_cust)) < 0.05 + 0.2 * (drop[t_cust] > 1.0)
+    t_close = np.where(never, -1, t_open + np.round(hours * 3600).astype(np.int64))
+    tk.add(cust=t_cust, open=t_open, close=t_close, prio=prio)
+    s.tk_cust = np.concatenate([s.tk_cust, t_cust])
+    s.tk_open = np.concatenate([s.tk_open, t_open])
+    s.tk_close = np.concatenate([s.tk_close, t_close])
+
+
+def _nps_answers(rng: np.random.Generator, c: _Customers, s: _State, month: _Month,
+                 open_old: np.ndarray, nps: _Rows) -> None:
+    """A few customers (30+ days in, not in their break) answer the survey this month."""
+    lo, hi = month.lo, month.hi
+    s_lo = np.maximum(lo, c.signup + 30)
+    ask = month.act & ~month.paused & (hi > s_lo) & (rng.random(c.n) < 0.07)
+    s_cust = np.flatnonzero(ask)
+    open_now = np.minimum(open_old[s_cust], 2)
+    raw = (
+        7.0
+        + 1.3 * (month.e_ns[s_cust] - c.mu[s_cust])
+        + 0.35 * (c.mu[s_cust] - 0.5)
+        - 0.6 * open_now
+        + rng.normal(0.0, 1.5, len(s_cust))
+    )
+    score = np.clip(np.round(raw), 0, 10).astype(np.int64)
+    nps.add(
+        cust=s_cust,
+        day=_uniform_day(rng, s_lo[s_cust], hi[s_cust]),
+        sec=_daytime_seconds(rng, c.tz[s_cust]),
+        score=score,
+    )
+    s.last_nps[s_cust] = score
+
+
+def _remember(s: _State, month: _Month) -> None:
+    """History for next month's hazard: engagement of the last three months, the break."""
+    s.e3 = np.where(month.started, s.e2, s.e3)
+    s.e2 = np.where(month.started, s.e1, s.e2)
+    s.e1 = np.where(month.started, month.e_ns, s.e1)
+    s.paused_prev = month.paused
 
 
 # --------------------------------------------------------------------------------------------
@@ -783,134 +922,167 @@ def _contacts(rng: np.random.Generator, numbers: np.ndarray) -> tuple[list, list
 
 
 def _to_frames(
-    rng,
-    cal,
-    width,
-    gidx,
-    signup,
-    seg,
-    country,
-    churn_day,
-    paying,
-    annual,
-    seasonal,
-    activated,
-    converted,
-    story_start,
-    story_len,
-    ev,
-    tx,
-    tk,
-    nps,
+    rng: np.random.Generator,
+    cal: _Calendar,
+    width: int,
+    customers: _Customers,
+    state: _State,
+    rows: dict[str, dict[str, np.ndarray]],
 ) -> dict[str, pd.DataFrame]:
-    n = len(gidx)
-    T = cal.n_days
-    id_list = format_ids(gidx + 1, width)
-    ids = pa.array(id_list)
-    dates = _date_table(cal)
-    churned = churn_day < _NEVER
-    end_s = T * 86400
+    """The five input tables and the truth of one chunk, from the simulated rows (`rows`:
+    events, transactions, tickets, nps), keeping only rows before each customer's churn day
+    and inside the date range. The tables draw their random details in this order."""
+    out = _FrameContext(rng, cal, state.churn_day, pa.array(format_ids(customers.gidx + 1, width)),
+                        _date_table(cal))
+    events = _events_frame(out, rows["events"])
+    transactions = _transactions_frame(out, rows["transactions"])
+    tickets, open_at_end = _tickets_frame(out, rows["tickets"], customers.n)
+    nps = _nps_frame(out, rows["nps"])
+    customer_frame, cancel = _customers_frame(out, customers)
+    return {
+        "customers": customer_frame,
+        "transactions": transactions,
+        "events": events,
+        "tickets": tickets,
+        "nps": nps,
+        TRUTH_KEY: _truth_frame(out, customers, state, cancel, open_at_end),
+    }
 
-    def keep(cust: np.ndarray, day: np.ndarray) -> np.ndarray:
+
+@dataclass(frozen=True)
+class _FrameContext:
+    """What turning one chunk's rows into frames needs: the random stream, the calendar, the
+    churn days, the id strings and the date strings."""
+
+    rng: np.random.Generator
+    cal: _Calendar
+    churn_day: np.ndarray
+    ids: pa.Array
+    dates: pa.Array
+
+    def keep(self, rows: dict[str, np.ndarray], day: np.ndarray) -> dict[str, np.ndarray]:
         """Rows before the customer's churn day and inside the date range."""
-        return (day < churn_day[cust]) & (day < T)
+        k = (day < self.churn_day[rows["cust"]]) & (day < self.cal.n_days)
+        return {key: v[k] for key, v in rows.items()}
 
-    def ordered(cust, day, sec) -> np.ndarray:
-        return np.lexsort((cust, day * 86400 + sec))
+    def timestamps(self, seconds: np.ndarray, valid: np.ndarray | None = None):
+        return _timestamps(self.rng, self.dates, seconds, valid=valid)
 
-    # events
-    k = keep(ev["cust"], ev["day"])
-    ev = {key: v[k] for key, v in ev.items()}
-    o = ordered(ev["cust"], ev["day"], ev["sec"])
-    events = pd.DataFrame(
+
+def _ordered(cust: np.ndarray, day: np.ndarray, sec: np.ndarray) -> np.ndarray:
+    return np.lexsort((cust, day * 86400 + sec))
+
+
+def _events_frame(out: _FrameContext, ev: dict[str, np.ndarray]) -> pd.DataFrame:
+    ev = out.keep(ev, ev["day"])
+    o = _ordered(ev["cust"], ev["day"], ev["sec"])
+    return pd.DataFrame(
         {
-            "customer_id": _take(ids, ev["cust"][o]),
-            "timestamp": _timestamps(rng, dates, ev["day"][o] * 86400 + ev["sec"][o]),
+            "customer_id": _take(out.ids, ev["cust"][o]),
+            "timestamp": out.timestamps(ev["day"][o] * 86400 + ev["sec"][o]),
             "event_type": _take(_EVENT_TYPES, ev["type"][o]),
             "quantity": ev["qty"][o].astype(np.int64),
         }
     )
 
-    # transactions
-    k = keep(tx["cust"], tx["day"])
-    tx = {key: v[k] for key, v in tx.items()}
-    o = ordered(tx["cust"], tx["day"], tx["sec"])
-    transactions = pd.DataFrame(
+
+def _transactions_frame(out: _FrameContext, tx: dict[str, np.ndarray]) -> pd.DataFrame:
+    tx = out.keep(tx, tx["day"])
+    o = _ordered(tx["cust"], tx["day"], tx["sec"])
+    return pd.DataFrame(
         {
-            "customer_id": _take(ids, tx["cust"][o]),
-            "timestamp": _timestamps(rng, dates, tx["day"][o] * 86400 + tx["sec"][o]),
+            "customer_id": _take(out.ids, tx["cust"][o]),
+            "timestamp": out.timestamps(tx["day"][o] * 86400 + tx["sec"][o]),
             "amount": tx["amount"][o].astype(float),
             "quantity": pd.array(tx["qty"][o], dtype="Int64"),
         }
     )
 
-    # tickets (opened before churn; closed_at empty when never closed or still open at the end)
-    k = keep(tk["cust"], tk["open"] // 86400)
-    tk = {key: v[k] for key, v in tk.items()}
-    o = ordered(tk["cust"], np.zeros(len(tk["open"]), dtype=np.int64), tk["open"])
+
+def _tickets_frame(out: _FrameContext, tk: dict[str, np.ndarray],
+                   n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Tickets opened before churn; `closed_at` empty when never closed or still open at the
+    end. Also the tickets open at the end per customer."""
+    end_s = out.cal.n_days * 86400
+    tk = out.keep(tk, tk["open"] // 86400)
+    o = _ordered(tk["cust"], np.zeros(len(tk["open"]), dtype=np.int64), tk["open"])
     closed = (tk["close"][o] >= 0) & (tk["close"][o] < end_s)
-    close_text = _timestamps(rng, dates, np.where(closed, tk["close"][o], 0), valid=closed)
+    close_text = out.timestamps(np.where(closed, tk["close"][o], 0), valid=closed)
     tickets = pd.DataFrame(
         {
-            "customer_id": _take(ids, tk["cust"][o]),
-            "opened_at": _timestamps(rng, dates, tk["open"][o]),
+            "customer_id": _take(out.ids, tk["cust"][o]),
+            "opened_at": out.timestamps(tk["open"][o]),
             "closed_at": close_text,
-            "priority": _take(_PRIORITIES, tk["prio"][o], valid=rng.random(len(o)) >= 0.02),
+            "priority": _take(_PRIORITIES, tk["prio"][o], valid=out.rng.random(len(o)) >= 0.02),
         }
     )
     open_at_end = np.bincount(
         tk["cust"][~((tk["close"] >= 0) & (tk["close"] < end_s))], minlength=n
     )
+    return tickets, open_at_end
 
-    # nps
-    k = keep(nps["cust"], nps["day"])
-    nps = {key: v[k] for key, v in nps.items()}
-    o = ordered(nps["cust"], nps["day"], nps["sec"])
-    nps_frame = pd.DataFrame(
+
+def _nps_frame(out: _FrameContext, nps: dict[str, np.ndarray]) -> pd.DataFrame:
+    nps = out.keep(nps, nps["day"])
+    o = _ordered(nps["cust"], nps["day"], nps["sec"])
+    return pd.DataFrame(
         {
-            "customer_id": _take(ids, nps["cust"][o]),
-            "timestamp": _timestamps(rng, dates, nps["day"][o] * 86400 + nps["sec"][o]),
+            "customer_id": _take(out.ids, nps["cust"][o]),
+            "timestamp": out.timestamps(nps["day"][o] * 86400 + nps["sec"][o]),
             "score": nps["score"][o].astype(np.int64),
         }
     )
 
-    # customers
-    cancel = churned & (rng.random(n) < np.where(paying, 0.85, 0.6))
-    emails, names = _contacts(rng, gidx + 1)
-    segment = SEGMENTS[seg].copy()
+
+def _customers_frame(out: _FrameContext, c: _Customers) -> tuple[pd.DataFrame, np.ndarray]:
+    """The customers table (contacts, a few missing segments and countries) and who got a
+    `cancel_date` (most paying churners, fewer free ones; the others churn silently)."""
+    rng, n = out.rng, c.n
+    churned = out.churn_day < _NEVER
+    cancel = churned & (rng.random(n) < np.where(c.paying, 0.85, 0.6))
+    emails, names = _contacts(rng, c.gidx + 1)
+    segment = SEGMENTS[c.seg].copy()
     segment[rng.random(n) < 0.003] = None
-    country_col = COUNTRIES[country].copy()
+    country_col = COUNTRIES[c.country].copy()
     country_col[rng.random(n) < 0.01] = None
     customers = pd.DataFrame(
         {
-            "customer_id": _as_str(ids),
-            "signup_date": _take(dates, signup),
+            "customer_id": _as_str(out.ids),
+            "signup_date": _take(out.dates, c.signup),
             "segment": segment,
             "country": country_col,
             "email": emails,
             "name": names,
-            "cancel_date": _take(dates, np.where(cancel, churn_day, 0), valid=cancel),
+            "cancel_date": _take(out.dates, np.where(cancel, out.churn_day, 0), valid=cancel),
         }
     )
+    return customers, cancel
 
+
+def _truth_frame(out: _FrameContext, c: _Customers, s: _State, cancel: np.ndarray,
+                 open_at_end: np.ndarray) -> pd.DataFrame:
+    """The ground truth per customer (tests only; see the module docstring)."""
+    cal, churn_day = out.cal, out.churn_day
+    churned = churn_day < _NEVER
     month_first_day = cal.start + np.maximum(cal.month_first, 0).astype("timedelta64[D]")
-    has_story = story_start >= 0
-    truth = pd.DataFrame(
+    has_story = s.story_start >= 0
+    return pd.DataFrame(
         {
-            "customer_id": _as_str(ids),
-            "segment": SEGMENTS[seg],
-            "paying": paying,
-            "billing": np.where(paying, np.where(annual, "annual", "monthly"), "none"),
-            "seasonal": seasonal,
-            "activated": activated,
-            "converted": converted,
+            "customer_id": _as_str(out.ids),
+            "segment": SEGMENTS[c.seg],
+            "paying": c.paying,
+            "billing": np.where(c.paying, np.where(c.annual, "annual", "monthly"), "none"),
+            "seasonal": c.seasonal,
+            "activated": s.activated,
+            "converted": s.converted,
             "decline_story": has_story,
             "story_start": pd.to_datetime(
                 np.where(
-                    has_story, month_first_day[np.maximum(story_start, 0)], np.datetime64("NaT")
+                    has_story, month_first_day[np.maximum(s.story_start, 0)],
+                    np.datetime64("NaT")
                 )
             ),
-            "story_months": np.where(has_story, story_len, 0),
+            "story_months": np.where(has_story, s.story_len, 0),
             "churned": churned,
             "churn_date": pd.to_datetime(
                 np.where(
@@ -923,14 +1095,6 @@ def _to_frames(
             "open_tickets": open_at_end,
         }
     )
-    return {
-        "customers": customers,
-        "transactions": transactions,
-        "events": events,
-        "tickets": tickets,
-        "nps": nps_frame,
-        TRUTH_KEY: truth,
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -1141,16 +1305,19 @@ class _Outreach:
     contact_sec: np.ndarray
 
 
-def _simulate_outreach(rng, settings, cal, signup, seg, tz, paying_from, churn_day, activated,
-                       converted, ev, tx, tk) -> _Outreach:
+def _simulate_outreach(rng: np.random.Generator, settings: OutreachSettings, cal: _Calendar,
+                       customers: _Customers, state: _State, ev: dict[str, np.ndarray],
+                       tx: dict[str, np.ndarray], tk: dict[str, np.ndarray]) -> _Outreach:
     """Weekly lists, control groups and their true effects on one chunk (see `OutreachSettings`).
 
     Y0 (no contact) is the simulated activity in (list day, list day + horizon]; Y1 follows
     from Y0 and one uniform draw per assignment by the action's rescue/harm rate; contacted
     customers get Y1: a rescued one gets logins through the window (and leaves after it), a
     harmed one leaves the day after the list."""
+    signup, seg, tz = customers.signup, customers.seg, customers.tz
+    paying_from, activated = customers.paying_from, state.activated
     n, T, H = len(signup), cal.n_days, int(settings.horizon_days)
-    churn_day = churn_day.copy()
+    churn_day = state.churn_day.copy()
 
     def kept(rows: dict[str, np.ndarray], day: np.ndarray) -> np.ndarray:
         return (day < churn_day[rows["cust"]]) & (day < T)
