@@ -115,10 +115,10 @@ def validate(
     the path never passes through a shell, so spaces and quotes in it are safe.
     """
     if raw_dir is None:
-        from churnlens.config import load_params
+        from churnlens.settings import load_settings
 
         try:
-            raw_dir = Path(str(load_params(params)["data"]["raw_dir"]))
+            raw_dir = Path(load_settings(params).data.raw_dir)
         except ParamsError as err:
             print(f"churnlens validate: error: no RAW_DIR given, and {params} cannot give "
                   f"data.raw_dir: {_one_line(str(err), 2000)}", file=sys.stderr)
@@ -127,7 +127,9 @@ def validate(
             print(f"churnlens validate: error: no RAW_DIR given and no data.raw_dir in {params} "
                   f"({err})", file=sys.stderr)
             raise typer.Exit(1) from None
-    _run_stage("validate", raw_dir, out_dir or Path("data/interim"), params)
+    from churnlens.paths import INTERIM
+
+    _run_stage("validate", raw_dir, out_dir or INTERIM, params)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from churnlens import paths
+from churnlens.catalog import catalog
 from churnlens.explain import (
     REASON_COLUMNS,
     global_importance,
@@ -42,8 +43,8 @@ def _beeswarm(contributions: pd.DataFrame, matrix: pd.DataFrame, target: Path) -
 
 def run(params_path: Path) -> None:
     settings = load_settings(params_path)
-    predictions = pd.read_parquet(paths.PREDICTIONS)
-    features = pd.read_parquet(paths.SCORING_ROWS).set_index("customer_id", drop=False)
+    predictions = catalog.read_parquet("predictions")
+    features = catalog.read_parquet("scoring_rows").set_index("customer_id", drop=False)
     estimator = scoring_estimator()
 
     at_risk = rank_at_risk(predictions, top_n=settings.export.top_n,

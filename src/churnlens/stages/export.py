@@ -39,7 +39,8 @@ import pandas as pd
 
 from churnlens import actions as act
 from churnlens import export, outreach, paths, uplift
-from churnlens.errors import ChurnlensError, InputFileError
+from churnlens.catalog import catalog
+from churnlens.errors import InputFileError
 from churnlens.io import find_table, read_json, write_json, write_text
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
@@ -55,9 +56,9 @@ REQUIRED_SCORE_COLUMNS = (
     "expected_revenue_at_risk",
 )
 CONTACT_COLUMNS = ("customer_id", "email", "name")
-WIN_BACK = paths.REPORTS / "win_back.csv"
-OUTREACH = paths.REPORTS / "outreach.json"
-EFFECTS_PLOT = paths.PLOTS / "outreach_effects.csv"  # `dvc plots`: measured effect per list
+WIN_BACK = paths.WIN_BACK
+OUTREACH = paths.OUTREACH
+EFFECTS_PLOT = paths.OUTREACH_EFFECTS  # `dvc plots`: measured effect per list
 EFFECTS_PLOT_COLUMNS = ("list_date", "action", "contacted_rate", "control_rate", "difference",
                         "ci_low", "ci_high")
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
@@ -68,7 +69,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
     config = load_settings(params_path)
     settings, horizon = config.export, config.label.horizon_days
 
-    scores = with_segment(read_scores(paths.SCORES), paths.INTERIM / "customers.parquet")
+    scores = with_segment(read_scores(catalog.require("scores")), paths.interim_table("customers"))
     scores = with_activity(scores, horizon)
     missing_helpers = [c for c in act.HELPER_COLUMNS if c not in scores]
     if missing_helpers:
@@ -76,7 +77,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
             "scores have no %s: the rules using them never match", ", ".join(missing_helpers)
         )
     active = export.active_mask(scores)
-    open_ids = open_ticket_ids(paths.INTERIM / "tickets.parquet")
+    open_ids = open_ticket_ids(paths.interim_table("tickets"))
     salt = pseudonymise_setting(config.params)
     contacts = read_contacts(config.data.raw_dir)
     real_ids = None
@@ -86,7 +87,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
         contacts = contacts.assign(customer_id=pseudonymise(contacts["customer_id"], salt))
 
     as_of = resolve_as_of(config.snapshot.as_of, scores)
-    customers = source_customers(paths.INTERIM / "customers.parquet", scores)
+    customers = source_customers(paths.interim_table("customers"), scores)
     source = export.data_source(customers, config.data.raw_dir)
     history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
     saved, uplift_info = None, {"rank_by": settings.rank_by}
@@ -168,9 +169,9 @@ def measured_outcomes(runs: list[dict[str, Any]], as_of: str,
     if label.definition == "cancellation":
         return arms, outreach.window_outcomes(
             due, horizon_days=horizon,
-            cancellations=read_rows(paths.INTERIM / "customers.parquet",
+            cancellations=read_rows(paths.interim_table("customers"),
                                     ["customer_id", "cancel_date"], ids))
-    activity = pd.concat([read_rows(paths.INTERIM / f"{t}.parquet",
+    activity = pd.concat([read_rows(paths.interim_table(t),
                                     ["customer_id", "timestamp"], ids)
                           for t in ("transactions", "events")], ignore_index=True)
     return arms, outreach.window_outcomes(due, horizon_days=horizon, activity=activity)
@@ -288,7 +289,7 @@ def recorded_outreach(due: pd.DataFrame, horizon: int
     `control_contacted`, with a warning, since such contacts shrink the measured effect."""
     import pyarrow.parquet as pq
 
-    path = paths.INTERIM / "interventions.parquet"
+    path = paths.interim_table("interventions")
     if not path.exists() or pq.ParquetFile(path).metadata.num_rows == 0:
         return due, None, None
     ids = sorted(set(due["customer_id"].astype(str)))
@@ -439,8 +440,6 @@ def action_counts(table: pd.DataFrame) -> str:
 
 
 def read_scores(path: Path) -> pd.DataFrame:
-    if not Path(path).exists():
-        raise ChurnlensError(f"{path} is missing: run the score/explain stages first")
     scores = pd.read_parquet(path)
     missing = [c for c in REQUIRED_SCORE_COLUMNS if c not in scores]
     if missing:

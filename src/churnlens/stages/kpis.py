@@ -19,8 +19,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens import paths
-from churnlens.errors import ChurnlensError
-from churnlens.io import write_json, write_text
+from churnlens.catalog import catalog
 from churnlens.kpis import compute_kpis, daily_activity_rows
 from churnlens.logs import get_logger
 from churnlens.settings import load_settings
@@ -28,21 +27,10 @@ from churnlens.snapshot import AsOfDecision, default_as_of
 
 log = get_logger("kpis")
 
-TREND_CSV = paths.PLOTS / "kpi_trend.csv"
+TREND_CSV = paths.KPI_TREND
 TREND_PERIODS = 12
 MAX_COHORTS = 12
 CUSTOMER_COLUMNS = ("customer_id", "signup_date", "segment", "cancel_date")
-
-
-def _interim(name: str) -> Path:
-    return paths.INTERIM / f"{name}.parquet"
-
-
-def _require(name: str) -> Path:
-    path = _interim(name)
-    if not path.exists():
-        raise ChurnlensError(f"{path} is missing: run `dvc repro validate` first")
-    return path
 
 
 def read_customers(path: Path) -> pd.DataFrame:
@@ -84,12 +72,12 @@ def run(params_path: Path = Path("params.yaml")) -> None:
     kpi, label = settings.kpis, settings.label
 
     started = time.perf_counter()
-    customers = read_customers(_require("customers"))
-    transactions = open_log(_require("transactions"))
-    events = open_log(_interim("events")) if _interim("events").exists() else None
+    customers = read_customers(catalog.require("customers"))
+    transactions = open_log(catalog.require("transactions"))
+    events = open_log(catalog.path("events")) if catalog.exists("events") else None
     if events is not None and events.count_rows() == 0:
         events = None  # a purchase-only log: validate writes an empty events table
-    nps = read_nps(_interim("nps"))
+    nps = read_nps(catalog.path("nps"))
     # the as_of of the features stage (same rule, same counts): a thin tail stays after it
     decision = default_as_of(settings.snapshot.as_of, daily_activity_rows(transactions, events))
     as_of = decision.as_of
@@ -109,8 +97,8 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         revenue_window=kpi.revenue_window,
     )
     report.update(as_of_fields(decision))
-    write_json(report, paths.KPIS)
-    write_text(trend.to_csv(index=False), TREND_CSV)
+    catalog.write_json(report, "kpis")
+    catalog.write_text(trend.to_csv(index=False), "kpi_trend")
 
     current = report["current"]
     log.info(

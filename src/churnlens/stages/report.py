@@ -15,12 +15,12 @@ from typing import Any
 import pandas as pd
 
 from churnlens import outreach, paths, report
+from churnlens.catalog import catalog
 from churnlens.errors import ChurnlensError
 from churnlens.io import read_json, write_text
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
 from churnlens.settings import load_settings
-from churnlens.stages.export import WIN_BACK
 
 log = get_logger("report")
 
@@ -30,15 +30,15 @@ SCORE_COLUMNS = ("customer_id", "risk_tier", "expected_revenue_at_risk", "segmen
 def run(params_path: str | Path = "params.yaml") -> None:
     settings = load_settings(params_path)
     salt = pseudonymise_setting(dict(settings.params))
-    win_back = read_at_risk(WIN_BACK) if WIN_BACK.exists() else None
+    win_back = read_at_risk(paths.WIN_BACK) if catalog.exists("win_back") else None
     if win_back is None:
-        log.info("no %s: the win-back section says so", WIN_BACK)
+        log.info("no %s: the win-back section says so", paths.WIN_BACK)
     context = report.build_context(
-        kpis=_required_json(paths.KPIS, "kpis"),
-        metrics=_required_json(paths.METRICS, "train"),
-        at_risk=pseudonymous_ids(read_at_risk(paths.AT_RISK), salt),
+        kpis=catalog.read_json("kpis"),
+        metrics=catalog.read_json("metrics"),
+        at_risk=pseudonymous_ids(read_at_risk(catalog.require("at_risk")), salt),
         win_back=None if win_back is None else pseudonymous_ids(win_back, salt),
-        scores=read_scores(paths.SCORES),
+        scores=read_scores(catalog.require("scores")),
         params=dict(settings.params),
         train_summary=_optional_json(paths.TRAIN_SUMMARY),
         calibration=_optional_csv(paths.CALIBRATION),
@@ -46,7 +46,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
         promotion=with_serving(_optional_json(paths.PROMOTION), _optional_json(paths.SERVING)),
         history=_optional_json(paths.AT_RISK_HISTORY),
     )
-    context["outreach"] = outreach.report_section(_optional_json(paths.REPORTS / "outreach.json"))
+    context["outreach"] = outreach.report_section(_optional_json(paths.OUTREACH))
     write_text(report.render_report(context), paths.WEEKLY_REPORT)
     log.info(
         "wrote %s (%d customers listed, %d to win back, %s; %d drift alerts%s)",
@@ -70,8 +70,6 @@ def pseudonymous_ids(at_risk: pd.DataFrame, salt: bytes | None) -> pd.DataFrame:
 def read_at_risk(path: Path) -> pd.DataFrame:
     """at_risk.csv (or win_back.csv, same columns) as text, without the `contact` column
     (personal data stays out of the report)."""
-    if not Path(path).exists():
-        raise ChurnlensError(f"{path} is missing: run `churnlens export` first")
     table = pd.read_csv(
         path,
         encoding="utf-8-sig",
@@ -87,8 +85,6 @@ def read_at_risk(path: Path) -> pd.DataFrame:
 
 
 def read_scores(path: Path) -> pd.DataFrame:
-    if not Path(path).exists():
-        raise ChurnlensError(f"{path} is missing: run the score/explain stages first")
     import pyarrow.parquet as pq
 
     available = set(pq.read_schema(path).names)
@@ -103,12 +99,6 @@ def with_serving(promotion: dict | None, serving: dict | None) -> dict | None:
     if promotion is None and serving is None:
         return None
     return {**(promotion or {}), "serving": serving}
-
-
-def _required_json(path: Path, stage: str) -> dict[str, Any]:
-    if not Path(path).exists():
-        raise ChurnlensError(f"{path} is missing: run `churnlens {stage}` first")
-    return read_json(path)
 
 
 def _optional_json(path: Path) -> Any:

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from churnlens import paths
-from churnlens.errors import ChurnlensError
-from churnlens.io import read_json, write_json, write_parquet
+from churnlens.catalog import catalog
 from churnlens.logs import get_logger
 from churnlens.scoring import score_frame
 from churnlens.serving import check_feature_schema, resolve  # noqa: F401  (re-exported)
@@ -40,10 +38,9 @@ def run(params_path: Path) -> None:
     from churnlens.serving import load_approved_model
 
     settings = load_settings(params_path)
-    if not paths.MODEL_DIR.exists():
-        raise ChurnlensError(f"no model at {paths.MODEL_DIR}: run `dvc repro train` first")
-    features = pd.read_parquet(paths.SCORING_ROWS)
-    promotion = read_json(paths.PROMOTION) if paths.PROMOTION.exists() else {}
+    catalog.require("model")
+    features = catalog.read_parquet("scoring_rows")
+    promotion = catalog.read_json("promotion", required=False) or {}
     approved = load_approved_model(dict(settings.params), features, promotion)
     serving = approved.info
     log.info("scoring with the %s (v%s): %s", serving["scored_by"], serving["version"],
@@ -55,6 +52,6 @@ def run(params_path: Path) -> None:
     scores = score_frame(features, probability, tiers=settings.score.tiers,
                          window_days=settings.score.revenue_window_days,
                          horizon_days=settings.label.horizon_days)
-    write_parquet(scores, paths.PREDICTIONS)
-    write_json(serving, paths.SERVING)
+    catalog.write_parquet(scores, "predictions")
+    catalog.write_json(serving, "serving")
     log.info("tiers: %s", scores["risk_tier"].value_counts().to_dict())

@@ -4,8 +4,9 @@ Streams, so that memory does not grow with the size of the logs: `customers` is 
 (it is the known-customer set and needs the duplicate-id check), while transactions, events,
 tickets, nps and interventions are read (`churnlens.readers.open_table`) and validated
 (`churnlens.validation.TableValidator`) `CHUNK_ROWS` rows at a time, and each chunk's accepted
-and quarantined rows are appended to the output Parquet files (`pyarrow.parquet.ParquetWriter`,
-same schemas as `DataFrame.to_parquet`). Whole-table checks and the report cover all chunks.
+and quarantined rows are appended to the output Parquet files (`churnlens.validation_sinks`:
+`pyarrow.parquet.ParquetWriter`, same schemas as `DataFrame.to_parquet`). Whole-table checks and
+the report cover all chunks.
 Only contract columns are loaded: personal data and unknown columns are never read, just listed.
 
 The whole output folder is built in a temporary folder next to OUT_DIR and renamed onto it, so
@@ -16,20 +17,16 @@ the files written one by one (each atomically, validation.json last).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from churnlens.config import load_params
 from churnlens.errors import InputFileError
-from churnlens.io import atomic_path, find_table, write_json, write_parquet
+from churnlens.io import atomic_path, find_table
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
 from churnlens.readers import RowParserNeeded, TableChunks, open_table
+from churnlens.settings import load_settings
 from churnlens.validation import (
     ACTIVITY_TABLES,
     TABLE_NAMES,
@@ -37,24 +34,18 @@ from churnlens.validation import (
     TableResult,
     TableValidator,
     contract_columns,
-    empty_quarantine,
     empty_result,
-    empty_table,
-    first_activity_days,
     move_signup_to_first_activity,
     summary_line,
     validate_customers,
 )
+from churnlens.validation_sinks import QUARANTINE, REPORT, FirstDays, MemorySink, ParquetSink
 
 log = get_logger("validate")
 
-QUARANTINE = "quarantine"
-REPORT = "validation.json"
 #: Rows per chunk of the streamed tables (peak memory grows with it: 1.2 GB in all at 1M rows
 #: on 1M customers / 51.6M events, customers held whole).
 CHUNK_ROWS = 1_000_000
-
-Write = Callable[[TableResult], None]
 
 
 def run(raw_dir: str | Path, out_dir: str | Path, params_path: str | Path | None = None) -> None:
@@ -73,10 +64,10 @@ def run(raw_dir: str | Path, out_dir: str | Path, params_path: str | Path | None
             out_dir,
             ", ".join(foreign[:5]),
         )
-        _validate(paths, _MemorySink(out_dir), salt, chunk_rows=None)
+        _validate(paths, MemorySink(out_dir), salt, chunk_rows=None)
     else:
         with atomic_path(out_dir) as tmp:
-            _validate(paths, _ParquetSink(tmp), salt, chunk_rows=CHUNK_ROWS)
+            _validate(paths, ParquetSink(tmp), salt, chunk_rows=CHUNK_ROWS)
     if salt is not None:
         log.info("customer ids pseudonymised (privacy.pseudonymise_ids)")
     log.info("wrote %s", out_dir)
@@ -147,31 +138,6 @@ def _validate_customers(path: Path, table: TableChunks) -> TableResult:
     return validate_customers(frame, source=str(path), file_columns=table.columns)
 
 
-class FirstDays:
-    """The first activity day per customer over the accepted rows of transactions and events.
-
-    `add` takes a chunk's accepted rows (before pseudonymisation); `commit` closes a table;
-    `restart` forgets the chunks of a table that is read again from scratch.
-    """
-
-    def __init__(self) -> None:
-        self.days: pd.Series | None = None
-        self._pending: pd.Series | None = None
-
-    def add(self, accepted: pd.DataFrame) -> None:
-        self._pending = first_activity_days(accepted, self._pending)
-
-    def restart(self) -> None:
-        self._pending = None
-
-    def commit(self) -> None:
-        if self._pending is not None:
-            both = [d for d in (self.days, self._pending) if d is not None and len(d)]
-            if both:
-                self.days = pd.concat(both).groupby(level=0).min()
-        self._pending = None
-
-
 def _stream_table(name: str, path: Path, table: TableChunks, known: pd.Series, sink, salt,
                   first_days: FirstDays | None = None) -> dict:
     """Validate and write one table chunk by chunk; returns its report. `first_days`: fed
@@ -213,7 +179,7 @@ def _with_format(report: dict, table: TableChunks | None) -> dict:
 def _pseudonym_salt(params_path: str | Path | None) -> bytes | None:
     if params_path is None or not Path(params_path).exists():
         return None
-    return pseudonymise_setting(load_params(params_path))
+    return pseudonymise_setting(dict(load_settings(params_path).params))
 
 
 def _pseudonymised(result: TableResult, salt: bytes | None) -> TableResult:
@@ -249,72 +215,3 @@ def _foreign_files(out_dir: Path) -> list[str]:
         return []
     ours = {f"{name}.parquet" for name in TABLE_NAMES} | {QUARANTINE, REPORT}
     return sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
-
-
-# --------------------------------------------------------------------------- sinks
-
-
-class _ParquetSink:
-    """Appends each table's chunks to FOLDER/TABLE.parquet and FOLDER/quarantine/TABLE.parquet."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        (folder / QUARANTINE).mkdir(parents=True, exist_ok=True)
-
-    @contextmanager
-    def table(self, name: str) -> Iterator[Write]:
-        with (
-            _parquet_appender(self.folder / f"{name}.parquet", empty_table(name)) as accepted,
-            _parquet_appender(
-                self.folder / QUARANTINE / f"{name}.parquet", empty_quarantine(name)
-            ) as quarantined,
-        ):
-
-            def write(result: TableResult) -> None:
-                accepted(result.accepted)
-                quarantined(result.quarantined)
-
-            yield write
-
-    def finish(self, reports: dict) -> None:
-        write_json(reports, self.folder / REPORT)
-
-
-@contextmanager
-def _parquet_appender(path: Path, empty: pd.DataFrame) -> Iterator[Callable[[pd.DataFrame], None]]:
-    """Yield `append(frame)` writing into one Parquet file with the schema `to_parquet` gives."""
-    schema = pa.Schema.from_pandas(empty, preserve_index=False)
-    with pq.ParquetWriter(path, schema) as writer:
-
-        def append(frame: pd.DataFrame) -> None:
-            if len(frame):
-                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
-
-        yield append
-
-
-class _MemorySink:
-    """Keeps every table in memory; `finish` writes the files one by one into FOLDER."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.results: dict[str, list[TableResult]] = {}
-
-    @contextmanager
-    def table(self, name: str) -> Iterator[Write]:
-        self.results[name] = []
-        yield self.results[name].append
-
-    def finish(self, reports: dict) -> None:
-        (self.folder / QUARANTINE).mkdir(parents=True, exist_ok=True)
-        for name, parts in self.results.items():
-            write_parquet(_concat([p.accepted for p in parts]), self.folder / f"{name}.parquet")
-            write_parquet(
-                _concat([p.quarantined for p in parts]),
-                self.folder / QUARANTINE / f"{name}.parquet",
-            )
-        write_json(reports, self.folder / REPORT)  # last
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
