@@ -245,7 +245,7 @@ def stuck(*args, **kwargs):
     Path("stuck").write_text(str(os.getpid()))
     time.sleep(120)
 if where == "run":
-    packaging.log_saved_model = stuck
+    tracking.log_saved_model = stuck
 else:
     tracking._describe_version = stuck
 metrics = {{"test_cutoff": "2026-01-01", "model": {{"roc_auc": 0.9999, "brier": 0.0001}}}}

@@ -150,16 +150,27 @@ SCORE_OUTPUT = typer.Option(None, "--output", help="with --input: CSV file to wr
                             "default: the CSV on stdout")
 SCORE_AS_OF = typer.Option(None, "--as-of", help="with --input: scoring date (default: "
                            "snapshot.as_of, else the last day the data is complete)")
+SCORE_ENGINE = typer.Option("local", "--engine", help="spark: feature rows at as_of and scores "
+                            "on Spark, --input = validated tables (default data/interim), "
+                            "--output = Parquet dataset folder (required)")
 
 
 @app.command()
 def score(params: Path = PARAMS, input_dir: Path = SCORE_INPUT, output: Path = SCORE_OUTPUT,
-          as_of: str = SCORE_AS_OF) -> None:
+          as_of: str = SCORE_AS_OF, engine: str = SCORE_ENGINE) -> None:
     """Score every active customer at as_of (the DVC stage).
 
     With --input DIR: validate, build features, score, explain and suggest actions for every
     customer of the raw folder DIR with the approved model (the registry's champion), as CSV.
+    With --engine spark: the validated tables scored on Spark into a Parquet dataset.
     """
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter("--engine is local or spark")
+    if engine == "spark":
+        if output is None:
+            raise typer.BadParameter("--engine spark needs --output (a Parquet dataset)")
+        _run_stage("score_spark", params, str(output), input_dir and str(input_dir), as_of)
+        return
     if input_dir is None:
         if output is not None or as_of is not None:
             raise typer.BadParameter("--output and --as-of go with --input DIR")

@@ -420,7 +420,7 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
 
 
-def _model_kwargs(artifacts: dict[str, str], input_example: pd.DataFrame,
+def pyfunc_kwargs(artifacts: dict[str, str], input_example: pd.DataFrame,
                   output: pd.DataFrame) -> dict:
     from mlflow.models import infer_signature
 
@@ -454,13 +454,12 @@ def save_model(estimator: Any, feature_columns: list[str], path: Path,
         if not np.allclose(again, proba, rtol=1e-9, atol=1e-12):
             raise RuntimeError("the stored model does not reproduce the fitted one: "
                                f"{list(proba)} vs {list(again)}")
-        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(artifacts, example, output))
+        mlflow.pyfunc.save_model(path=str(path), **pyfunc_kwargs(artifacts, example, output))
 
 
-def log_saved_model(model_dir: Path, name: str = "model", registered_name: str | None = None):
-    """Log an already saved churn model into the active MLflow run; returns the ModelInfo."""
-    import mlflow.pyfunc
-
+def saved_model_kwargs(model_dir: Path) -> dict:
+    """The `mlflow.pyfunc` keyword arguments that rebuild an already saved churn model
+    (`churnlens.tracking.log_saved_model` logs it with them)."""
     model_dir = Path(model_dir)
     model = load_model(model_dir)
     example_file = model_dir / "input_example.json"
@@ -469,7 +468,4 @@ def log_saved_model(model_dir: Path, name: str = "model", registered_name: str |
     example = to_model_input(pd.read_json(example_file, orient="split"), model.feature_columns)
     artifacts = {key: str(model_dir / "artifacts" / file) for key, file in
                  (("model", MODEL_FILE), ("booster", BOOSTER_FILE), ("features", FEATURES_FILE))}
-    return mlflow.pyfunc.log_model(
-        name=name, registered_model_name=registered_name,
-        **_model_kwargs(artifacts, example, model.predict(example)),
-    )
+    return pyfunc_kwargs(artifacts, example, model.predict(example))

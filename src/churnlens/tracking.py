@@ -23,7 +23,6 @@ Each version carries `model_sha256` (`packaging.model_digest`), checked after a 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import pandas as pd
 
 from churnlens.config import flatten
 from churnlens.errors import ChurnlensError
+from churnlens.fingerprint import fingerprint_dir
 from churnlens.logs import get_logger
 
 EXPERIMENT = "churnlens"
@@ -140,18 +140,6 @@ def _relocate_if_local() -> None:
     db = sqlite_file()
     if db is not None and db.exists() and db.resolve().parent == Path.cwd().resolve():
         relocate_store(db, Path.cwd())
-
-
-def fingerprint_dir(folder: str | Path, pattern: str = "**/*.parquet") -> str:
-    """sha256 over the relative names and bytes of the files in `folder` (sorted)."""
-    digest = hashlib.sha256()
-    folder = Path(folder)
-    for path in sorted(folder.glob(pattern)):
-        digest.update(str(path.relative_to(folder)).encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def pipeline_outputs(root: str | Path = ".") -> list[str]:
@@ -416,6 +404,17 @@ def version_description(*, source: str, raw_dir: str, as_of: str | None, metrics
     return "\n".join(lines)
 
 
+def log_saved_model(model_dir: Path, name: str = "model", registered_name: str | None = None):
+    """Log an already saved churn model (`packaging.save_model`) into the active MLflow run, as
+    the same pyfunc; returns the ModelInfo."""
+    import mlflow.pyfunc
+
+    from churnlens.packaging import saved_model_kwargs
+
+    return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_name,
+                                   **saved_model_kwargs(Path(model_dir)))
+
+
 def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_paths: list[Path],
                      fingerprint: str, test_features: pd.DataFrame, test_labels: pd.Series,
                      as_of: str | None = None, interim_dir: str | Path | None = None,
@@ -426,8 +425,6 @@ def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_path
     (validation.json) become the run's input datasets. Returns the promotion decision with its
     figures (also logged to the run).
     """
-    from churnlens.packaging import log_saved_model
-
     mlflow = _mlflow()
     experiment = mlflow.set_experiment(EXPERIMENT)
     client = mlflow.MlflowClient()

@@ -71,7 +71,7 @@ def load_training_rows() -> pd.DataFrame:
 
 def data_fingerprint() -> str:
     """sha256 of `validation.json` and the interim Parquet files (the training input's input)."""
-    from churnlens.tracking import fingerprint_dir
+    from churnlens.fingerprint import fingerprint_dir
 
     digest = hashlib.sha256()
     if paths.VALIDATION_REPORT.exists():
