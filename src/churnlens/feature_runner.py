@@ -28,6 +28,7 @@ import pandas as pd
 
 from churnlens import feature_sql
 from churnlens.errors import ChurnlensError
+from churnlens.settings import DEFAULTS
 from churnlens.snapshot import as_date, from_epoch_day, to_epoch_day
 
 ID_COLUMNS = ("customer_id", "cutoff", "label")   # every other column of a feature row is a feature
@@ -238,10 +239,10 @@ def compute_features(
     *,
     cutoffs: Sequence[date],
     as_of: date,
-    horizon_days: int = 90,
-    definition: str = "inactivity",
-    windows: Sequence[int] = (7, 30, 90, 180),
-    inactivity_days: int = 30,
+    horizon_days: int = DEFAULTS.label.horizon_days,
+    definition: str = DEFAULTS.label.definition,
+    windows: Sequence[int] = DEFAULTS.features.windows,
+    inactivity_days: int = DEFAULTS.features.inactivity_days,
     engine: FeatureEngine | None = None,
     con: Any = None,
 ) -> pd.DataFrame:

@@ -107,6 +107,7 @@ import pyarrow.compute as pc
 
 from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
+from churnlens.settings import DEFAULTS
 
 TABLES = ("customers", "transactions", "events", "tickets", "nps")
 TRUTH_KEY = "_truth"
@@ -1277,9 +1278,9 @@ class OutreachSettings:
     A customer is listed at most once.
     """
 
-    weeks: int = 0
-    horizon_days: int = 90
-    holdout_share: float = 0.2
+    weeks: int = DEFAULTS.generate.outreach_weeks
+    horizon_days: int = DEFAULTS.generate.outreach_horizon_days
+    holdout_share: float = DEFAULTS.generate.outreach_holdout_share
 
     def check(self, cal: _Calendar) -> None:
         if not 0.0 < float(self.holdout_share) < 1.0:

@@ -74,6 +74,7 @@ import pandas as pd
 
 from churnlens import labels
 from churnlens.errors import ChurnlensError
+from churnlens.settings import DEFAULTS
 
 KPI_KEYS = (
     "customers_start",
@@ -278,9 +279,9 @@ def build_panel(
     nps: Any = None,
     *,
     as_of: Any,
-    period_days: int = 30,
-    definition: str = "inactivity",
-    horizon_days: int = 90,
+    period_days: int = DEFAULTS.kpis.period_days,
+    definition: str = DEFAULTS.label.definition,
+    horizon_days: int = DEFAULTS.label.horizon_days,
     n_periods: int = 13,
     max_cohorts: int = 12,
     clv_days: int = 365,
@@ -770,9 +771,9 @@ def compute_kpis(
     nps: Any = None,
     *,
     as_of: Any,
-    period_days: int = 30,
-    definition: str = "inactivity",
-    horizon_days: int = 90,
+    period_days: int = DEFAULTS.kpis.period_days,
+    definition: str = DEFAULTS.label.definition,
+    horizon_days: int = DEFAULTS.label.horizon_days,
     crr_target: float | None = None,
     trend_periods: int = 12,
     max_cohorts: int = 12,
