@@ -48,6 +48,9 @@ bench-quick: setup  ## the same benchmark at a tiny size (CI)
 benchmark-real: setup  ## model vs recency, logistic-RFM, BG/NBD on the real CDNOW log (downloads ~0.6 MB once)
 	python scripts/benchmark_real.py
 
+simulate-outreach: setup  ## closed loop: the pipeline's own lists + control groups vs a known effect (~30 min); reports/outreach_loop.json
+	python scripts/simulate_outreach_loop.py
+
 exp-show: setup  ## dvc exp show with the headline metrics and only the params that differ (< 30 columns)
 	dvc exp show --only-changed --drop '.*/' --keep '^(rows|churn_rate|model\.|recency\.|logistic\.)'
 
