@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens.export import REASON_SEPARATOR, active_mask, previous_run
+from churnlens.settings import DEFAULTS
 
 TEMPLATE = "weekly_report.html.j2"
 DRIFT_PSI_THRESHOLD = 0.2
@@ -753,7 +754,12 @@ def build_context(
     metrics: Mapping[str, Any],
     at_risk: pd.DataFrame,
     scores: pd.DataFrame,
-    params: Mapping[str, Any] | None = None,
+    top_n: int = DEFAULTS.report.top_n,
+    currency: str = DEFAULTS.report.currency,
+    horizon_days: int | None = None,
+    definition: str | None = None,
+    period_days: int | None = None,
+    crr_target: float | None = None,
     train_summary: Mapping[str, Any] | None = None,
     calibration: pd.DataFrame | None = None,
     drift: Mapping[str, Any] | None = None,
@@ -764,25 +770,23 @@ def build_context(
 ) -> dict[str, Any]:
     """Everything the template shows. `at_risk` and `win_back` (None: no win-back list) must
     not hold a `contact` column. The JSON inputs are the documents as their stages write them
-    (`drift`: the whole drift.json, `history`: the whole at_risk_history.json)."""
+    (`drift`: the whole drift.json, `history`: the whole at_risk_history.json). The settings:
+    `top_n`, `currency` (`report`), `horizon_days`, `definition` (`label`; None: as kpis.json
+    records them), `period_days` (None: kpis.json's period), `crr_target` (`kpis`)."""
     if "contact" in at_risk.columns or (win_back is not None and "contact" in win_back.columns):
         raise ValueError("the report never shows contact data: drop `contact` before calling")
-    params = params or {}
-    report_params = params.get("report") or {}
-    label = params.get("label") or {}
-    kpi_params = params.get("kpis") or {}
-    currency = str(report_params.get("currency") or "")
-    top_n = int(report_params.get("top_n", 25))
-    horizon = label.get("horizon_days", (kpis.get("label") or {}).get("horizon_days"))
-    definition = label.get("definition", (kpis.get("label") or {}).get("definition"))
+    currency = str(currency or "")
+    top_n = int(top_n)
+    recorded = kpis.get("label") or {}
+    horizon = horizon_days if horizon_days is not None else recorded.get("horizon_days")
+    definition = definition if definition is not None else recorded.get("definition")
 
     period = kpis.get("period") or {}
     as_of = kpis.get("as_of") or period.get("end")
-    period_days = period.get("days") or kpi_params.get("period_days")
+    period_days = period.get("days") or period_days
     active = scores[active_mask(scores)]
     by_segment = risk_by_segment(active)
     current = kpis.get("current") or {}
-    crr_target = kpi_params.get("crr_target")
     total_risk = pd.to_numeric(active["expected_revenue_at_risk"], errors="coerce").sum()
     list_risk = pd.to_numeric(at_risk["expected_revenue_at_risk"], errors="coerce").sum()
     tiers = active["risk_tier"].astype("string").str.lower().value_counts()
