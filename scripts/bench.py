@@ -519,6 +519,40 @@ def sample_env(clone: Path) -> dict[str, str]:
     return env
 
 
+STAGE_SHIM = """#!/bin/bash
+start=$(date +%s.%N); load=$(cut -d' ' -f1 /proc/loadavg)
+"PYTHON" -m churnlens.cli "$@"
+rc=$?
+if [ -n "$BENCH_STAGE_TIMES" ]; then
+  end=$(date +%s.%N)
+  times > "$BENCH_STAGE_TIMES.times"  # not in $(...): a subshell has no children
+  echo "$1 $start $end $load $rc $(tail -n 1 "$BENCH_STAGE_TIMES.times")" >> "$BENCH_STAGE_TIMES"
+fi
+exit $rc
+"""
+
+
+def _bash_seconds(text: str) -> float:
+    minutes, seconds = text.rstrip("s").split("m")
+    return 60 * float(minutes) + float(seconds)
+
+
+def parse_stage_times(path: Path) -> dict[str, dict[str, Any]]:
+    """The stage shim's lines: stage, start, end, 1-min load, exit code, user and sys time."""
+    out: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 7:
+            continue
+        stage, start, end, load, rc, user, system = parts[:7]
+        out[stage] = {"wall_s": float(end) - float(start),
+                      "cpu_s": _bash_seconds(user) + _bash_seconds(system),
+                      "load_1m_before": float(load), "returncode": int(rc)}
+    return out
+
+
 def parse_importtime(text: str) -> dict[str, Any]:
     """`python -X importtime` output: total import seconds (top-level imports) and, for each
     package of HEAVY_IMPORTS imported, its cumulative seconds where first imported and the
@@ -600,6 +634,14 @@ def sample_loop(workdir: Path, say, keep: bool = False) -> dict[str, Any]:
     try:
         overlaid = sample_clone(clone)
         env = sample_env(clone)
+        # dvc.yaml's `churnlens STAGE` through this interpreter: the venv's console script may
+        # carry another interpreter's path in its shebang (a venv synced from elsewhere)
+        # and it notes each stage's wall and CPU time (bash `times`: the child's user + sys)
+        shim = tmp / "bin" / "churnlens"
+        shim.parent.mkdir()
+        shim.write_text(STAGE_SHIM.replace("PYTHON", sys.executable))
+        shim.chmod(0o755)
+        env["PATH"] = str(shim.parent) + os.pathsep + env["PATH"]
         dvc = str(Path(sys.executable).parent / "dvc")
         runs: dict[str, dict[str, Any]] = {}
         for name, cmd in (("first dvc repro", [dvc, "repro"]),
@@ -607,7 +649,11 @@ def sample_loop(workdir: Path, say, keep: bool = False) -> dict[str, Any]:
                           ("dvc exp run", [dvc, "exp", "run", "-S",
                                            "train.lgbm.num_leaves=23"])):
             say(f"sample loop: {name} ...")
-            runs[name] = run_measured(cmd, clone, logs / f"{name.replace(' ', '_')}.log", env)
+            stage_times = logs / f"{name.replace(' ', '_')}.stages.txt"
+            stage_times.unlink(missing_ok=True)
+            runs[name] = run_measured(cmd, clone, logs / f"{name.replace(' ', '_')}.log",
+                                      {**env, "BENCH_STAGE_TIMES": str(stage_times)})
+            runs[name]["stages"] = parse_stage_times(stage_times)
             runs[name]["cmd"] = " ".join(["dvc", *cmd[1:]])
             say(f"sample loop: {name}: {runs[name]['wall_s']:.1f} s wall, "
                 f"{runs[name]['cpu_s']:.1f} s CPU, load {runs[name]['load_1m_before']:.1f}")
@@ -1011,6 +1057,21 @@ def render_targets(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_sample_stages(sample: dict[str, Any] | None) -> list[str]:
+    """Per dvc run on the sample: each stage's wall / CPU s, and what dvc itself adds."""
+    lines = []
+    for name, run in ((sample or {}).get("runs") or {}).items():
+        stages = run.get("stages") or {}
+        if not stages:
+            continue
+        inside = sum(st["wall_s"] for st in stages.values())
+        lines.append(f"  {name} ({run['wall_s']:.1f} s wall / {run['cpu_s']:.1f} s CPU; stages "
+                     f"{inside:.1f} s, dvc itself {run['wall_s'] - inside:.1f} s): "
+                     + ", ".join(f"{stage} {st['wall_s']:.1f}/{st['cpu_s']:.1f}"
+                                 for stage, st in stages.items()))
+    return ["", "sample loop, per stage (wall / CPU s):", *lines] if lines else []
+
+
 def render_imports(sample: dict[str, Any]) -> list[str]:
     imports = (sample or {}).get("imports") or {}
     if not imports:
@@ -1053,7 +1114,7 @@ def main_sample_loop(args: argparse.Namespace, workdir: Path, machine: dict[str,
              f"{machine['cores']} cores, load avg at start "
              f"{machine['load_average_start'][0]:.1f}, at end "
              f"{machine['load_average_end'][0]:.1f}", "", *render_targets(result),
-             *render_imports(sample)]
+             *render_sample_stages(sample), *render_imports(sample)]
     text = "\n".join(lines)
     print("\n" + text, flush=True)
     result["table"] = lines
@@ -1159,6 +1220,7 @@ def render(res: dict[str, Any]) -> str:
                      f" stage wall {res['stages']['explain']['wall_s']:.1f} s")
     lines.append("")
     lines += render_targets(res)
+    lines += render_sample_stages(res.get("sample_loop"))
     lines += render_imports(res.get("sample_loop"))
     lines.append("")
     generation = "reused" if gen.get("reused") else f"{gen['seconds']:.0f} s"

@@ -153,6 +153,12 @@ def test_sample_loop_times_dvc_in_a_clone_and_tables_the_imports(tmp_path):
     runs = result["sample_loop"]["runs"]
     assert set(runs) == {"first dvc repro", "dvc repro -f", "dvc exp run"}
     assert all(r["returncode"] == 0 and r["cpu_s"] > 0 for r in runs.values())
+    forced = runs["dvc repro -f"]["stages"]  # each stage's wall / CPU from the stage shim
+    assert set(forced) == {"generate", "privacy", "validate", "features", "train", "score",
+                           "drift", "explain", "export", "kpis", "report"}
+    assert all(st["returncode"] == 0 and st["cpu_s"] > 0 for st in forced.values())
+    assert sum(st["wall_s"] for st in forced.values()) <= runs["dvc repro -f"]["wall_s"]
+    assert "train" in runs["dvc exp run"]["stages"]
     targets = result["targets"]
     for name, (op, bound) in ISSUE_14_TARGETS.items():
         if name in targets:
