@@ -54,10 +54,15 @@ import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from churnlens import actions as act
+
+if TYPE_CHECKING:
+    from churnlens.settings import ExportSettings
 
 AT_RISK_COLUMNS = (
     "rank",
@@ -501,3 +506,49 @@ def _is_missing(value: Any) -> bool:
 
 def _is_midnight(value: dt.datetime | pd.Timestamp) -> bool:
     return (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0)
+
+
+def open_ticket_ids(tickets: pd.DataFrame) -> set[str]:
+    """Ids of customers with a ticket that has no `closed_at` (the validated tickets table)."""
+    open_rows = tickets["closed_at"].isna()
+    return set(tickets.loc[open_rows, "customer_id"].astype("string").dropna())
+
+
+def suggest(scores: pd.DataFrame, settings: ExportSettings,
+            open_ids: set[str]) -> tuple[pd.Series, pd.DataFrame]:
+    """The suggested action of each customer in `scores` (which is also the population of the
+    high-value quantile), and `reason_1..3` that support it: the fact each action rests on
+    (open ticket, trial not activated, inactive, high value) is among the reasons
+    (`churnlens.actions.supporting_reasons`)."""
+    flags = act.customer_flags(
+        scores,
+        inactive_days=settings.inactive_days,
+        high_value_quantile=settings.high_value_quantile,
+        open_ticket_ids=open_ids,
+    )
+    actions = act.assign_actions(flags, settings.rules)
+    conditions = act.matched_conditions(flags, settings.rules)
+    present = [c for c in REASON_COLUMNS if c in scores]
+    rows = scores.to_dict("records")
+    fixed = [
+        act.supporting_reasons([row.get(c) for c in present], facts, row,
+                               inactive_days=settings.inactive_days,
+                               high_value_quantile=settings.high_value_quantile,
+                               k=len(REASON_COLUMNS))
+        for row, facts in zip(rows, conditions, strict=True)
+    ]
+    reasons = pd.DataFrame([r + [None] * (len(REASON_COLUMNS) - len(r)) for r in fixed],
+                           columns=list(REASON_COLUMNS), index=scores.index,
+                           dtype="object")
+    return actions, reasons
+
+
+def with_reasons(scores: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
+    """`scores` whose `reason_1..3` are replaced by `reasons` on `reasons`' rows."""
+    out = scores.copy()
+    for column in reasons.columns:
+        base = out[column].astype("object") if column in out else pd.Series(
+            None, index=out.index, dtype="object")
+        base.loc[reasons.index] = reasons[column]
+        out[column] = base
+    return out

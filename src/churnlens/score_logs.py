@@ -177,11 +177,12 @@ def _with_actions(scores: pd.DataFrame, params: Mapping[str, Any],
     """`suggested_action` and the reasons that support it, as the export stage gives them: the
     active customers as one population (the at-risk list's), the lapsed ones worth winning back
     valued by `win_back_value` (the win-back list's), and the other lapsed ones."""
+    from churnlens.export import open_ticket_ids, suggest, with_reasons
     from churnlens.settings import settings_from
-    from churnlens.stages.export import open_ticket_ids, suggest, with_reasons
 
     settings = settings_from(params).export
-    open_ids = open_ticket_ids(tickets)
+    open_ids = (open_ticket_ids(pd.read_parquet(tickets, columns=["customer_id", "closed_at"]))
+                if tickets.exists() else set())
     active = export.active_mask(scores)
     worth = (export.return_value(scores) > 0).to_numpy(bool)
     lapsed = scores.assign(expected_revenue=scores[export.WIN_BACK_VALUE])

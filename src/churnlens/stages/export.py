@@ -94,9 +94,9 @@ def run(params_path: str | Path = "params.yaml") -> None:
     if settings.rank_by == "revenue_saved":
         saved, uplift_info = revenue_saved(export.source_runs(history, source)[1], as_of,
                                            config.label, scores)
-    actions, reasons = suggest(scores[active], settings, open_ids)
+    actions, reasons = export.suggest(scores[active], settings, open_ids)
     at_risk = export.build_at_risk(
-        with_reasons(scores, reasons), actions, top_n=settings.top_n,
+        export.with_reasons(scores, reasons), actions, top_n=settings.top_n,
         tiers=list(settings.tiers), contacts=contacts, saved=saved,
     )
     arms = None
@@ -116,9 +116,9 @@ def run(params_path: str | Path = "params.yaml") -> None:
     candidates = lapsed[(export.return_value(lapsed) > 0).to_numpy(bool)]
     if export.WIN_BACK_VALUE in candidates:
         candidates = candidates.assign(expected_revenue=candidates[export.WIN_BACK_VALUE])
-    actions, reasons = suggest(candidates, settings, open_ids)
+    actions, reasons = export.suggest(candidates, settings, open_ids)
     win_back = export.build_win_back(
-        with_reasons(scores, reasons), actions, top_n=settings.top_n, contacts=contacts,
+        export.with_reasons(scores, reasons), actions, top_n=settings.top_n, contacts=contacts,
     )
     write_list(win_back, WIN_BACK, real_ids)
     log.info(
@@ -387,46 +387,6 @@ def with_activity(scores: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
     return scores.assign(**{export.ACTIVE: active_customers(scores, horizon_days)})
 
 
-def suggest(scores: pd.DataFrame, settings: ExportSettings,
-            open_ids: set[str]) -> tuple[pd.Series, pd.DataFrame]:
-    """The suggested action of each customer in `scores` (which is also the population of the
-    high-value quantile), and `reason_1..3` that support it: the fact each action rests on
-    (open ticket, trial not activated, inactive, high value) is among the reasons
-    (`churnlens.actions.supporting_reasons`)."""
-    flags = act.customer_flags(
-        scores,
-        inactive_days=settings.inactive_days,
-        high_value_quantile=settings.high_value_quantile,
-        open_ticket_ids=open_ids,
-    )
-    actions = act.assign_actions(flags, settings.rules)
-    conditions = act.matched_conditions(flags, settings.rules)
-    present = [c for c in export.REASON_COLUMNS if c in scores]
-    rows = scores.to_dict("records")
-    fixed = [
-        act.supporting_reasons([row.get(c) for c in present], facts, row,
-                               inactive_days=settings.inactive_days,
-                               high_value_quantile=settings.high_value_quantile,
-                               k=len(export.REASON_COLUMNS))
-        for row, facts in zip(rows, conditions, strict=True)
-    ]
-    reasons = pd.DataFrame([r + [None] * (len(export.REASON_COLUMNS) - len(r)) for r in fixed],
-                           columns=list(export.REASON_COLUMNS), index=scores.index,
-                           dtype="object")
-    return actions, reasons
-
-
-def with_reasons(scores: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
-    """`scores` whose `reason_1..3` are replaced by `reasons` on `reasons`' rows."""
-    out = scores.copy()
-    for column in reasons.columns:
-        base = out[column].astype("object") if column in out else pd.Series(
-            None, index=out.index, dtype="object")
-        base.loc[reasons.index] = reasons[column]
-        out[column] = base
-    return out
-
-
 def write_list(table: pd.DataFrame, path: Path, real_ids: dict[str, str] | None) -> None:
     """The list as spreadsheet-safe CSV with a BOM; with pseudonymisation on, the people who
     work from it get the real ids back (only here)."""
@@ -461,9 +421,7 @@ def open_ticket_ids(path: Path) -> set[str]:
     if not Path(path).exists():
         log.info("no %s: open tickets come from the scores only", path)
         return set()
-    tickets = pd.read_parquet(path, columns=["customer_id", "closed_at"])
-    open_rows = tickets["closed_at"].isna()
-    return set(tickets.loc[open_rows, "customer_id"].astype("string").dropna())
+    return export.open_ticket_ids(pd.read_parquet(path, columns=["customer_id", "closed_at"]))
 
 
 def _read_contact_columns(path: Path) -> pd.DataFrame:
