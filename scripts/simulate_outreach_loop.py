@@ -531,37 +531,65 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     raw.write(work / "data/sample")
     pipeline.set(snapshot__as_of=day_text(final_day))
     pipeline.run(FINAL_STAGES)
+    truth.to_csv(work / "truth.csv", index=False)
+    settings = {"customers": args.customers, "seed": args.seed, "lists": args.lists,
+                "every_days": args.every_days, "first": args.first,
+                "holdout_share": args.holdout_share, "top_n": args.top_n, "reach": args.reach,
+                "rank_by": args.rank_by, "retrain_every": args.retrain_every,
+                "horizon_days": horizon, "measured_on": day_text(final_day)}
+    (work / "loop_state.json").write_text(json.dumps(
+        {"settings": settings, "lists": lists, "used_on": used_on}, indent=2), encoding="utf-8")
+    result = evaluate(work)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if args.truth_csv:
+        truth.to_csv(args.truth_csv, index=False)
+    return result
+
+
+def evaluate(work: Path) -> dict[str, Any]:
+    """The figures of a finished loop, from its work folder: `truth.csv`, `loop_state.json`,
+    `data/sample/interventions.csv`, the final run's `reports/` and `data/interim/`."""
+    state = json.loads((work / "loop_state.json").read_text(encoding="utf-8"))
+    settings, horizon = state["settings"], int(state["settings"]["horizon_days"])
+    truth = pd.read_csv(work / "truth.csv", dtype={"customer_id": str, "list_date": str})
+    pipeline = Pipeline(work, {})
     report = pipeline.read_json("reports/outreach.json")
+    # the assignments the final run measures: the history drops lists older than the horizon +
+    # 182 days, keeping only their customers re-recorded on later lists (sticky arms)
+    history = pipeline.read_json("reports/at_risk_history.json")
+    runs = next(s["runs"] for s in history["sources"] if s["id"] == history["current"]["source"])
+    kept = {(a["assigned"], str(a["customer_id"])) for r in runs for a in (r.get("arms") or [])}
+    pairs = list(zip(truth["list_date"], truth["customer_id"], strict=True))
+    measured = truth[[p in kept for p in pairs]].reset_index(drop=True)
     final_activity = _validated_activity(work, truth["customer_id"].unique().tolist())
-    compared = measured_vs_simulated(truth, report, final_activity, horizon)
-    control = truth[truth["holdout"]]
-    contacted_controls = int(control["customer_id"].isin(raw.interventions["customer_id"]).sum())
-    result = {
-        "settings": {"customers": args.customers, "seed": args.seed, "lists": args.lists,
-                     "every_days": args.every_days, "first": args.first,
-                     "holdout_share": args.holdout_share, "top_n": args.top_n,
-                     "reach": args.reach, "rank_by": args.rank_by,
-                     "retrain_every": args.retrain_every, "horizon_days": horizon,
-                     "measured_on": day_text(final_day)},
+    compared = measured_vs_simulated(measured, report, final_activity, horizon)
+    contacts = pd.read_csv(work / "data/sample/interventions.csv", dtype={"customer_id": str}) \
+        if (work / "data/sample/interventions.csv").exists() else pd.DataFrame(
+            columns=["customer_id", "timestamp"])
+    from churnlens import outreach
+
+    control = truth[truth["holdout"]].rename(columns={"list_date": "assigned"})
+    window = outreach.contacts_in_window(control, contacts, horizon)
+    return {
+        "settings": settings,
         "true_effects": [{"action": a, "subgroup": s, "kind": k, "rate": r}
                          for (a, s), (k, r) in TRUE_EFFECTS.items()],
-        "lists": lists,
+        "lists": state["lists"],
         "assignments": len(truth), "control": int(truth["holdout"].sum()),
         "contacted": int(truth["reached"].sum()),
-        "control_in_interventions": contacted_controls,
+        "measured_assignments": len(measured),
+        "control_in_interventions": int(window["contacted"].sum()),
+        "control_ever_contacted_later": int(
+            control["customer_id"].isin(contacts["customer_id"]).sum()),
         "pipeline_treatment": report.get("treatment"),
         "lists_measured": sum(bool(x.get("measured")) for x in report.get("lists") or []),
         "effects": compared["rows"],
         "coverage": [coverage(compared["rows"], level, m)
                      for level in ("action", "subgroup", "list") for m in (10, 30)],
-        "uplift_held_out": uplift_on_held_out(truth, used_on, final_activity, horizon),
+        "uplift_held_out": uplift_on_held_out(truth, state["used_on"], final_activity, horizon),
         "uplift_in_outreach_json": report.get("uplift"),
-        "seconds": round(time.perf_counter() - started, 1),
         "work": str(work),
     }
-    if args.truth_csv:
-        truth.to_csv(args.truth_csv, index=False)
-    return result
 
 
 def _validated_activity(work: Path, ids: list[str]) -> pd.DataFrame:
@@ -578,13 +606,13 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"\n{s['customers']} customers, seed {s['seed']}, {s['lists']} lists every "
           f"{s['every_days']} days from {s['first']}, holdout share {s['holdout_share']}, "
           f"reach {s['reach']}; measured on {s['measured_on']}: {result['assignments']} fresh "
-          f"assignments, {result['control']} control, {result['contacted']} contacted; control "
-          f"customers in the interventions table: {result['control_in_interventions']}")
+          f"assignments ({result['measured_assignments']} still in the final run's history), "
+          f"{result['control']} control, {result['contacted']} contacted; control customers "
+          f"contacted within their window: {result['control_in_interventions']}")
     print(f"\n{'action / subgroup':58} {'simulated':>9} {'measured [95 % interval]':>26} "
           f"{'contacted/control':>17} covered")
-    for r in result["effects"]:
-        if r["level"] == "list":
-            continue
+    rows = [r for r in result["effects"] if r["level"] != "list"]
+    for r in sorted(rows, key=lambda r: (r["action"].split(" / ")[0], r["level"] != "action")):
         name = r["action"] if r["level"] == "action" else "  . " + r["action"].split(" / ")[1]
         interval = ("n/a" if r["measured"] is None else
                     f"{r['measured'] * 100:+.1f} [{r['ci_low'] * 100:+.1f}, "
@@ -629,18 +657,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temp work folder")
     parser.add_argument("--out", default=str(REPO / "reports/outreach_loop.json"))
     parser.add_argument("--truth-csv", default=None, help="also write the truth per assignment")
+    parser.add_argument("--reevaluate", default=None, metavar="WORK",
+                        help="only compute the figures of a finished loop kept in WORK")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = simulate(args)
+    if args.reevaluate:
+        result = evaluate(Path(args.reevaluate))
+        result["seconds"] = None
+    else:
+        result = simulate(args)
     print_table(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"\nwrote {out} ({result['seconds']} s)")
-    if not args.work and not args.keep:
+    if not args.work and not args.keep and not args.reevaluate:
         shutil.rmtree(result["work"], ignore_errors=True)
     return 0
 
