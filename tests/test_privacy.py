@@ -3,6 +3,7 @@ import pytest
 
 from churnlens.errors import ChurnlensError
 from churnlens.privacy import pseudonymise, pseudonymise_setting
+from churnlens.settings import PrivacySettings
 
 SALT = b"0123456789abcdef-test-salt"
 
@@ -18,18 +19,18 @@ def test_pseudonyms_are_stable_keyed_and_hide_the_id():
 def test_switched_on_without_a_salt_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("CHURNLENS_ID_SALT", raising=False)
     with pytest.raises(ChurnlensError, match="CHURNLENS_ID_SALT"):
-        pseudonymise_setting({"privacy": {"pseudonymise_ids": True}})
-    assert pseudonymise_setting({"privacy": {"pseudonymise_ids": False}}) is None
+        pseudonymise_setting(PrivacySettings(pseudonymise_ids=True))
+    assert pseudonymise_setting(PrivacySettings(pseudonymise_ids=False)) is None
     monkeypatch.setenv("CHURNLENS_ID_SALT", "x" * 20)
-    assert pseudonymise_setting({"privacy": {"pseudonymise_ids": True}}) == b"x" * 20
+    assert pseudonymise_setting(PrivacySettings(pseudonymise_ids=True)) == b"x" * 20
 
 
 def test_privacy_state_records_the_switch_and_a_salt_fingerprint_never_the_salt(monkeypatch):
     from churnlens.privacy import privacy_state
 
-    off = {"privacy": {"pseudonymise_ids": False}}
+    off = PrivacySettings(pseudonymise_ids=False)
     assert privacy_state(off) == {"pseudonymise_ids": False, "salt_fingerprint": None}
-    on = {"privacy": {"pseudonymise_ids": True, "salt_env": "TEST_SALT"}}
+    on = PrivacySettings(pseudonymise_ids=True, salt_env="TEST_SALT")
     monkeypatch.setenv("TEST_SALT", "a-secret-salt-of-some-length")
     first = privacy_state(on)
     assert first["pseudonymise_ids"] is True and len(first["salt_fingerprint"]) == 16

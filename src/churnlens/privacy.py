@@ -14,9 +14,10 @@ import os
 import pandas as pd
 
 from churnlens.errors import ChurnlensError
+from churnlens.settings import DEFAULTS, PrivacySettings
 
 PII_COLUMNS = ("email", "name")
-DEFAULT_SALT_ENV = "CHURNLENS_ID_SALT"
+DEFAULT_SALT_ENV = DEFAULTS.privacy.salt_env
 
 
 def salt_from_env(variable: str = DEFAULT_SALT_ENV) -> bytes:
@@ -39,19 +40,18 @@ def pseudonymise(ids: pd.Series, salt: bytes) -> pd.Series:
 FINGERPRINT_MESSAGE = b"churnlens salt fingerprint v1"
 
 
-def privacy_state(params: dict) -> dict[str, object]:
+def privacy_state(privacy: PrivacySettings) -> dict[str, object]:
     """What the pipeline's outputs depend on, safe to write down: whether ids are pseudonymised
     and a fingerprint of the salt (an HMAC of a fixed message, which does not reveal the salt)."""
-    salt = pseudonymise_setting(params)
+    salt = pseudonymise_setting(privacy)
     if salt is None:
         return {"pseudonymise_ids": False, "salt_fingerprint": None}
     digest = hmac.new(salt, FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:16]
     return {"pseudonymise_ids": True, "salt_fingerprint": digest}
 
 
-def pseudonymise_setting(params: dict) -> bytes | None:
-    """The salt when pseudonymisation is switched on in params, else None."""
-    privacy = params.get("privacy", {}) or {}
-    if not privacy.get("pseudonymise_ids", False):
+def pseudonymise_setting(privacy: PrivacySettings) -> bytes | None:
+    """The salt when pseudonymisation is switched on (`privacy` settings), else None."""
+    if not privacy.pseudonymise_ids:
         return None
-    return salt_from_env(privacy.get("salt_env", DEFAULT_SALT_ENV))
+    return salt_from_env(privacy.salt_env)

@@ -240,7 +240,7 @@ def _with_control_group(result: pd.DataFrame, params: Mapping[str, Any], custome
     history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
     customers = pd.read_parquet(customers_path, columns=["customer_id", "signup_date"])
     ids = result["customer_id"]
-    salt = pseudonymise_setting(dict(params))
+    salt = pseudonymise_setting(settings.privacy)
     if salt is not None:  # the history holds the pipeline's pseudonyms
         customers = customers.assign(customer_id=pseudonymise(customers["customer_id"], salt))
         ids = pseudonymise(ids, salt)

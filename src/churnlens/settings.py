@@ -94,7 +94,7 @@ class DriftSettings:
 @dataclass(frozen=True)
 class PrivacySettings:
     pseudonymise_ids: bool = False
-    salt_env: str = "CHURNLENS_ID_SALT"    # = churnlens.privacy.DEFAULT_SALT_ENV
+    salt_env: str = "CHURNLENS_ID_SALT"    # the environment variable holding the salt
 
 
 @dataclass(frozen=True)

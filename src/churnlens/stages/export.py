@@ -78,7 +78,7 @@ def run(params_path: str | Path = "params.yaml") -> None:
         )
     active = export.active_mask(scores)
     open_ids = open_ticket_ids(paths.interim_table("tickets"))
-    salt = pseudonymise_setting(config.params)
+    salt = pseudonymise_setting(config.privacy)
     contacts = read_contacts(config.data.raw_dir)
     real_ids = None
     if salt is not None and contacts is not None:

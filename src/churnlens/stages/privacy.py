@@ -19,7 +19,7 @@ log = get_logger("privacy")
 
 
 def run(params_path: str | Path = "params.yaml") -> dict:
-    state = privacy_state(dict(load_settings(params_path).params))
+    state = privacy_state(load_settings(params_path).privacy)
     io.write_json(state, paths.PRIVACY_STATE)
     log.info("pseudonymised ids: %s", "on" if state["pseudonymise_ids"] else "off")
     return state

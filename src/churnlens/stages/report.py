@@ -29,7 +29,7 @@ SCORE_COLUMNS = ("customer_id", "risk_tier", "expected_revenue_at_risk", "segmen
 
 def run(params_path: str | Path = "params.yaml") -> None:
     settings = load_settings(params_path)
-    salt = pseudonymise_setting(dict(settings.params))
+    salt = pseudonymise_setting(settings.privacy)
     win_back = read_at_risk(paths.WIN_BACK) if catalog.exists("win_back") else None
     if win_back is None:
         log.info("no %s: the win-back section says so", paths.WIN_BACK)

@@ -179,7 +179,7 @@ def _with_format(report: dict, table: TableChunks | None) -> dict:
 def _pseudonym_salt(params_path: str | Path | None) -> bytes | None:
     if params_path is None or not Path(params_path).exists():
         return None
-    return pseudonymise_setting(dict(load_settings(params_path).params))
+    return pseudonymise_setting(load_settings(params_path).privacy)
 
 
 def _pseudonymised(result: TableResult, salt: bytes | None) -> TableResult:
