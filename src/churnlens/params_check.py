@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from churnlens.errors import ChurnlensError, ParamsError
+from churnlens.labels import DEFINITIONS
 
-LABEL_DEFINITIONS = ("inactivity", "cancellation")   # = churnlens.feature_sql.LABEL_DEFINITIONS
+LABEL_DEFINITIONS = DEFINITIONS                     # churnlens.labels: the one definition
 ENGINES = ("duckdb", "spark")
 CALIBRATION = ("auto", "sigmoid", "isotonic")
 SECTIONS = ("data", "generate", "snapshot", "label", "features", "train", "score", "drift",
