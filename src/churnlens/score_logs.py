@@ -11,7 +11,7 @@ project but the score stage's local copy of the approved model: validation into 
 (`serving.load_approved_model`: the MLflow registry's champion for the data source of `params`,
 kept in `models/serving/`), the score stage's probability, tier and revenue
 (`scoring.score_frame`), the explain stage's SHAP reasons (`explain.top_reasons`, for every
-customer rather than a sample) and the export stage's action rules (`stages.export.suggest`: the
+customer rather than a sample) and the export stage's action rules (`export.suggest`: the
 fact behind an action is among the reasons).
 
 Run it from the project folder: `params` (default `params.yaml`), `models/churn_model`,
