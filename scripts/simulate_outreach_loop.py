@@ -35,15 +35,21 @@ checked against. Here the team works from the pipeline's lists instead:
 4. A last run at the last list date + horizon (all stages but train) measures every list:
    `reports/outreach.json` gives per list and action, and pooled per action, contacted vs
    control retention with a 95 % interval. The simulated effect of an action is the mean of
-   Y1 - Y0 over its fresh assignments (both arms: what a perfect experiment would measure);
-   coverage = the share of intervals that contain it. Subgroups are measured with the same
-   function (`churnlens.outreach.measure_effect`) on the same assignments.
+   Y1 - Y0 over its fresh assignments that the final run still measures (both arms: what a
+   perfect experiment would measure; the history drops lists older than the horizon + 182 days
+   but keeps their customers re-recorded on later lists); coverage = the share of intervals
+   that contain it. Subgroups are measured with the same function
+   (`churnlens.outreach.measure_effect`) on the same assignments. Control customers contacted
+   within their window (`churnlens.outreach.contacts_in_window`) are counted: always 0 here.
 5. Uplift on held-out lists: on each list the export ranked by expected revenue saved (the
    T-learner was fitted only on lists measured before that date), the fresh assignments are
    ranked by `expected_revenue_saved` and by `expected_revenue_at_risk`: Qini coefficients
    (revenue-weighted and plain, observed outcomes, reached contacted vs control; 0 = random) and
    the revenue each ranking truly keeps when contacting its top 20 % / 30 % / all (sum of
    (Y1 - Y0) x expected revenue, per list).
+
+`--reevaluate WORK` computes the figures again from a kept work folder (`truth.csv`,
+`loop_state.json`, the final run's outputs).
 
 Prints a table and writes `--out` (default `reports/outreach_loop.json` in the repo). Nothing in
 the repo's own data, models, MLflow store or reports is touched besides that file.
