@@ -39,11 +39,14 @@ test-all: setup
 lint: setup  ## ruff (pyproject.toml's rules) over the code, tests and scripts
 	ruff check src tests scripts
 
-bench: setup  ## scale benchmark (1M customers); writes reports/bench.json
+bench: setup  ## scale benchmark (1M customers) + issue 14's table (targets, met / not met); writes reports/bench.json
 	python scripts/bench.py
 
-bench-quick: setup  ## the same benchmark at a tiny size (CI)
+bench-quick: setup  ## the same benchmark at a tiny size (CI), with the sample loop (dvc repro -f, dvc exp run)
 	python scripts/bench.py --quick
+
+bench-sample: setup  ## only dvc repro -f / dvc exp run on the bundled sample (temp clone) + imports per stage
+	python scripts/bench.py --quick --only sample-loop
 
 benchmark-real: setup  ## model vs recency, logistic-RFM, BG/NBD on the real CDNOW log (downloads ~0.6 MB once)
 	python scripts/benchmark_real.py
