@@ -83,6 +83,14 @@ positions; a fixed handful per table, independent of `n_customers`)
   customers, one with an unparseable `timestamp`.
 The number of bad rows per table is in `BAD_ROW_COUNTS`.
 
+How the code is laid out: `iter_chunks` calls `_simulate_chunk` per chunk, which draws the
+customers once (`_draw_customers` -> `_Customers`), then steps month by month over a `_State`
+(`_engagement`, `_churn_hazard`, `_trial_decision`, `_activity_window`, `_usage_events`,
+`_purchases`, `_support_tickets`, `_nps_answers`, `_remember`), optionally simulates outreach
+(`_simulate_outreach`) and turns the rows into the tables (`_to_frames`); `_inject_bad_rows`
+adds the bad rows. Every step draws from the chunk's random stream in a fixed order, so moving
+or adding a draw changes the output bytes (the sample in git is the check).
+
 Ground truth (`result[TRUTH_KEY]`, one row per generated customer, for tests only; hidden labels
 must not reach the CSV files or any feature)
 ------------------------------------------------------------------------------------------------
