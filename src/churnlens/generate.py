@@ -1323,43 +1323,78 @@ def _simulate_outreach(rng: np.random.Generator, settings: OutreachSettings, cal
     from Y0 and one uniform draw per assignment by the action's rescue/harm rate; contacted
     customers get Y1: a rescued one gets logins through the window (and leaves after it), a
     harmed one leaves the day after the list."""
-    signup, seg, tz = customers.signup, customers.seg, customers.tz
-    paying_from, activated = customers.paying_from, state.activated
-    n, T, H = len(signup), cal.n_days, int(settings.horizon_days)
-    churn_day = state.churn_day.copy()
+    seen = _Seen.of(cal, state.churn_day, ev, tx, tk)
+    assigned = _weekly_lists(rng, settings, cal, customers, state.activated, seen)
+    _potential_outcomes(rng, assigned, seen, customers.n, int(settings.horizon_days))
+    cust, day = assigned["cust"], assigned["day"]
+    contact_day = day + rng.integers(1, 4, len(cust))
+    contact_sec = _daytime_seconds(rng, customers.tz[cust])
+    churn_day, events = _contacted_get_y1(rng, cal, customers.tz, state.churn_day, assigned, ev,
+                                          int(settings.horizon_days))
+    return _Outreach(churn_day, events, assigned, contact_day, contact_sec)
 
-    def kept(rows: dict[str, np.ndarray], day: np.ndarray) -> np.ndarray:
-        return (day < churn_day[rows["cust"]]) & (day < T)
 
-    ev_keep = kept(ev, ev["day"])
-    tx_keep = kept(tx, tx["day"])
-    act_cust = np.concatenate([ev["cust"][ev_keep], tx["cust"][tx_keep]])
-    act_day = np.concatenate([ev["day"][ev_keep], tx["day"][tx_keep]])
-    ev_cust, ev_day = ev["cust"][ev_keep], ev["day"][ev_keep]
-    tx_cust, tx_day = tx["cust"][tx_keep], tx["day"][tx_keep]
-    tx_amount = tx["amount"][tx_keep].astype(float)
-    tk_keep = (tk["open"] // 86400) < churn_day[tk["cust"]]
-    tk_cust, tk_open, tk_close = tk["cust"][tk_keep], tk["open"][tk_keep], tk["close"][tk_keep]
+@dataclass(frozen=True)
+class _Seen:
+    """The chunk's rows as they end up in the tables (before churn, inside the date range):
+    what the simulated team can see."""
 
+    act_cust: np.ndarray  # events and transactions
+    act_day: np.ndarray
+    ev_cust: np.ndarray
+    ev_day: np.ndarray
+    tx_cust: np.ndarray
+    tx_day: np.ndarray
+    tx_amount: np.ndarray
+    tk_cust: np.ndarray
+    tk_open: np.ndarray
+    tk_close: np.ndarray
+
+    @classmethod
+    def of(cls, cal: _Calendar, churn_day: np.ndarray, ev: dict[str, np.ndarray],
+           tx: dict[str, np.ndarray], tk: dict[str, np.ndarray]) -> _Seen:
+        def kept(rows: dict[str, np.ndarray], day: np.ndarray) -> np.ndarray:
+            return (day < churn_day[rows["cust"]]) & (day < cal.n_days)
+
+        ev_keep = kept(ev, ev["day"])
+        tx_keep = kept(tx, tx["day"])
+        tk_keep = (tk["open"] // 86400) < churn_day[tk["cust"]]
+        return cls(
+            act_cust=np.concatenate([ev["cust"][ev_keep], tx["cust"][tx_keep]]),
+            act_day=np.concatenate([ev["day"][ev_keep], tx["day"][tx_keep]]),
+            ev_cust=ev["cust"][ev_keep], ev_day=ev["day"][ev_keep],
+            tx_cust=tx["cust"][tx_keep], tx_day=tx["day"][tx_keep],
+            tx_amount=tx["amount"][tx_keep].astype(float),
+            tk_cust=tk["cust"][tk_keep], tk_open=tk["open"][tk_keep],
+            tk_close=tk["close"][tk_keep],
+        )
+
+
+def _weekly_lists(rng: np.random.Generator, settings: OutreachSettings, cal: _Calendar,
+                  c: _Customers, activated: np.ndarray, seen: _Seen) -> dict[str, np.ndarray]:
+    """Each list day's new customers with a sign, their action, subgroup, arm (control with
+    probability `holdout_share`) and covariates; one entry per assignment."""
+    signup, seg, n = c.signup, c.seg, c.n
     listed = np.zeros(n, dtype=bool)
     rows: dict[str, list] = {k: [] for k in ("cust", "day", "holdout", "action", "subgroup",
                                             *OUTREACH_COVARIATES)}
     for a in settings.list_days(cal):
         a = int(a)
         last = np.full(n, -1, dtype=np.int64)
-        seen = act_day <= a
-        np.maximum.at(last, act_cust[seen], act_day[seen])
+        before = seen.act_day <= a
+        np.maximum.at(last, seen.act_cust[before], seen.act_day[before])
         since = np.where(last >= 0, a - last, 10**6)
         tenure = a - signup
         eligible = ~listed & (tenure >= 14) & (since < 90)
         end_s = (a + 1) * 86400
-        open_now = (tk_open < end_s) & ((tk_close < 0) | (tk_close >= end_s))
-        open_tickets = np.bincount(tk_cust[open_now], minlength=n)
+        open_now = (seen.tk_open < end_s) & ((seen.tk_close < 0) | (seen.tk_close >= end_s))
+        open_tickets = np.bincount(seen.tk_cust[open_now], minlength=n)
+        ev_cust, ev_day = seen.ev_cust, seen.ev_day
         ev30 = np.bincount(ev_cust[(ev_day > a - 30) & (ev_day <= a)], minlength=n)
         ev_prev = np.bincount(ev_cust[(ev_day > a - 60) & (ev_day <= a - 30)], minlength=n)
-        in90 = (tx_day > a - 90) & (tx_day <= a)
-        revenue = np.bincount(tx_cust[in90], weights=tx_amount[in90], minlength=n)
-        paying = paying_from <= a
+        in90 = (seen.tx_day > a - 90) & (seen.tx_day <= a)
+        revenue = np.bincount(seen.tx_cust[in90], weights=seen.tx_amount[in90], minlength=n)
+        paying = c.paying_from <= a
         trial = (seg == 0) & ~paying & (tenure < 120) & (~activated | (since >= 14))
         decline = (ev_prev >= 6) & (ev30 < 0.5 * ev_prev)
         action = np.full(n, "", dtype=object)
@@ -1389,15 +1424,21 @@ def _simulate_outreach(rng: np.random.Generator, settings: OutreachSettings, cal
         for key, values in covariates.items():
             rows[key].append(np.asarray(values)[ids])
     assigned = {k: np.concatenate(v) if v else np.array([]) for k, v in rows.items()}
-    cust, day = assigned["cust"].astype(np.int64), assigned["day"].astype(np.int64)
-    assigned["cust"], assigned["day"] = cust, day
+    assigned["cust"] = assigned["cust"].astype(np.int64)
+    assigned["day"] = assigned["day"].astype(np.int64)
+    return assigned
 
-    # potential outcomes
+
+def _potential_outcomes(rng: np.random.Generator, assigned: dict[str, np.ndarray], seen: _Seen,
+                        n: int, H: int) -> None:
+    """Add Y0 (activity in the window without contact), Y1 (by the action's true effect), the
+    outcome of the arm (`retained`) and `tau` = Y1 - Y0 to `assigned`."""
+    cust, day = assigned["cust"], assigned["day"]
     list_day = np.full(n, -(10**6), dtype=np.int64)
     list_day[cust] = day
-    d = list_day[act_cust]
-    hit = (act_day > d) & (act_day <= d + H)
-    y0 = (np.bincount(act_cust[hit], minlength=n) > 0)[cust]
+    d = list_day[seen.act_cust]
+    hit = (seen.act_day > d) & (seen.act_day <= d + H)
+    y0 = (np.bincount(seen.act_cust[hit], minlength=n) > 0)[cust]
     kinds = [TRUE_EFFECTS[(a, s)] for a, s in zip(assigned["action"], assigned["subgroup"],
                                                      strict=True)]
     rescue = np.array([k == "rescue" for k, _ in kinds], dtype=bool)
@@ -1407,10 +1448,18 @@ def _simulate_outreach(rng: np.random.Generator, settings: OutreachSettings, cal
     treated = ~assigned["holdout"].astype(bool)
     assigned.update(y0=y0, y1=y1, retained=np.where(treated, y1, y0),
                     tau=y1.astype(np.int64) - y0.astype(np.int64))
-    contact_day = day + rng.integers(1, 4, len(cust))
-    contact_sec = _daytime_seconds(rng, tz[cust])
 
-    # contacted customers get Y1
+
+def _contacted_get_y1(rng: np.random.Generator, cal: _Calendar, tz: np.ndarray,
+                      churn_day: np.ndarray, assigned: dict[str, np.ndarray],
+                      ev: dict[str, np.ndarray], H: int) -> tuple[np.ndarray, dict]:
+    """Churn days and events after contact: a rescued customer gets a login a week through
+    the window (and leaves after it), a harmed one leaves the day after the list."""
+    T = cal.n_days
+    churn_day = churn_day.copy()
+    cust, day = assigned["cust"], assigned["day"]
+    treated = ~assigned["holdout"].astype(bool)
+    y0, y1 = assigned["y0"], assigned["y1"]
     saved = treated & (y1 & ~y0)
     lost = treated & (y0 & ~y1)
     new_ev = {k: [v] for k, v in ev.items()}
@@ -1429,7 +1478,7 @@ def _simulate_outreach(rng: np.random.Generator, settings: OutreachSettings, cal
         churn_day[c] = later if later < T else _NEVER
     churn_day[cust[lost]] = np.minimum(churn_day[cust[lost]], day[lost] + 1)
     events = {k: np.concatenate(v) for k, v in new_ev.items()}
-    return _Outreach(churn_day, events, assigned, contact_day, contact_sec)
+    return churn_day, events
 
 
 def _outreach_frames(rng, sim: _Outreach, cal: _Calendar, width: int,
