@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup run test test-slow test-all lint bench bench-quick benchmark-real exp-show report-png mlflow-ui clean
+.PHONY: setup run test test-fast test-spark test-bench test-slow test-all lint bench bench-quick benchmark-real exp-show report-png mlflow-ui clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -27,8 +27,20 @@ setup: $(STAMP)  ## create .venv from uv.lock (idempotent)
 run: setup  ## run the whole pipeline (dvc repro) on params.yaml's data
 	dvc repro
 
-test: setup lint  ## lint, then the default test suite (fast; slow tests excluded)
+# `make test` (what CI runs) = lint + the default run + the spark and bench tests, in ONE pytest
+# process: the imports, the shared fixtures (the sample pipeline run, the fitted model) and the one
+# JVM are paid once. The default `pytest -q` (= make test-fast) leaves spark and bench out.
+test: setup lint  ## lint, then every test but the slow ones (fast suite + spark + bench)
+	pytest -q -m "not slow"
+
+test-fast: setup  ## the default run, plain `pytest -q`: no JVM, no benchmark, no slow tests
 	pytest -q
+
+test-spark: setup  ## the tests that start a local Spark session (one JVM for the run)
+	pytest -q -m "spark and not slow"
+
+test-bench: setup  ## the quick benchmark end to end (scripts/bench.py --quick)
+	pytest -q -m "bench and not slow"
 
 test-slow: setup  ## slow tests only
 	pytest -q -m slow

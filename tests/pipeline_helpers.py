@@ -33,6 +33,7 @@ STAGES = ("generate", "privacy", "validate", "features", "train", "score", "drif
 AFTER_GENERATE = STAGES[1:]
 SMALL_N = 400  # customers: 11 training cutoffs, ~50 training churners, ~13 in the test slice
 SALT = "test-salt-0123456789abcdef"   # for privacy.pseudonymise_ids (>= 16 characters)
+FAST_TRAIN = {"train.lgbm.learning_rate": 0.1, "train.early_stopping_rounds": 10}  # the sample run
 
 
 @dataclass
@@ -178,6 +179,13 @@ def copy_raw(source: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target)
+
+
+def copy_run(run: PipelineRun, target: Path) -> PipelineRun:
+    """A copy of the whole run folder at `target` (its own params, data, models, MLflow store)."""
+    shutil.copytree(run.root, target)
+    return PipelineRun(root=Path(target).resolve(), params=copy.deepcopy(run.params),
+                       env=dict(run.env))
 
 
 def copy_outputs(run: PipelineRun, target: Path, rels: Iterable[str]) -> PipelineRun:

@@ -283,4 +283,6 @@ def test_a_real_kill_leaves_mlflow_consistent(two_versions, where, how):
     versions = client.search_model_versions("name='churnlens-sample'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     assert str(client.get_model_version_by_alias("churnlens-sample", "champion").version) == "2"
-    assert load_model(paths.MODEL_DIR) is not None
+    rows = pd.read_parquet(paths.SCORING_ROWS).sort_values("customer_id")
+    np.testing.assert_array_equal(   # the files the kill left still are v2, the champion
+        load_model(paths.MODEL_DIR).predict(rows)["churn_probability"].to_numpy(), expected(1))

@@ -105,8 +105,11 @@ def test_pickles_planted_next_to_the_model_files_are_never_opened(saved, tmp_pat
     (folder / "code" / "churnlens" / "__init__.py").write_text(
         f"import os\nos.system('touch {marker}')\n")
     loaded = load_model(folder)
-    assert loaded.predict(churn_rows(5, seed=1))["churn_probability"].between(0, 1).all()
-    assert packaging.estimator_of(folder) is not None
+    rows = churn_rows(5, seed=1)
+    want = fitted_model().predict_proba(rows[FEATURES])[:, 1]
+    np.testing.assert_allclose(loaded.predict(rows)["churn_probability"], want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(packaging.estimator_of(folder).predict_proba(rows[FEATURES])[:, 1],
+                               want, rtol=0, atol=1e-12)
     assert not marker.exists()
 
 

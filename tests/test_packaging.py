@@ -9,9 +9,13 @@ def test_saved_model_predicts_the_calibrated_probability(tmp_path):
     rows = churn_rows(20, seed=5)
     save_model(model, FEATURES, tmp_path / "m", rows)
     loaded = load_model(tmp_path / "m")
-    predicted = loaded.predict(rows.assign(events_change_30d=rows["events_change_30d"]))
+    # the feature rows as written: id and label columns, an unknown column, another column order;
+    # the model picks its own features by name
+    wider = rows.assign(note="not a feature")
+    predicted = loaded.predict(wider[list(reversed(wider.columns))])
     assert list(predicted.columns) == ["churn_probability"]
-    assert np.allclose(predicted["churn_probability"], model.predict_proba(rows[FEATURES])[:, 1])
+    np.testing.assert_allclose(predicted["churn_probability"],
+                               model.predict_proba(rows[FEATURES])[:, 1], rtol=0, atol=1e-12)
     assert feature_columns_of(tmp_path / "m") == FEATURES
     assert type(estimator_of(tmp_path / "m")).__name__ == "ChurnClassifier"
 

@@ -1,10 +1,12 @@
 """End-to-end safety tests: the whole pipeline, in-process, on a small generated sample.
 
-Each module-scoped fixture below is one pipeline run in its own temporary folder (see
-`pipeline_helpers.py`); the tests only read its outputs. Runs:
+Each fixture below is one pipeline run in its own temporary folder (see `pipeline_helpers.py`);
+the tests only read its outputs. Runs:
 
-* `sample_run`    generate (400 customers) -> ... -> report: the repo's params.yaml with a small
-                  sample, faster boosting (FAST_TRAIN) and the model registered in MLflow
+* `sample_run`    (conftest, one per session, shared with test_model_behaviour and
+                  test_score_logs) generate (400 customers) -> ... -> report: the repo's
+                  params.yaml with a small sample, faster boosting (FAST_TRAIN) and the model
+                  registered in MLflow
 * `injected_run`  the same raw sample with hostile strings in names, e-mails, segments, events
 * `purchase_run`  the same sample reduced to customers(id, signup) + transactions
 * `pseudo_run`    (slow) the same raw sample with `privacy.pseudonymise_ids: true`
@@ -31,6 +33,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import markupsafe
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +45,7 @@ from typer.testing import CliRunner
 from churnlens.cli import app
 from churnlens.errors import ChurnlensError, NotEnoughHistoryError
 from pipeline_helpers import (
+    FAST_TRAIN,
     REPO,
     SALT,
     PipelineRun,
@@ -65,7 +69,6 @@ METRIC_KEYS = {"roc_auc", "pr_auc", "brier", "log_loss", "ece", "top_decile_prec
 KPI_KEYS = {"customers_start", "customers_end", "new", "lost", "crr", "churn_rate", "ndr", "grr",
             "rpr", "clv", "nps"}
 # these runs test plumbing, not the model: fewer boosting rounds (~3x faster train stage)
-FAST_TRAIN = {"train.lgbm.learning_rate": 0.1, "train.early_stopping_rounds": 10}
 AUX = {**FAST_TRAIN, "train.register_model": False}  # runs whose MLflow store nobody reads
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 PAYLOADS = json.loads((Path(__file__).parent / "data" / "injection" / "payloads.json")
@@ -129,11 +132,6 @@ def stage_cli(monkeypatch, run: PipelineRun, *args: str) -> tuple[int, str]:
 
 
 # ------------------------------------------------------------------------------ pipeline runs
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory) -> PipelineRun:
-    return run_pipeline(tmp_path_factory.mktemp("sample"), overrides=FAST_TRAIN)
-
-
 @pytest.fixture(scope="module")
 def injected_run(tmp_path_factory, sample_run) -> PipelineRun:
     listed = [row["customer_id"] for row in read_at_risk(sample_run)]
@@ -312,7 +310,10 @@ def test_saved_model_accepts_feature_rows_as_written(sample_run):
 
     model = mlflow.pyfunc.load_model(str(sample_run / "models/churn_model"))
     rows = pd.read_parquet(sample_run / "data/features/scoring.parquet")
-    assert len(model.predict(rows)) == len(rows)
+    stored = pd.read_parquet(sample_run / "data/processed/predictions.parquet")
+    assert stored["customer_id"].tolist() == rows["customer_id"].tolist()
+    np.testing.assert_allclose(model.predict(rows)["churn_probability"].to_numpy(),
+                               stored["churn_probability"].to_numpy(), rtol=0, atol=1e-12)
 
 
 def test_model_registered_in_the_runs_own_store(sample_run):
@@ -1010,7 +1011,10 @@ def test_purchase_only_log_runs_every_stage(purchase_run):
         assert out["validation"][table]["present"] is False
         assert out["validation"][table]["rows_in"] == 0
     assert out["kpis"]["current"]["nps"] is None and "current.nps" in out["kpis"]["notes"]
-    assert out["metrics"]["model"]["roc_auc"] is not None
+    metrics = out["metrics"]   # purchases alone carry the signal: better than the prior and
+    assert metrics["model"]["roc_auc"] > 0.6   # about as good as recency (the test slice is small)
+    assert metrics["model"]["roc_auc"] >= metrics["baselines"]["recency"]["roc_auc"] - 0.05
+    assert metrics["model"]["brier"] < metrics["baselines"]["prior"]["brier"]
     assert all(row["contact"] == "" for row in read_at_risk(purchase_run))
 
 

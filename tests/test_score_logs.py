@@ -1,8 +1,8 @@
 """Scoring a raw folder without the pipeline: `churnlens.score_logs` and `churnlens score --input`.
 
-One small pipeline run (generate -> ... -> export, 400 customers, fast boosting, model registered
-and champion) is the reference; the tests score its raw folder (or edited copies) in that run's
-folder and compare with the pipeline's own outputs.
+The session's sample pipeline run (`conftest.sample_run`: 400 customers, fast boosting, model
+registered and champion), copied into a folder of this module, is the reference; the tests score
+its raw folder (or edited copies) in that run's folder and compare with the pipeline's own outputs.
 """
 
 from __future__ import annotations
@@ -22,16 +22,13 @@ from typer.testing import CliRunner
 from churnlens.cli import app
 from churnlens.errors import ChurnlensError
 from churnlens.score_logs import COLUMNS, score_raw_logs
-from pipeline_helpers import PipelineRun, copy_outputs, run_pipeline, run_stages
-
-FAST_TRAIN = {"train.lgbm.learning_rate": 0.1, "train.early_stopping_rounds": 10}
-STAGES = ("privacy", "validate", "features", "train", "score", "explain", "export")
+from pipeline_helpers import PipelineRun, copy_outputs, copy_run, run_stages
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> PipelineRun:
-    return run_pipeline(tmp_path_factory.mktemp("score_logs"), overrides=FAST_TRAIN,
-                        stages=STAGES)
+def trained(tmp_path_factory, sample_run) -> PipelineRun:
+    """A copy of the session's sample run (these tests write into their project folder)."""
+    return copy_run(sample_run, tmp_path_factory.mktemp("score_logs") / "run")
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The Spark path: the same feature rows as DuckDB, and spark_udf batch scoring == pyfunc predict.
 
-One local SparkSession for the module (the JVM start is most of the cost). Fixtures are the
-hand-made interim tables of `test_features.py`.
+One local SparkSession for the whole run (`conftest.spark`: the JVM start is most of the cost).
+The tables are the hand-made ones of `feature_tables`, the model the one of `model_fixtures`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = [pytest.mark.spark,
-              pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")]
+# `spark` is marked on each test that uses the session (conftest); the first test needs no JVM.
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:  # pragma: no cover
@@ -24,8 +24,7 @@ if shutil.which("java") is None:  # pragma: no cover
 
 from churnlens import spark_features as sf  # noqa: E402
 from churnlens.feature_runner import compute_features  # noqa: E402
-from model_fixtures import FEATURES, churn_rows, fitted_model  # noqa: E402
-from test_features import (  # noqa: E402
+from feature_tables import (  # noqa: E402
     AS_OF,
     CUSTOMERS,
     EVENTS,
@@ -39,16 +38,7 @@ from test_features import (  # noqa: E402
     random_tables,
     write_interim,
 )
-
-# Tuned for a short-lived JVM on tiny data: C1 compiler only and serial GC (about halves the JVM
-# start), interpreted expressions instead of compiled code, no adaptive re-planning. Measured on
-# the fixtures here: about 2x faster per feature run than Spark's defaults.
-TEST_CONF = {
-    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-    "spark.sql.codegen.wholeStage": "false",
-    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-    "spark.sql.adaptive.enabled": "false",
-}
+from model_fixtures import FEATURES, churn_rows, fitted_model  # noqa: E402
 
 
 def test_memory_limit_and_write_batches_without_a_jvm():
@@ -60,21 +50,6 @@ def test_memory_limit_and_write_batches_without_a_jvm():
                                                                            D("2025-04-01")]]
     assert sf._batches(counts, 1) == [[c] for c in sorted(counts)]   # one cutoff at least
     assert sf.interim_paths("s3a://b/interim/")["events"] == "s3a://b/interim/events.parquet"
-
-
-@pytest.fixture(scope="module")
-def spark():
-    session = sf.spark_session(threads=2, shuffle_partitions=2, app_name="churnlens-tests",
-                               conf=TEST_CONF)
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
-@pytest.fixture
-def fixture_paths(tmp_path):
-    return write_interim(tmp_path / "interim", customers=CUSTOMERS, events=EVENTS,
-                         transactions=TRANSACTIONS, tickets=TICKETS, nps=NPS)
 
 
 def assert_same_rows(got: pd.DataFrame, want: pd.DataFrame) -> None:
@@ -113,20 +88,25 @@ def test_same_features_as_duckdb(spark, mixed_paths, definition, windows):
     assert want["event_types_180d"].max() > 62
 
 
-def test_purchase_only_log(spark, tmp_path):
-    """Empty events file, no tickets / nps files at all."""
+@pytest.mark.parametrize("missing_files", [False, True])
+def test_purchase_only_log(spark, tmp_path, missing_files):
+    """Events, tickets and nps as 0-row files, or no files at all: Spark's typed empty sources
+    give the rows DuckDB gives (same columns, dtypes and values)."""
     customers = [("a", D("2025-01-01"), None, None, None), ("b", D("2025-02-01"), "pro", None,
                                                             None)]
     transactions = [("a", TS("2025-01-02"), 10.0, 1), ("b", TS("2025-03-01"), 5.0, None),
                     ("a", TS("2025-05-01"), -7.0, 1)]
-    paths = write_interim(tmp_path, skip=("tickets", "nps"), customers=customers,
-                          transactions=transactions)
+    skip = ("events", "tickets", "nps") if missing_files else ()
+    paths = write_interim(tmp_path, skip=skip, customers=customers, transactions=transactions)
+    assert all(paths[t].exists() != missing_files for t in ("events", "tickets", "nps"))
     kwargs = dict(cutoffs=[D("2025-03-31"), D("2025-04-30"), D("2025-07-29")],
                   as_of=D("2025-07-29"))
     want = compute_features(paths, **kwargs)
     got = compute_features(paths, engine=sf.SparkEngine(spark), **kwargs)
     assert_same_rows(got, want)
     assert got["days_since_last_event"].isna().all() and (got["open_tickets"] == 0).all()
+    assert got["last_nps"].isna().all() and (got["events_30d"] == 0).all()
+    assert spark.catalog.listTables() == []   # every temp view released
 
 
 STAGE_PARAMS = """

@@ -92,8 +92,17 @@ def test_stage_end_to_end(workdir, tracked):
     assert active["n"] == 150 and set(active["model"]) == set(METRIC_KEYS)  # all < 90 days
     gate = metrics["gate"]
     assert gate["shipped"] in ("lightgbm", "logistic", "blend")
-    assert gate["test"]["best_simple_auc"]["name"] in ("recency", "logistic")
-    assert isinstance(gate["test"]["lightgbm_beats_simple"], bool)
+    simple = {name: metrics["baselines"][name] for name in ("recency", "logistic")}
+    best_auc = max(b["roc_auc"] for b in simple.values())
+    best_loss = min(b["log_loss"] for b in simple.values())
+    test = gate["test"]
+    assert test["best_simple_auc"]["name"] in simple
+    assert test["best_simple_auc"]["roc_auc"] == best_auc
+    assert test["best_simple_log_loss"]["log_loss"] == best_loss
+    for scorer in ("lightgbm", "model"):   # beats = at least the best AUC and at most the loss
+        block = metrics[scorer]
+        assert test[f"{scorer}_beats_simple"] is (block["roc_auc"] >= best_auc
+                                                  and block["log_loss"] <= best_loss), scorer
     assert gate["summary"].startswith("Scores come from")
 
     for name in ("calibration.csv", "lift.csv", "pr_curve.csv", "calibration.png", "lift.png"):
