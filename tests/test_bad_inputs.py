@@ -638,7 +638,7 @@ def test_two_trains_at_once_the_second_stops_in_one_line(project):
     # the lock goes with its process: the next train is not blocked by a stale lock file
     (project / "data/features/training.parquet").unlink()
     line = one_error_line("train", *invoke("train"))
-    assert "training.parquet not found" in line
+    assert "training.parquet is missing: run `dvc repro features` first" in line
 
 
 # Issue 12 part 7: every customer is either scored or quarantined with a reason (or, by the
