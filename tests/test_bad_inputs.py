@@ -573,17 +573,17 @@ def test_unexpected_error_is_one_line_with_the_log_holding_the_traceback(project
 def test_duckdb_out_of_memory_or_disk_is_one_line(error, wanted, project, monkeypatch):
     import duckdb
 
-    from churnlens.stages import features
+    from churnlens import features
 
     assert invoke("validate", str(CORPUS / "three_customers"), "data/interim")[0] == 0
     write_params(project, {})
 
-    def copy_fails(con, query, target):
+    def copy_fails(engine, query, target):  # the DuckDB engine's COPY of a result to Parquet
         if error == "oom":
             raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate 256 KiB")
         raise duckdb.IOException('IO Error: Could not write file "x": No space left on device')
 
-    monkeypatch.setattr(features, "_copy", copy_fails)
+    monkeypatch.setattr(features.DuckDBEngine, "write", copy_fails)
     line = one_error_line("features", *invoke("features"))
     for part in wanted:
         assert part in line, (part, line)
