@@ -109,7 +109,7 @@ def rows_with_segment_effect(n: int, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def segment_effect():
     """(training rows, scoring rows, the cheap fixture's model fitted on the training rows)."""
-    train, rows = rows_with_segment_effect(1500, seed=0), rows_with_segment_effect(300, seed=11)
+    train, rows = rows_with_segment_effect(800, seed=0), rows_with_segment_effect(300, seed=11)
     model = clone(fitted_model()).fit(train[FEATURES], train["label"],
                                       groups=train["customer_id"])
     return train, rows, model
