@@ -575,7 +575,7 @@ def parse_importtime(text: str) -> dict[str, Any]:
             continue
         # who imported it: the nearest churnlens module above it (parents are printed after
         # their children, at a smaller depth), else the top-level package that pulled it in;
-        # "lazy" = imported at top level while running, i.e. inside a function
+        # "top" = imported at depth 0: by the main module (`-m churnlens.cli`) or in a function
         via, top = None, None
         for d, _, parent in rows[i + 1:]:
             if d < depth and parent.startswith("churnlens") and via is None:
@@ -584,9 +584,9 @@ def parse_importtime(text: str) -> dict[str, Any]:
                 top = parent
                 break
         if depth == 0:
-            via = "lazy"
+            via = "top"
         elif via is None and top:
-            via = f"{top} (lazy)" if not top.startswith("churnlens") else top
+            via = f"{top} (top)" if not top.startswith("churnlens") else top
         heavy[name] = {"s": seconds, "via": via}
     return {"total_s": total, "heavy": heavy}
 
@@ -1091,7 +1091,8 @@ def render_imports(sample: dict[str, Any]) -> list[str]:
              f"`import churnlens.cli` alone {cli.get('total_s', 0):.2f} s):",
              f"  {'stage':<10}{'at import s':>12}{'in a run s':>12}{'run wall s':>12}  "
              "heavy packages imported in the run: cumulative s where first imported "
-             "[* = already at import] (via)"]
+             "[* = already at import] (via: importing churnlens module; top = at depth 0, by "
+             "the CLI's main module or in a function)"]
     for stage, row in imports.items():
         if stage == "cli":
             continue

@@ -149,8 +149,8 @@ def test_importtime_parser_names_the_heavy_imports_and_who_pulled_them():
     parsed = bench.parse_importtime(text)
     assert parsed["total_s"] == pytest.approx(3.9)
     assert parsed["heavy"]["pandas"] == {"s": 0.4, "via": "churnlens.io"}
-    assert parsed["heavy"]["mlflow"] == {"s": 3.0, "via": "lazy"}
-    assert parsed["heavy"]["sqlalchemy"]["via"] == "mlflow (lazy)"
+    assert parsed["heavy"]["mlflow"] == {"s": 3.0, "via": "top"}
+    assert parsed["heavy"]["sqlalchemy"]["via"] == "mlflow (top)"
 
 
 @pytest.mark.slow
