@@ -208,3 +208,24 @@ def tree_digest(folder: Path, hidden: bool = True) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()
             and (hidden or not any(part.startswith(".") for part in p.relative_to(folder).parts))}
+
+
+def invoke_cli(*args: str) -> tuple[int, str, str]:
+    """`churnlens ARGS` through the Typer app (the console-script path) in the current folder:
+    (exit code, stdout, stderr); an exception that escapes the CLI fails the test."""
+    from typer.testing import CliRunner
+
+    from churnlens.cli import app
+
+    logger = logging.getLogger("churnlens")
+    state = (logger.level, logger.propagate)
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        logger.handlers.clear()  # they point at CliRunner's closed streams
+        logger.setLevel(state[0])
+        logger.propagate = state[1]
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"exception escaped the CLI: {result.exception!r}") \
+            from result.exception
+    return result.exit_code, result.stdout, result.stderr

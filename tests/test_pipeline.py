@@ -22,7 +22,6 @@ import csv
 import html
 import io
 import json
-import logging
 import os
 import re
 import signal
@@ -40,9 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from churnlens.cli import app
 from churnlens.errors import ChurnlensError, NotEnoughHistoryError
 from pipeline_helpers import (
     FAST_TRAIN,
@@ -51,6 +48,7 @@ from pipeline_helpers import (
     PipelineRun,
     copy_outputs,
     copy_raw,
+    invoke_cli,
     new_run,
     run_pipeline,
     run_stages,
@@ -117,18 +115,8 @@ def stage_cli(monkeypatch, run: PipelineRun, *args: str) -> tuple[int, str]:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", run.tracking_uri)
     for key, value in run.env.items():
         monkeypatch.setenv(key, value)
-    logger = logging.getLogger("churnlens")
-    state = (logger.level, logger.propagate)
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        logger.handlers.clear()  # they point at CliRunner's closed streams
-        logger.setLevel(state[0])
-        logger.propagate = state[1]
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"exception escaped the CLI: {result.exception!r}") \
-            from result.exception
-    return result.exit_code, result.stderr
+    code, _, stderr = invoke_cli(*args)
+    return code, stderr
 
 
 # ------------------------------------------------------------------------------ pipeline runs

@@ -10,19 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from churnlens.cli import app
 from churnlens.errors import ChurnlensError
 from churnlens.score_logs import COLUMNS, score_raw_logs
-from pipeline_helpers import PipelineRun, copy_outputs, copy_run, run_stages
+from pipeline_helpers import PipelineRun, copy_outputs, copy_run, invoke_cli, run_stages
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +45,7 @@ def scored(trained) -> pd.DataFrame:
         return score_raw_logs(trained.raw_dir)
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    logger = logging.getLogger("churnlens")
-    state = (logger.level, logger.propagate)
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        logger.handlers.clear()  # they point at CliRunner's closed streams
-        logger.setLevel(state[0])
-        logger.propagate = state[1]
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"exception escaped the CLI: {result.exception!r}") \
-            from result.exception
-    return result.exit_code, result.stdout, result.stderr
+cli = invoke_cli
 
 
 def copy_raw(run: PipelineRun, target: Path, tables=("customers", "transactions", "events",
