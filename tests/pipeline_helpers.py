@@ -229,3 +229,16 @@ def invoke_cli(*args: str) -> tuple[int, str, str]:
         raise AssertionError(f"exception escaped the CLI: {result.exception!r}") \
             from result.exception
     return result.exit_code, result.stdout, result.stderr
+
+
+def load_script(path: Path, name: str):
+    """Import a script under scripts/ as module `name` (registered in sys.modules, so its
+    dataclasses and pickling work)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -8,7 +8,6 @@ feature rows on the same run, so the speed comparison of the real benchmark is l
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import operator
 import subprocess
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from pipeline_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "scripts" / "bench.py"
@@ -35,10 +36,7 @@ OPS = {">=": operator.ge, "<=": operator.le}
 
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location("churnlens_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "churnlens_bench")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ the BG/NBD functions, on tiny hand-written logs (no network, no pipeline run by 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from pipeline_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "benchmark_real.py"
@@ -49,11 +50,7 @@ EXPECTED = {"00001": (1, False), "00002": (1, True), "00003": (0, False), "00004
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("churnlens_benchmark_real", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "churnlens_benchmark_real")
 
 
 br = _module()

@@ -5,13 +5,13 @@ Slow (three small loops of the real stages, a few minutes on 2 cores)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from pipeline_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "simulate_outreach_loop.py"
@@ -23,11 +23,7 @@ MAX_MISSES = 1    # of those intervals (each a 95 % interval) at most one may mi
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("simulate_outreach_loop", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "simulate_outreach_loop")
 
 
 def _loop(module, folder: Path, *extra: str) -> dict:
