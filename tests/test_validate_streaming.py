@@ -1,9 +1,9 @@
 """`churnlens validate` streams the large tables: chunked output = unchunked output, exactly.
 
-The stage reads transactions, events, tickets and nps `CHUNK_ROWS` rows at a time. Each test
-runs it with a tiny chunk size and with a huge one (one chunk per table, as before streaming)
-and compares every output file: same Arrow schema (pandas metadata included), same rows, same
-validation.json; or the same one-line error.
+`validation_run.validate_folder` (the stage's work) reads transactions, events, tickets and nps
+`chunk_rows` rows at a time. Each test runs it with a tiny chunk size and with a huge one (one
+chunk per table, as before streaming) and compares every output file: same Arrow schema (pandas
+metadata included), same rows, same validation.json; or the same one-line error.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from churnlens import validation_run
 from churnlens.errors import InputFileError
 from churnlens.generate import TABLES, generate_dataset
 from churnlens.readers import ROW_POSITION_COLUMN, open_table, read_table
+from churnlens.sample_io import write_csv_tables
 from churnlens.stages import validate
-from churnlens.stages.generate import write_csv_tables
 from churnlens.validation import TABLE_NAMES, TableValidator, validate_table
+from churnlens.validation_run import validate_folder
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 TINY, HUGE = 7, 10**9
@@ -60,9 +62,8 @@ def parquet_raw(generated, tmp_path_factory) -> Path:
     return raw
 
 
-def run_stage(raw: Path, out: Path, chunk_rows: int, monkeypatch) -> Path:
-    monkeypatch.setattr(validate, "CHUNK_ROWS", chunk_rows)
-    validate.run(raw, out)
+def run_stage(raw: Path, out: Path, chunk_rows: int) -> Path:
+    validate_folder(raw, out, chunk_rows=chunk_rows)
     return out
 
 
@@ -79,17 +80,17 @@ def assert_same_outputs(a: Path, b: Path) -> None:
         pd.testing.assert_frame_equal(pd.read_parquet(a / rel), pd.read_parquet(b / rel))
 
 
-def compare_runs(raw: Path, tmp_path: Path, monkeypatch, tiny: int = TINY) -> dict:
-    small = run_stage(raw, tmp_path / "tiny", tiny, monkeypatch)
-    whole = run_stage(raw, tmp_path / "huge", HUGE, monkeypatch)
+def compare_runs(raw: Path, tmp_path: Path, tiny: int = TINY) -> dict:
+    small = run_stage(raw, tmp_path / "tiny", tiny)
+    whole = run_stage(raw, tmp_path / "huge", HUGE)
     assert_same_outputs(small, whole)
     return json.loads((whole / "validation.json").read_text())
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_generated_data_with_bad_rows(fmt, csv_raw, parquet_raw, tmp_path, monkeypatch):
+def test_generated_data_with_bad_rows(fmt, csv_raw, parquet_raw, tmp_path):
     raw = csv_raw if fmt == "csv" else parquet_raw
-    report = compare_runs(raw, tmp_path, monkeypatch)
+    report = compare_runs(raw, tmp_path)
     for name in ("transactions", "events", "tickets", "nps"):
         assert report[name]["rows_in"] > 2 * TINY, name  # several chunks each
         assert report[name]["rows_quarantined"] > 0, name  # the generator's bad rows
@@ -109,7 +110,7 @@ def test_pseudonymised_ids(csv_raw, tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_SALT", "streaming-test-salt-0123456789")
     outs = []
     for size in (TINY, HUGE):
-        monkeypatch.setattr(validate, "CHUNK_ROWS", size)
+        monkeypatch.setattr(validation_run, "CHUNK_ROWS", size)  # the stage's default
         validate.run(csv_raw, tmp_path / str(size), params)
         outs.append(tmp_path / str(size))
     assert_same_outputs(*outs)
@@ -118,22 +119,21 @@ def test_pseudonymised_ids(csv_raw, tmp_path, monkeypatch):
     assert ids.isin(pd.read_parquet(outs[0] / "customers.parquet")["customer_id"]).all()
 
 
-def test_chunk_size_of_one_on_the_bad_input_corpus(tmp_path, monkeypatch):
+def test_chunk_size_of_one_on_the_bad_input_corpus(tmp_path):
     for case in sorted(p for p in CORPUS.iterdir() if (p / "expected.json").exists()):
         exit_code = json.loads((case / "expected.json").read_text())["exit"]
         if exit_code == 0:
-            compare_runs(case, tmp_path / case.name, monkeypatch, tiny=1)
+            compare_runs(case, tmp_path / case.name, tiny=1)
             continue
         errors = []
         for size in (1, HUGE):
-            monkeypatch.setattr(validate, "CHUNK_ROWS", size)
             with pytest.raises(InputFileError) as err:
-                validate.run(case, tmp_path / case.name / str(size))
+                validate_folder(case, tmp_path / case.name / str(size), chunk_rows=size)
             errors.append(str(err.value))
         assert errors[0] == errors[1], case.name
 
 
-def test_malformed_csv_row_after_the_first_chunk(tmp_path, monkeypatch):
+def test_malformed_csv_row_after_the_first_chunk(tmp_path):
     """Such a file is read again with the row parser from the start, as when unchunked."""
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -142,28 +142,27 @@ def test_malformed_csv_row_after_the_first_chunk(tmp_path, monkeypatch):
     rows[23] += ",an,extra,field"
     rows.insert(11, "")  # blank line: not a row
     (raw / "transactions.csv").write_text("customer_id,timestamp,amount\n" + "\n".join(rows))
-    report = compare_runs(raw, tmp_path, monkeypatch, tiny=4)
+    report = compare_runs(raw, tmp_path, tiny=4)
     assert report["transactions"]["reasons"] == {"unknown_customer": 9, "wrong_field_count": 1}
     quarantine = pd.read_parquet(tmp_path / "tiny/quarantine/transactions.parquet")
     wrong = quarantine["reason"] == "wrong_field_count"
     assert quarantine.loc[wrong, "source_row"].tolist() == [23]
 
 
-def test_wrong_type_is_decided_over_the_whole_column(tmp_path, monkeypatch):
+def test_wrong_type_is_decided_over_the_whole_column(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "customers.csv").write_text("customer_id,signup_date\nC1,2024-01-01\n")
     text = ["oops"] * 9 + ["12.5"]  # the first chunks hold no number at all
     lines = [f"C1,2024-02-01,{v}" for v in text]
     (raw / "transactions.csv").write_text("customer_id,timestamp,amount\n" + "\n".join(lines))
-    report = compare_runs(raw, tmp_path, monkeypatch, tiny=3)
+    report = compare_runs(raw, tmp_path, tiny=3)
     assert report["transactions"]["reasons"] == {"non_numeric_amount": 9}
 
     lines = [f"C1,2024-02-01,{v}" for v in ['"1,5"', "x"] * 4 + ["", ""]]
     (raw / "transactions.csv").write_text("customer_id,timestamp,amount\n" + "\n".join(lines))
-    monkeypatch.setattr(validate, "CHUNK_ROWS", 3)
     with pytest.raises(InputFileError, match="none of the 8 values parse; decimal commas"):
-        validate.run(raw, tmp_path / "error")
+        validate_folder(raw, tmp_path / "error", chunk_rows=3)
     assert not (tmp_path / "error").exists()
 
 

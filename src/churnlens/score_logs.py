@@ -6,12 +6,12 @@ risk tier, expected revenue (at risk), three reasons in plain words and the sugg
 
 It runs the weekly run's own steps on one folder and one cutoff and writes nothing into the
 project but the score stage's local copy of the approved model: validation into a temporary folder
-(`stages.validate.run`: bad rows are quarantined there and only counted), the feature rows at
-`as_of` (the features stage's settings and SQL, DuckDB), the model the score stage scores with
-(`serving.load_approved_model`: the MLflow registry's champion for the data source of `params`,
-kept in `models/serving/`), the score stage's probability, tier and revenue
-(`scoring.score_frame`), the explain stage's SHAP reasons (`explain.top_reasons`, for every
-customer rather than a sample) and the export stage's action rules (`export.suggest`: the
+(`validation_run.validate_folder`, as the validate stage: bad rows are quarantined there and
+only counted), the feature rows at `as_of` (the features stage's settings and SQL, DuckDB), the
+model the score stage scores with (`serving.load_approved_model`: the MLflow registry's champion
+for the data source of `params`, kept in `models/serving/`), the score stage's probability, tier
+and revenue (`scoring.score_frame`), the explain stage's SHAP reasons (`explain.top_reasons`, for
+every customer rather than a sample) and the export stage's action rules (`export.suggest`: the
 fact behind an action is among the reasons).
 
 Run it from the project folder: `params` (default `params.yaml`), `models/churn_model`,
@@ -92,10 +92,10 @@ def _params(params: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 
 def _validate(raw_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Validate `raw_dir` into `out_dir` (no pseudonymisation); the per-table report."""
-    from churnlens.stages import validate
+    from churnlens.validation_run import REPORT, validate_folder
 
-    validate.run(raw_dir, out_dir, None)
-    return read_json(out_dir / validate.REPORT)
+    validate_folder(raw_dir, out_dir)
+    return read_json(out_dir / REPORT)
 
 
 def feature_rows(interim: Path, params: Mapping[str, Any], as_of: date | str | None,
