@@ -17,7 +17,8 @@ from churnlens.generate import (
     generate_dataset,
     iter_chunks,
 )
-from churnlens.stages.generate import csv_body, run, write_csv_tables
+from churnlens.sample_io import csv_body, write_csv_tables
+from churnlens.stages.generate import run
 
 START, END = "2024-09-01", "2026-08-31"
 ID_PATTERN = r"^\d{6}$"

@@ -1,6 +1,7 @@
 """Synthetic sample data: customers, purchases, usage, tickets and NPS with behaviour-driven churn.
 
-The generator is a pure library (no file I/O); `churnlens.stages.generate` writes its output as CSV.
+The generator is a pure library (no file I/O); `churnlens.sample_io` writes its output as CSV
+(for the generate stage, `churnlens.stages.generate`).
 
 Public functions
 ----------------
