@@ -14,6 +14,7 @@ from churnlens.model import (
     ChurnClassifier,
     SigmoidCalibrator,
     booster_of,
+    categories_by_frequency,
     choose_blend_weight,
     choose_calibration,
     feature_names,
@@ -190,17 +191,17 @@ def test_unknown_and_missing_segment_are_scored(fitted):
     assert (matrix.dtypes == "float64").all()
 
 
-def test_model_matrix_matches_the_ordinal_encoder_and_float_casts(fitted):
+def test_model_matrix_holds_category_positions_and_float_casts(fitted):
     model, Xt, _ = fitted
     odd = Xt.head(6).copy()
     odd["segment"] = ["enterprise", None, "pro", np.nan, "trial", "basic"]
     odd["events_90d"] = pd.array([1, None, 3, 4, 5, 6], dtype="Int64")  # nullable ints
     pre = model.preprocessor_
     matrix = pre.matrix(odd)
-    encoded = pre.encoder_.transform(odd[["segment"]].astype(object).where(
-        odd[["segment"]].notna(), None).to_numpy())
-    assert np.array_equal(matrix[:, pre.feature_names_.index("segment")], encoded.ravel(),
-                          equal_nan=True)
+    (categories,) = pre.encoder_.categories_
+    position = {name: float(i) for i, name in enumerate(categories)}
+    want = [position.get(v, np.nan) if isinstance(v, str) else np.nan for v in odd["segment"]]
+    assert np.array_equal(matrix[:, pre.feature_names_.index("segment")], want, equal_nan=True)
     events = matrix[:, pre.feature_names_.index("events_90d")]
     assert np.array_equal(events, [1, np.nan, 3, 4, 5, 6], equal_nan=True)
     assert matrix.dtype == np.float64
@@ -237,3 +238,17 @@ def test_fit_is_deterministic():
     a = fit(X, y).predict_proba(X)
     b = fit(X, y).predict_proba(X)
     assert np.array_equal(a, b)
+
+
+def test_category_codes_follow_frequency_then_first_appearance_not_names():
+    col = pd.Series(["pro", "trial", None, "basic", "trial", "basic", "trial", "zeta"])
+    assert list(categories_by_frequency(col)) == ["trial", "basic", "pro", "zeta"]
+    renamed = col.map({"pro": "a", "trial": "z", "basic": "m", "zeta": "b"})
+    assert list(categories_by_frequency(renamed)) == ["z", "m", "a", "b"]
+
+
+def test_lightgbm_takes_the_segment_as_a_category(fitted):
+    model, _, _ = fitted
+    infos = model.booster_.dump_model()["feature_infos"]
+    assert infos["segment"]["values"]  # LightGBM lists a categorical feature's codes ...
+    assert not any(infos[c]["values"] for c in model.feature_names if c != "segment")  # ... only

@@ -4,8 +4,8 @@ Directional: a customer whose last activity moves closer to as_of is less likely
 to 3 days before as_of, at least 90 % of the customers it applies to must get a lower probability
 (on the 400-customer sample: all 88 of them, median drop 0.5).
 Invariance: customer ids and segment names are labels, not signals: renamed consistently, every
-probability stays. Known exception (xfail, slow): a rename that changes the alphabetical order of
-the segments changes the model, because LightGBM sees the segment as an ordinal number.
+probability stays, also when the rename reverses the alphabetical order of the segments (their
+codes follow frequency, not names, and LightGBM takes the segment as a category).
 
 The model is the one the sample pipeline run trained (`conftest.sample_run`, shared with
 `test_pipeline.py`, so it costs no extra run), applied to that run's scoring rows (every customer
@@ -121,11 +121,7 @@ REVERSED = {"trial": "zz-free", "basic": "mm-small", "pro": "aa-large"}
 
 @pytest.mark.parametrize("mapping", [
     SAME_ORDER,
-    pytest.param(REVERSED, marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, reason=(
-        "LightGBM gets the segment as its ordinal code, a number (model.Preprocessor; no "
-        "categorical_feature), so the alphabetical order of the names shapes the splits: "
-        "reversing it moves probabilities by up to 0.04. Fixing it changes the sample's "
-        "outputs, so not in issue 15's no-behaviour-change refactor"))]),
+    REVERSED,
 ], ids=["same-order", "reversed-order"])
 def test_renamed_segments_and_ids_train_the_same_model(segment_effect, mapping):
     """Segment names and customer ids consistently renamed in the training and the scoring rows:

@@ -19,9 +19,10 @@ held-out folds:
 Then LightGBM (with the chosen number of trees) and the logistic candidate are refitted on all
 rows. `out_of_fold_` keeps the held-out figures of each candidate for the metrics and MLflow.
 
-`segment` (and any other string column) is ordinal-encoded, unknown or missing values
-become NaN, and the code is passed to LightGBM as a plain number: with a handful of plans a
-tree isolates any of them in two splits, and the model matrix stays all-float.
+`segment` (and any other string column) is a LightGBM categorical feature. Its codes number
+the training values from the most frequent down (ties: the first seen), never by name, so
+renaming plans changes no code and no tree; unknown or missing values become NaN, and the model
+matrix stays all-float.
 `contributions(X)` gives each feature's additive share of the blended log-odds (TreeSHAP for
 LightGBM, exact linear terms for the logistic side), which is what the reasons are built from.
 """
@@ -37,7 +38,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
-from sklearn.preprocessing import OrdinalEncoder
 
 from churnlens.baselines import LogisticBaseline
 
@@ -48,17 +48,33 @@ BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of LightGBM in the blended
 SCORER_NAMES = {0.0: "logistic", 1.0: "lightgbm"}  # anything in between is "blend"
 
 
+class CategoryCodes:
+    """The values of each string column in code order (`categories_`, one array per column)."""
+
+    def __init__(self, categories: list[np.ndarray]) -> None:
+        self.categories_ = categories
+
+
+def categories_by_frequency(col: pd.Series) -> np.ndarray:
+    """A column's distinct values (as strings, missing left out), most frequent first, ties in
+    order of first appearance: an order that renaming the values cannot change."""
+    values = col[col.notna()].astype(str)
+    counts = values.value_counts(sort=False)
+    first_seen = pd.Series(np.arange(len(counts)), index=pd.unique(values)).reindex(counts.index)
+    order = np.lexsort((first_seen.to_numpy(), -counts.to_numpy()))
+    return np.array(counts.index.to_numpy()[order], dtype=object)
+
+
 class Preprocessor:
-    """Column selection + ordinal codes for string columns (unknown/missing -> NaN)."""
+    """Column selection + category codes for string columns (unknown/missing -> NaN)."""
 
     def fit(self, X: pd.DataFrame) -> Preprocessor:
         self.feature_names_ = [str(c) for c in X.columns]
         self.categorical_ = [c for c in self.feature_names_ if not _is_numeric(X[c])]
         self.encoder_ = None
         if self.categorical_:
-            self.encoder_ = OrdinalEncoder(handle_unknown="use_encoded_value",
-                                           unknown_value=np.nan, encoded_missing_value=np.nan)
-            self.encoder_.fit(_as_strings(X[self.categorical_]))
+            self.encoder_ = CategoryCodes([categories_by_frequency(X[c])
+                                           for c in self.categorical_])
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -79,7 +95,7 @@ class Preprocessor:
 
 
 def _codes(col: pd.Series, categories: np.ndarray) -> np.ndarray:
-    """`OrdinalEncoder` codes as float64 (unknown or missing -> NaN), by an index lookup."""
+    """Positions in `categories` as float64 (unknown or missing -> NaN), by an index lookup."""
     present = col.notna().to_numpy()
     found = pd.Index(categories).get_indexer(col.astype(object).where(present, "").astype(str))
     codes = found.astype("float64")
@@ -99,11 +115,6 @@ def _floats(col: pd.Series) -> np.ndarray:
 def _is_numeric(col: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
 
-
-def _as_strings(frame: pd.DataFrame) -> np.ndarray:
-    """Object array of strings with None for missing (what OrdinalEncoder handles)."""
-    arr = frame.astype(object).to_numpy()
-    return np.where(pd.isna(arr), None, arr.astype(str)).astype(object)
 
 
 class SigmoidCalibrator(BaseEstimator):
@@ -318,7 +329,8 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             {"lightgbm": tree_oof, "logistic": linear_oof, "model": score}, y,
             self.blend_losses_, self.blend_weight_)
         self.lgbm_ = lgb.LGBMClassifier(**self._lgbm_params(self.best_iteration_))
-        self.lgbm_.fit(matrix, y, feature_name=self.feature_names)
+        self.lgbm_.fit(matrix, y, feature_name=self.feature_names,
+                       categorical_feature=self.preprocessor_.categorical_)
         self.linear_ = LogisticBaseline(seed=self.seed).fit(X, y)
         return self
 
@@ -343,8 +355,9 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             callbacks = ([lgb.early_stopping(int(self.early_stopping_rounds), verbose=False)]
                          if self.early_stopping_rounds else [])
             model.fit(matrix[fit_idx], y[fit_idx], feature_name=self.feature_names,
-                      eval_X=(matrix[held_idx],),
-                      eval_y=(y[held_idx],), eval_metric="binary_logloss", callbacks=callbacks)
+                      categorical_feature=self.preprocessor_.categorical_,
+                      eval_X=(matrix[held_idx],), eval_y=(y[held_idx],),
+                      eval_metric="binary_logloss", callbacks=callbacks)
             boosters.append(model.booster_)
             curves.append(model.evals_result_["valid_0"]["binary_logloss"])
             linear = LogisticBaseline(seed=self.seed).fit(X.iloc[fit_idx], y[fit_idx])
