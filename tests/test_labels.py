@@ -2,6 +2,7 @@
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 
@@ -13,6 +14,7 @@ from churnlens.model import (
     ScoreCalibrator,
     SigmoidCalibrator,
 )
+from churnlens.scoring import active_customers
 from model_fixtures import FEATURES, churn_rows
 
 H = 30
@@ -63,6 +65,31 @@ def test_customers_at_is_signed_up_and_not_lost():
     status = labels.customers_at("cancellation", H, days=days, signup=signup, cancel=cancel)
     assert status.tolist() == [[True, False, False], [True, True, True],
                                [False, False, False], [False, False, False]]
+
+
+def test_lapsed_at_the_cutoff_is_lost_through_inactivity_there():
+    """The active / lapsed split of the CS lists (`scoring.active_customers`, from a feature
+    row's days since the last activity or signup) is `lost_at("inactivity")` at the cutoff."""
+    rng = np.random.default_rng(3)
+    n, t = 500, 200
+    signup = rng.integers(0, t + 1, n)
+    activity = [np.sort(rng.choice(np.arange(s, t + 1), min(rng.integers(0, 4), t + 1 - s),
+                                   replace=False)) for s in signup]
+    last = np.array([a[-1] if len(a) else s for a, s in zip(activity, signup, strict=True)])
+    frame = pd.DataFrame({"days_since_last_activity": (t - last).astype(float),
+                          "tenure_days": (t - signup).astype(float)})
+    active = np.array([[bool(((a > t - H) & (a <= t)).any())] for a in activity])
+    lost = labels.lost_at("inactivity", H, days=np.array([t]), signup=signup, active=active)[:, 0]
+    assert 0 < lost.sum() < n and (~lost & ~active[:, 0]).any()  # new signups are not lost
+    assert np.array_equal(labels.lapsed(frame["days_since_last_activity"], H,
+                                        frame["tenure_days"]), lost)
+    assert np.array_equal(active_customers(frame, H).to_numpy(), ~lost)
+    # never active and the signup not counted in: the tenure decides
+    unknown = frame.assign(days_since_last_activity=np.nan)
+    young = (t - signup) < H
+    assert np.array_equal(labels.lapsed(unknown["days_since_last_activity"], H,
+                                        unknown["tenure_days"]), ~young)
+    assert active_customers(unknown, H).to_numpy().tolist() == young.tolist()
 
 
 def test_unknown_definition_is_a_user_error():

@@ -62,6 +62,23 @@ def test_labelled_cutoffs_need_the_whole_label_window():
     assert labelled_cutoffs(cutoffs, as_of, 91)[-1] == as_of - timedelta(days=120)
 
 
+def test_labelled_cutoffs_follow_the_one_rule_in_labels(monkeypatch):
+    """`labelled_cutoffs` asks `labels.is_labelled` (epoch days), the rule the feature SQL uses."""
+    from churnlens import labels
+
+    as_of = date(2025, 12, 31)
+    cutoffs = list_cutoffs(as_of, 30, 6)
+    asked = []
+
+    def one_day_later(cutoff, day, horizon):
+        asked.append((cutoff, day, horizon))
+        return cutoff + horizon <= day - 1
+
+    monkeypatch.setattr(labels, "is_labelled", one_day_later)
+    assert labelled_cutoffs(cutoffs, as_of, 90)[-1] == as_of - timedelta(days=120)
+    assert (to_epoch_day(as_of - timedelta(days=90)), to_epoch_day(as_of), 90) in asked
+
+
 def test_required_history_days():
     assert required_history_days(90, 30, 1) == 90
     assert required_history_days(90, 30, 6) == 240

@@ -16,8 +16,16 @@ rows at `t`:
 * `cancellation`: `cancel_date` in `(t, t + H]` (the rows at `t` hold no one cancelled by `t`).
 
 A cutoff is labelled when its whole window `(t, t + H]` ends on or before `as_of`
-(`is_labelled`). The KPIs (`churnlens.kpis`) count "lost" customers with `customers_at`; the
-feature rows (`churnlens.feature_sql`) get their label from `label_sql`.
+(`is_labelled`; `churnlens.snapshot.labelled_cutoffs` and the feature SQL use it). The KPIs
+(`churnlens.kpis`) count "lost" customers with `customers_at`; the feature rows
+(`churnlens.feature_sql`) get their label from `label_sql`.
+
+**Active / lapsed** (the split of metrics and of the CS lists, `churnlens.scoring.
+active_customers`) is the `inactivity` rule at the cutoff itself, whatever `label.definition`
+says: a customer is lapsed at `t` when lost through inactivity at `t` (`lapsed`, read from a
+feature row's days since the last activity, or since signup if never active). Under
+`cancellation` this is a different thing from the label: it only says who is still using the
+product.
 """
 
 from __future__ import annotations
@@ -88,3 +96,22 @@ def customers_at(definition: str, horizon_days: int, *, days: np.ndarray, signup
     signed_up = np.asarray(signup)[:, None] <= np.asarray(days)[None, :]
     return signed_up & ~lost_at(definition, horizon_days, days=days, signup=signup,
                                 cancel=cancel, active=active)
+
+
+def lapsed(days_since_last_activity: np.ndarray, horizon_days: int,
+           tenure_days: np.ndarray | None = None) -> np.ndarray:
+    """bool per feature row: lost through inactivity at its cutoff (`lost_at("inactivity")`).
+
+    `days_since_last_activity`: days from the last transaction or event to the cutoff, or from
+    the signup for a customer never active (as the feature rows have it), so "no activity in
+    `(t - H, t]` and signed up by `t - H`" is `days >= H`. A missing value (never active, signup
+    not counted in) is lapsed unless `tenure_days` is below H (a signup younger than the
+    horizon); without `tenure_days` it is lapsed.
+    """
+    days = np.asarray(days_since_last_activity, dtype="float64")
+    horizon = float(horizon_days)
+    unknown = np.isnan(days)
+    if tenure_days is not None:
+        young = np.asarray(tenure_days, dtype="float64") < horizon
+        unknown = unknown & ~young
+    return (days >= horizon) | unknown

@@ -13,6 +13,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from churnlens import labels
+
 # Columns carried from the feature rows into the predictions, for explanations, actions and reports.
 CONTEXT_COLUMNS = ("segment", "days_since_last_activity", "open_tickets", "oldest_open_ticket_days",
                    "is_trial", "events_first_14d", "tenure_days")
@@ -42,7 +44,8 @@ def expected_revenue(features: pd.DataFrame, window_days: int, horizon_days: int
 
 def active_customers(frame: pd.DataFrame, horizon_days: int) -> pd.Series:
     """True for customers with activity (transaction or event) within `horizon_days` before the
-    cutoff, i.e. `days_since_last_activity < horizon_days`.
+    cutoff, i.e. `days_since_last_activity < horizon_days`: not lost through inactivity at the
+    cutoff (`churnlens.labels.lapsed`, whatever `label.definition` says).
 
     A missing `days_since_last_activity` (never active) counts as lapsed, except for a new
     signup whose `tenure_days` is still below the horizon. Without a
@@ -51,12 +54,11 @@ def active_customers(frame: pd.DataFrame, horizon_days: int) -> pd.Series:
     if "days_since_last_activity" not in frame.columns:
         return pd.Series(True, index=frame.index, dtype=bool)
     days = pd.to_numeric(frame["days_since_last_activity"], errors="coerce").astype("float64")
-    active = (days < horizon_days).to_numpy(bool)
+    tenure = None
     if "tenure_days" in frame.columns:
-        tenure = pd.to_numeric(frame["tenure_days"], errors="coerce").astype("float64")
-        new_signup = (days.isna() & (tenure < horizon_days)).to_numpy(bool)
-        active = active | new_signup
-    return pd.Series(active, index=frame.index, dtype=bool)
+        tenure = pd.to_numeric(frame["tenure_days"], errors="coerce").astype("float64").to_numpy()
+    lapsed = labels.lapsed(days.to_numpy(), horizon_days, tenure)
+    return pd.Series(~lapsed, index=frame.index, dtype=bool)
 
 
 REVENUE_WINDOW = re.compile(r"^revenue_(\d+)d$")

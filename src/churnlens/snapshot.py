@@ -4,7 +4,8 @@
 (`complete_as_of`: a thin tail of stray rows after a long silence stays after it).
 At cutoff `t` every row with `date(timestamp) <= t` is visible and nothing after it. Cutoffs are
 `as_of - k * step` for `k = 0 .. max_cutoffs - 1`, keeping those on or after the first data day.
-A cutoff is labelled when its whole label window `(t, t + horizon]` ends on or before `as_of`.
+A cutoff is labelled when its whole label window `(t, t + horizon]` ends on or before `as_of`
+(`churnlens.labels.is_labelled`, the rule the feature SQL applies too).
 Pure date arithmetic; the SQL that applies it lives in `feature_sql.py`.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from churnlens import labels
 from churnlens.errors import ChurnlensError, NotEnoughHistoryError
 
 EPOCH = date(1970, 1, 1)
@@ -171,9 +173,10 @@ def list_cutoffs(as_of: date, step_days: int, max_cutoffs: int,
 
 
 def labelled_cutoffs(cutoffs: list[date], as_of: date, horizon_days: int) -> list[date]:
-    """Cutoffs whose label window `(t, t + horizon]` ends on or before `as_of`; ascending."""
-    end = as_date(as_of) - timedelta(days=int(horizon_days))
-    return sorted(c for c in cutoffs if c <= end)
+    """Cutoffs whose label window `(t, t + horizon]` ends on or before `as_of`
+    (`churnlens.labels.is_labelled`); ascending."""
+    day = to_epoch_day(as_of)
+    return sorted(c for c in cutoffs if labels.is_labelled(to_epoch_day(c), day, horizon_days))
 
 
 def required_history_days(horizon_days: int, step_days: int, n_cutoffs: int) -> int:
