@@ -214,9 +214,11 @@ def test_data_source_follows_the_customers_not_the_folder():
     assert export.sketch_similarity(SOURCE["sketch"], numbered_alike["sketch"]) == 0.0
     assert export.sketch_similarity(SOURCE["sketch"], OTHER["sketch"]) == 0.0
     h = export.update_history(None, "2026-08-24", ["c0001"], source=SOURCE)
+    previous = "2026-08-24"
     for source, as_of in ((moved, "2026-08-31"), (grown, "2026-09-07")):
         h = export.update_history(h, as_of, ["c0002"], source=source)
-        assert len(h["sources"]) == 1 and export.previous_run(h, as_of) is not None
+        assert len(h["sources"]) == 1 and export.previous_run(h, as_of)["as_of"] == previous
+        previous = as_of
     assert h["sources"][0]["raw_dir"] == "data/sample" and h["sources"][0]["customers"] == 560
 
 

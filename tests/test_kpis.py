@@ -358,9 +358,29 @@ def test_purchase_only_log_without_segments():
     assert not K.status_at(pan, "2024-04-20")["H"]  # never active: lapsed 04-16
     # 0-row events table behaves like no events table
     empty_events = events().iloc[:0]
-    rep2, _ = report("inactivity", customers=cust, events=empty_events, nps=None)
+    rep2, trend2 = report("inactivity", customers=cust, events=empty_events, nps=None)
     assert rep2["current"] == rep["current"]
-    assert len(trend) >= 1
+    pd.testing.assert_frame_equal(trend2, trend)
+    # Inactivity over purchases only, H = 15: a customer at the end of day d signed up by d and
+    # either within 15 days of signup or with a transaction in (d - 15, d].
+    #   01-21 A (signup 01-10) | 01-31 none (A lost 01-25) | 02-10 B (02-05) | 02-20 none (B
+    #   lost 02-20) | 03-01 F (03-01) | 03-11 F | 03-21 none (F lost 03-16) | 03-31 none |
+    #   04-10 A (tx 04-05), B (04-08), F (04-02), H (signup 04-01) | 04-20 A, B, C (new);
+    #   F and H lost | 04-30 A, B (04-18), C, D, E (new)
+    assert trend["period_end"].tolist() == [
+        "2024-01-21", "2024-01-31", "2024-02-10", "2024-02-20", "2024-03-01", "2024-03-11",
+        "2024-03-21", "2024-03-31", "2024-04-10", "2024-04-20", "2024-04-30"]
+    assert trend["customers_end"].tolist() == [1, 0, 1, 0, 1, 1, 0, 0, 4, 3, 5]
+    nan = float("nan")
+    # crr = (end - new) / start; null with nobody at the start (02-10, 03-01, 03-31, 04-10)
+    np.testing.assert_allclose(trend["crr"], [1, 0, nan, 0, nan, 1, 0, nan, nan, 0.5, 1])
+    np.testing.assert_allclose(trend["churn_rate"], [0, 1, nan, 1, nan, 0, 1, nan, nan, 0.5, 0])
+    # revenue in the period: 04-01..04-10 A 100 + B 60 + F 25; 04-11..04-20 A 100 + B 50 - 10
+    # + C 30; 04-21..04-30 A 80 + 50 + C 45 + D 70 + 20 (A's 2023 purchase is outside)
+    assert trend["revenue"].tolist() == [0.0] * 8 + [185.0, 170.0, 265.0]
+    # ndr: the start customers' revenue over their previous period's: 04-20 (A, B, F, H)
+    # (100 + 40) / (100 + 60 + 25); 04-30 (A, B, C) (130 + 0 + 45) / (100 + 40 + 30)
+    np.testing.assert_allclose(trend["ndr"], [nan] * 9 + [140 / 185, 175 / 170], rtol=1e-6)
 
 
 def test_empty_customers_table():
