@@ -18,6 +18,7 @@ writes the files, `churnlens.outreach` and `churnlens.uplift` hold the statistic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,7 @@ from churnlens.export import history_arms
 
 EFFECTS_PLOT_COLUMNS = ("list_date", "action", "contacted_rate", "control_rate", "difference",
                         "ci_low", "ci_high")
+ACTION_FEATURE = "outreach_action"  # the (would-be) action, a feature of the uplift model
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
                           # their measurement window, so their effects keep being pooled
 
@@ -49,7 +51,9 @@ def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, *, share: fl
                        ) -> tuple[pd.DataFrame, list[dict[str, Any]], pd.DataFrame]:
     """The at-risk list with its control group (`outreach.assign_holdout`): a `holdout` column,
     the action "Do not contact (control group)" and no contact for the control customers; the
-    assignment records for the history; and the arms (`fresh` = assigned on this list). Arms
+    records of the assignments made on this list, for the history (a customer still in the
+    window of an earlier assignment keeps it and is not recorded again: each assignment lives
+    in the run of its own list only); and the arms (`fresh` = assigned on this list). Arms
     stick for `horizon` days across the earlier `runs` of the same data source."""
     previous = history_arms(r for r in runs if str(r["as_of"]) < as_of)
     arms = outreach.assign_holdout(
@@ -64,15 +68,58 @@ def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, *, share: fl
         {"customer_id": r["customer_id"], "holdout": bool(r["holdout"]),
          "assigned": r["assigned"], "action": r["action"], "tier": r["tier"],
          "value": None if pd.isna(r["value"]) else round(float(r["value"]), 2)}
-        for r in arms.to_dict("records")]
+        for r in arms[arms["fresh"]].to_dict("records")]
     return out, records, arms
 
 
 def history_assignments(runs: list[dict[str, Any]], as_of: str, horizon: int) -> pd.DataFrame:
     """The history's assignments, one row each (`outreach.ASSIGNMENT_COLUMNS`), with `due`:
-    the window has ended on or before `as_of`."""
-    arms = pd.DataFrame(history_arms(runs), columns=list(outreach.ASSIGNMENT_COLUMNS))
+    the window has ended on or before `as_of`.
+
+    An assignment counts from the run of the list that made it (`assigned` = the run's
+    `as_of`) only. Histories written before 2026-11-26 also re-recorded a sticky customer on
+    every later list they stayed on; those copies are ignored, so that a list whose run has left
+    the history (`retired_lists`) is not measured on the part of it that happened to be listed
+    again (the customers still active a week later: a biased part)."""
+    own = [dict(a) for r in runs for a in (r.get("arms") or [])
+           if isinstance(a, Mapping) and str(a.get("assigned")) == str(r.get("as_of"))]
+    arms = pd.DataFrame(own, columns=list(outreach.ASSIGNMENT_COLUMNS))
     return outreach.due_assignments(arms, horizon, as_of)
+
+
+def retired_lists(runs_before: list[dict[str, Any]], runs_after: list[dict[str, Any]],
+                  as_of: str) -> list[dict[str, Any]]:
+    """The lists with a control group that the history update dropped (in `runs_before`, not
+    in `runs_after`): `list_date`, `customers`, `control` (their own assignments) and
+    `retired_on` (`as_of`)."""
+    kept = {str(r["as_of"]) for r in runs_after}
+    out = []
+    for run in runs_before:
+        day = str(run["as_of"])
+        own = [a for a in run.get("arms") or [] if str(a.get("assigned")) == day]
+        if day in kept or day == str(as_of) or not own:
+            continue
+        out.append({"list_date": day, "customers": len(own),
+                    "control": sum(bool(a.get("holdout")) for a in own),
+                    "retired_on": str(as_of)})
+    return out
+
+
+def with_retired(history: dict[str, Any], source_id: str,
+                 retired: list[dict[str, Any]]) -> dict[str, Any]:
+    """`history` (from `export.update_history`) with `retired` added to the source's
+    `retired_lists` (one entry per list date, the latest kept), so that `outreach.json` can
+    still say which lists are no longer measured and why."""
+    if not retired:
+        return history
+    sources = []
+    for entry in history["sources"]:
+        if entry.get("id") == source_id:
+            known = {r["list_date"]: r for r in entry.get("retired_lists") or []}
+            known.update({r["list_date"]: r for r in retired})
+            entry = dict(entry, retired_lists=[known[k] for k in sorted(known)])
+        sources.append(entry)
+    return dict(history, sources=sources)
 
 
 def due_customer_ids(arms: pd.DataFrame) -> list[str]:
@@ -123,22 +170,50 @@ def recorded_outreach(due: pd.DataFrame, interventions: pd.DataFrame | None, hor
 
 def outreach_report(arms: pd.DataFrame, outcomes: pd.DataFrame | None, *, as_of: str,
                     horizon: int, definition: str, holdout_share: float,
-                    interventions: pd.DataFrame | None) -> dict[str, Any]:
+                    interventions: pd.DataFrame | None,
+                    known_ids: set[str] | None = None,
+                    retired: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The content of `reports/outreach.json`: each list with a control group (its size and the
     day its effect can be measured) and the measured effects (`outreach.measure_effect`) of the
     lists whose window has passed by `as_of`; `by_action` pools each action over the lists;
-    `treatment` holds the counts of recorded outreach when `interventions` is given."""
+    `treatment` holds the counts of recorded outreach when `interventions` is given.
+
+    Every due assignment is measured or listed under `unmeasured` with the reason: its customer
+    is no longer in the data (`known_ids`: the current customers; such a customer's outcome
+    cannot be told), listed but not contacted within the window (with `interventions`), or its
+    whole list has left the history (`retired`, from `retired_lists`). `assignments` counts
+    them (only with lists or retired lists: without control groups the report is as before)."""
     lists = [{"list_date": day, "customers": len(group), "control": int(group["holdout"].sum()),
               "measurable_on": (pd.Timestamp(day) + pd.Timedelta(days=horizon)).date().isoformat(),
               "measured": bool(group["due"].all())}
              for day, group in arms.groupby("assigned", sort=True)]
     due = arms[arms["due"]]
+    unmeasured: list[dict[str, Any]] = []
+    if known_ids is not None and len(due):
+        gone = ~due["customer_id"].astype(str).isin(known_ids)
+        unmeasured += _counts(due[gone], "no longer in the customers table: outcome unknown")
+        due = due[~gone]
     effects: list[dict[str, Any]] = []
     recorded = None
-    if outcomes is not None:
+    measured = 0
+    if outcomes is not None and len(due):
         due, costs, recorded = recorded_outreach(due, interventions, horizon)
+        if recorded is not None:
+            left_out = due[~due["treated"].astype(bool) & ~due["holdout"].astype(bool)]
+            unmeasured += _counts(left_out, "listed but not contacted within the window "
+                                            "(interventions table): left out")
         effects = [dict(e, sentence=outreach.plain_sentence(e))
                    for e in outreach.measure_effect(due, outcomes, costs=costs)]
+        compared = due if "treated" not in due else due[due["treated"].astype(bool)
+                                                        | due["holdout"].astype(bool)]
+        measured = len(compared.merge(outcomes[["assigned", "customer_id"]].astype(str),
+                                      on=["assigned", "customer_id"]))
+    for r in retired or []:
+        unmeasured.append({"list_date": r["list_date"], "customers": r["customers"],
+                           "control": r["control"],
+                           "reason": f"list dropped from the history on {r['retired_on']} "
+                                     f"({MEASURED_KEEP_DAYS} days after its window): no longer "
+                                     "measured nor pooled"})
     pooled = [e for e in effects if e["list_date"] == outreach.ALL_LISTS
               and e["action"] != outreach.ALL_ACTIONS]
     report = {"as_of": as_of, "holdout_share": holdout_share,
@@ -147,7 +222,20 @@ def outreach_report(arms: pd.DataFrame, outcomes: pd.DataFrame | None, *, as_of:
               "effects": effects}
     if recorded is not None:
         report["treatment"] = recorded
+    if lists or retired:
+        report["assignments"] = {
+            "made": len(arms) + sum(r["customers"] for r in retired or []),
+            "due": int(arms["due"].sum()) + sum(r["customers"] for r in retired or []),
+            "measured": measured, "unmeasured": sum(u["customers"] for u in unmeasured)}
+        report["unmeasured"] = sorted(unmeasured, key=lambda u: (u["list_date"], u["reason"]))
     return report
+
+
+def _counts(frame: pd.DataFrame, reason: str) -> list[dict[str, Any]]:
+    """Per list date: the assignments of `frame` (customers, control) with `reason`."""
+    return [{"list_date": str(day), "customers": len(group),
+             "control": int(group["holdout"].astype(bool).sum()), "reason": reason}
+            for day, group in frame.groupby("assigned", sort=True)]
 
 
 def effects_plot_csv(effects: list[dict[str, Any]]) -> str:
@@ -162,11 +250,23 @@ def effects_plot_csv(effects: list[dict[str, Any]]) -> str:
     return pd.DataFrame(rows, columns=list(EFFECTS_PLOT_COLUMNS)).to_csv(index=False)
 
 
-def uplift_rows(arms: pd.DataFrame, outcomes: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """Each measured assignment (due, with `retained`) on its customer's feature row at the
-    latest cutoff on or before the list date (`rows`: `customer_id`, `cutoff`, features);
-    assignments without such a row are left out."""
-    due = arms[arms["due"]].merge(outcomes, on=["assigned", "customer_id"])
+def uplift_rows(due: pd.DataFrame, outcomes: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Each measured assignment on its customer's feature row at the latest cutoff on or before
+    the list date (`rows`: `customer_id`, `cutoff`, features), with `treated` and `retained`;
+    assignments without such a row are left out.
+
+    `due`: the due assignments; with a `treated` column (`recorded_outreach`: contacted per the
+    interventions table) the treated and the control customers, listed customers nobody
+    contacted left out; without it intention to treat (treated = not held out)."""
+    keys = ["assigned", "customer_id"]
+    due = due.astype({"assigned": str, "customer_id": str})
+    if "treated" in due:
+        due = due[due["treated"].astype(bool) | due["holdout"].astype(bool)]
+        due = due.assign(treated=due["treated"].astype(bool) & ~due["holdout"].astype(bool))
+    else:
+        due = due.assign(treated=~due["holdout"].astype(bool))
+    due = due.merge(outcomes[[*keys, "retained"]].astype({"assigned": str, "customer_id": str}),
+                    on=keys)
     rows = rows.assign(customer_id=rows["customer_id"].astype(str),
                        cutoff=pd.to_datetime(rows["cutoff"])).sort_values("cutoff")
     # merge_asof needs one resolution on both sides (pandas 3 parses these as [s] or [us])
@@ -178,41 +278,56 @@ def uplift_rows(arms: pd.DataFrame, outcomes: pd.DataFrame, rows: pd.DataFrame) 
 
 def enough_uplift_evidence(data: pd.DataFrame) -> bool:
     """Whether `data` (`uplift_rows`) has enough measured customers per arm for a model."""
-    treated = ~data["holdout"].astype(bool)
+    treated = data["treated"].astype(bool)
     return uplift.enough_evidence(treated, ~treated)[0]
 
 
 def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame | None,
-                  scores: pd.DataFrame) -> tuple[pd.Series | None, dict[str, Any]]:
+                  scores: pd.DataFrame, actions: pd.Series | None = None
+                  ) -> tuple[pd.Series | None, dict[str, Any]]:
     """`expected_revenue_saved` per scored customer (aligned with `scores`) from an uplift model
-    (`churnlens.uplift`) fitted on `data` (`uplift_rows`: contacted vs control and retained,
+    (`churnlens.uplift`) fitted on `data` (`uplift_rows`: treated vs control and retained,
     features `columns`) and applied to the scoring rows (`scoring`: `customer_id` + `columns`;
     only needed when `enough_uplift_evidence`).
+
+    The action is part of the treatment: what contact does depends on whether it is an
+    onboarding call or a discount offer. So the model also sees each assignment's (would-be)
+    action as a categorical feature (`ACTION_FEATURE`), and a scored customer the action the
+    list suggests now (`actions`: customer id -> action; missing for customers not on it).
+
     None (risk ranking) with the reason while an arm has fewer than `uplift.MIN_PER_ARM`
     measured customers. The Qini coefficient of the latest measured list, predicted by a model
     of the lists before it, goes into the returned info (`used`, `reason`, counts)."""
     info: dict[str, Any] = {"rank_by": "revenue_saved", "used": False}
-    treated = ~data["holdout"].astype(bool)
+    treated = data["treated"].astype(bool)
     ok, reason = uplift.enough_evidence(treated, ~treated)
     info.update(measured_contacted=int(treated.sum()), measured_control=int((~treated).sum()))
     if not ok:
         return None, dict(info, reason=reason)
+    features = list(columns)
+    if "action" in data:
+        data = data.assign(**{ACTION_FEATURE: data["action"].astype(str)})
+        features.append(ACTION_FEATURE)
     lists = sorted(data["assigned"].unique())
     if len(lists) > 1:
         fit_part, held = data[data["assigned"] != lists[-1]], data[data["assigned"] == lists[-1]]
-        fit_treated = ~fit_part["holdout"].astype(bool)
+        fit_treated = fit_part["treated"].astype(bool)
         if uplift.enough_evidence(fit_treated, ~fit_treated)[0]:
-            model = uplift.fit_uplift(fit_part[columns], fit_treated, fit_part["retained"])
-            score = model.predict(held[columns])
+            model = uplift.fit_uplift(fit_part[features], fit_treated, fit_part["retained"])
+            score = model.predict(held[features])
             value = pd.to_numeric(held["value"], errors="coerce").fillna(0).clip(lower=0)
+            held_treated = held["treated"].astype(bool)
             info["held_out_list"] = lists[-1]
-            info["qini"] = uplift.evaluate(score, ~held["holdout"].astype(bool),
-                                           held["retained"])
+            info["qini"] = uplift.evaluate(score, held_treated, held["retained"])
             info["qini_revenue"] = uplift.evaluate(uplift.expected_revenue_saved(score, value),
-                                                   ~held["holdout"].astype(bool),
-                                                   held["retained"], value)
-    model = uplift.fit_uplift(data[columns], treated, data["retained"])
-    lift = dict(zip(scoring["customer_id"].astype(str), model.predict(scoring[columns]),
+                                                   held_treated, held["retained"], value)
+    model = uplift.fit_uplift(data[features], treated, data["retained"])
+    if ACTION_FEATURE in features:
+        lookup = {} if actions is None else dict(zip(actions.index.astype(str),
+                                                     actions.astype(str), strict=True))
+        scoring = scoring.assign(**{ACTION_FEATURE: scoring["customer_id"].astype(str).map(
+            lookup)})
+    lift = dict(zip(scoring["customer_id"].astype(str), model.predict(scoring[features]),
                     strict=True))
     value = list_values(scores, scores)
     saved = pd.Series(uplift.expected_revenue_saved(

@@ -89,11 +89,12 @@ def run(params_path: str | Path = "params.yaml") -> None:
     customers = source_customers(paths.interim_table("customers"), scores)
     source = export.data_source(customers, config.data.raw_dir)
     history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
+    actions, reasons = export.suggest(scores[active], settings, open_ids)
     saved, uplift_info = None, {"rank_by": settings.rank_by}
     if settings.rank_by == "revenue_saved":
+        suggested = pd.Series(actions.to_numpy(), index=scores.loc[actions.index, "customer_id"])
         saved, uplift_info = revenue_saved(export.source_runs(history, source)[1], as_of,
-                                           config.label, scores)
-    actions, reasons = export.suggest(scores[active], settings, open_ids)
+                                           config.label, scores, suggested)
     at_risk = export.build_at_risk(
         export.with_reasons(scores, reasons), actions, top_n=settings.top_n,
         tiers=list(settings.tiers), contacts=contacts, saved=saved,
@@ -136,12 +137,17 @@ def run(params_path: str | Path = "params.yaml") -> None:
     updated = export.update_history(history, as_of, at_risk["customer_id"], source=source,
                                     known_ids=customers["customer_id"].astype(str), arms=arms,
                                     arms_days=horizon + outreach_history.MEASURED_KEEP_DAYS)
-    write_json(updated, paths.AT_RISK_HISTORY)
     current = updated["current"]["source"]
     runs = next(s["runs"] for s in updated["sources"] if s["id"] == current)
+    retired = outreach_history.retired_lists(export.source_runs(history, source)[1], runs, as_of)
+    updated = outreach_history.with_retired(updated, current, retired)
+    write_json(updated, paths.AT_RISK_HISTORY)
     log.info("recorded the list of %s in %s (data source %s: %d customers, %d lists)",
              as_of, paths.AT_RISK_HISTORY, current, source["customers"], len(runs))
-    report = measured_outreach(runs, as_of, config.label, settings)
+    entry = next(s for s in updated["sources"] if s["id"] == current)
+    report = measured_outreach(runs, as_of, config.label, settings,
+                               known_ids=set(customers["customer_id"].astype(str)),
+                               retired=entry.get("retired_lists"))
     if settings.rank_by != "revenue_at_risk":
         report["uplift"] = uplift_info  # whether the list was ranked by revenue saved, and why
     write_json(report, OUTREACH)
@@ -170,11 +176,14 @@ def measured(runs: list[dict[str, Any]], as_of: str,
 
 
 def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
-                  scores: pd.DataFrame) -> tuple[pd.Series | None, dict[str, Any]]:
+                  scores: pd.DataFrame, actions: pd.Series | None = None
+                  ) -> tuple[pd.Series | None, dict[str, Any]]:
     """`expected_revenue_saved` per scored customer from an uplift model over the measured
     lists (`churnlens.outreach_history.revenue_saved`): feature rows from
     `data/features/training.parquet` (columns from `meta.json`), scored on
-    `data/features/scoring.parquet`. None (risk ranking) with the reason, logged."""
+    `data/features/scoring.parquet`; treated = contacted per the `interventions` table when it
+    is given, else listed and not held out. `actions`: customer id -> the action suggested
+    now. None (risk ranking) with the reason, logged."""
     info: dict[str, Any] = {"rank_by": "revenue_saved", "used": False}
     saved = None
     arms, outcomes = measured(runs, as_of, label)
@@ -187,12 +196,14 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
         meta = read_json(paths.FEATURES_META)
         columns = [c for c in meta.get("feature_columns") or [] if c != "customer_id"]
         ids = outreach_history.due_customer_ids(arms)
+        due, _, _ = outreach_history.recorded_outreach(arms[arms["due"]], read_interventions(ids),
+                                                       label.horizon_days)
         rows = pd.read_parquet(paths.TRAINING_ROWS, columns=["customer_id", "cutoff", *columns],
                                filters=[("customer_id", "in", ids)])
-        data = outreach_history.uplift_rows(arms, outcomes, rows)
+        data = outreach_history.uplift_rows(due, outcomes, rows)
         scoring = (pd.read_parquet(paths.SCORING_ROWS, columns=["customer_id", *columns])
                    if outreach_history.enough_uplift_evidence(data) else None)
-        saved, info = outreach_history.revenue_saved(data, columns, scoring, scores)
+        saved, info = outreach_history.revenue_saved(data, columns, scoring, scores, actions)
     if saved is None:
         log.warning("export.rank_by revenue_saved: %s; the list stays ranked by revenue at risk",
                     info["reason"])
@@ -203,7 +214,8 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
 
 
 def measured_outreach(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
-                      settings: ExportSettings) -> dict[str, Any]:
+                      settings: ExportSettings, *, known_ids: set[str] | None = None,
+                      retired: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The content of `reports/outreach.json` (`churnlens.outreach_history.outreach_report`)
     from the history's runs, the outcomes and the validated `interventions` table."""
     horizon = label.horizon_days
@@ -213,7 +225,8 @@ def measured_outreach(runs: list[dict[str, Any]], as_of: str, label: LabelSettin
         interventions = read_interventions(outreach_history.due_customer_ids(arms))
     report = outreach_history.outreach_report(
         arms, outcomes, as_of=as_of, horizon=horizon, definition=label.definition,
-        holdout_share=settings.holdout_share, interventions=interventions)
+        holdout_share=settings.holdout_share, interventions=interventions, known_ids=known_ids,
+        retired=retired)
     recorded = report.get("treatment")
     if recorded and recorded["control_contacted"]:
         log.warning("outreach: control group contacted: %d of %d control customers have a "
@@ -224,6 +237,10 @@ def measured_outreach(runs: list[dict[str, Any]], as_of: str, label: LabelSettin
         log.info("outreach: treated = contacted per the interventions table: %d listed customers "
                  "contacted, %d not contacted (left out)", recorded["listed_contacted"],
                  recorded["listed_not_contacted"])
+    counts = report.get("assignments")
+    if counts and counts["unmeasured"]:
+        log.warning("outreach: %d of %d due assignments not measured: %s", counts["unmeasured"],
+                    counts["due"], "; ".join(sorted({u["reason"] for u in report["unmeasured"]})))
     lists = report["lists"]
     if lists:
         log.info("outreach: %d lists with a control group, %d measured; %s", len(lists),
