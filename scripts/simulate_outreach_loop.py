@@ -259,6 +259,20 @@ class Pipeline:
                                      "value"])
 
 
+def keep_feature_rows(work: Path, list_date: str) -> None:
+    """Copies of the feature rows the export saw on `list_date` (`lists/scoring_DATE.parquet`,
+    and `lists/training_DATE.parquet` for the customers in the history's assignments), so the
+    uplift can be refitted later exactly as the export fitted it on that day (walk-forward)."""
+    shutil.copyfile(work / "data/features/scoring.parquet",
+                    work / f"lists/scoring_{list_date}.parquet")
+    history = json.loads((work / "reports/at_risk_history.json").read_text(encoding="utf-8"))
+    ids = sorted({str(a["customer_id"]) for src in history["sources"] for r in src["runs"]
+                  for a in r.get("arms") or []})
+    rows = pd.read_parquet(work / "data/features/training.parquet",
+                           filters=[("customer_id", "in", ids)] if ids else None)
+    rows.to_parquet(work / f"lists/training_{list_date}.parquet", index=False)
+
+
 def new_work_folder(work: Path, args: argparse.Namespace) -> Pipeline:
     """The work folder with the repo's params.yaml (sample size, seed, base data folder)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -513,6 +527,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         seconds = pipeline.run([s for s in LIST_STAGES if train or s != "train"])
         at_risk = pipeline.at_risk()
         shutil.copyfile(work / "reports/at_risk.csv", work / f"lists/at_risk_{list_date}.csv")
+        keep_feature_rows(work, list_date)
         arms = pipeline.arms(list_date)
         if float(args.holdout_share) == 0:  # no control group: everyone new on the list
             arms = arms_without_control(at_risk, list_date, truth_parts, horizon)
