@@ -37,3 +37,16 @@ def test_every_entry_is_written_by_a_dvc_stage():
                     "metrics", [])]
         assert any(str(entry.path) == o or str(entry.path).startswith(o + "/")
                    for o in outs), (name, entry.stage)
+
+
+def test_paths_are_under_the_root_and_unchanged_for_the_working_directory(tmp_path):
+    from pathlib import Path
+
+    from churnlens import paths
+
+    here, there = Catalog(), Catalog(tmp_path)
+    assert here.path("features_meta") == paths.FEATURES_META  # log lines name data/features/...
+    assert there.path("features_meta") == tmp_path / paths.FEATURES_META
+    assert there.at(paths.INTERIM) == tmp_path / "data/interim"
+    assert here.params() == Path("params.yaml") and there.params() == tmp_path / "params.yaml"
+    assert there.params("other.yaml") == Path("other.yaml")  # a given file is taken as given

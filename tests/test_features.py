@@ -380,19 +380,18 @@ features: {engine: duckdb, cutoff_step_days: 30, max_cutoffs: 24, windows: [7, 3
 """
 
 
-def test_stage_writes_training_scoring_and_meta(tmp_path, monkeypatch):
+def test_stage_writes_training_scoring_and_meta(tmp_path):
     from churnlens.io import read_json
     from churnlens.stages import features as stage
 
-    monkeypatch.chdir(tmp_path)
     write_interim(tmp_path / "data" / "interim", customers=CUSTOMERS, events=EVENTS,
                   transactions=TRANSACTIONS, tickets=TICKETS, nps=NPS)
     (tmp_path / "params.yaml").write_text(PARAMS)
-    stage.run(tmp_path / "params.yaml")
+    stage.run(root=tmp_path)  # the project folder; not the working directory
 
-    meta = read_json("data/features/meta.json")
-    training = pd.read_parquet("data/features/training.parquet")
-    scoring = pd.read_parquet("data/features/scoring.parquet")
+    meta = read_json(tmp_path / "data/features/meta.json")
+    training = pd.read_parquet(tmp_path / "data/features/training.parquet")
+    scoring = pd.read_parquet(tmp_path / "data/features/scoring.parquet")
     assert meta["as_of"] == "2025-06-29"  # the last event
     assert meta["labelled_cutoffs"][-1] == "2025-03-31"
     assert meta["feature_columns"] == feature_names(WINDOWS)
@@ -404,25 +403,23 @@ def test_stage_writes_training_scoring_and_meta(tmp_path, monkeypatch):
     assert not any(p.name.startswith(".") for p in (tmp_path / "data" / "features").iterdir())
 
 
-def test_stage_rejects_an_engine_it_does_not_have(tmp_path, monkeypatch):
+def test_stage_rejects_an_engine_it_does_not_have(tmp_path):
     from churnlens.stages import features as stage
 
-    monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(PARAMS.replace("engine: duckdb", "engine: polars"))
     with pytest.raises(ChurnlensError, match="engine"):
-        stage.run(tmp_path / "params.yaml")
+        stage.run(tmp_path / "params.yaml", root=tmp_path)
 
 
-def test_stage_not_enough_history(tmp_path, monkeypatch):
+def test_stage_not_enough_history(tmp_path):
     from churnlens.stages import features as stage
 
-    monkeypatch.chdir(tmp_path)
     write_interim(tmp_path / "data" / "interim", customers=[("a", D("2025-05-01"), None, None,
                                                              None)],
                   transactions=[("a", TS("2025-06-01"), 1.0, 1)])
     (tmp_path / "params.yaml").write_text(PARAMS)
     with pytest.raises(NotEnoughHistoryError, match="90 days"):
-        stage.run(tmp_path / "params.yaml")
+        stage.run(root=tmp_path)
 
 
 def test_more_event_types_than_one_bit_mask_holds(tmp_path, con):

@@ -435,7 +435,7 @@ def test_bad_definition_is_a_user_error():
 # --------------------------------------------------------------------------- stage
 
 
-def test_stage_writes_json_and_trend(tmp_path, monkeypatch):
+def test_stage_writes_json_and_trend(tmp_path):
     import yaml
 
     from churnlens.stages import kpis as stage
@@ -450,8 +450,7 @@ def test_stage_writes_json_and_trend(tmp_path, monkeypatch):
                                                       "horizon_days": H},
               "kpis": {"period_days": P, "crr_target": 0.85}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-    stage.run(tmp_path / "params.yaml")
+    stage.run(root=tmp_path)
     rep = json.loads((tmp_path / "reports" / "kpis.json").read_text())
     # as_of = day of the last event/transaction: A's 2024-05-02 purchase
     assert rep["as_of"] == "2024-05-02"

@@ -55,15 +55,14 @@ def test_stages_that_pseudonymise_depend_on_the_privacy_state():
         assert "data/privacy.json" in stages[name]["deps"], name
 
 
-def test_privacy_stage_writes_the_state_file(tmp_path, monkeypatch):
+def test_privacy_stage_writes_the_state_file(tmp_path):
     import json
 
     import yaml
 
     from churnlens.stages import privacy as stage
 
-    monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"privacy": {"pseudonymise_ids": False}}))
-    stage.run("params.yaml")
+    stage.run(root=tmp_path)
     assert json.loads((tmp_path / "data/privacy.json").read_text()) == {
         "pseudonymise_ids": False, "salt_fingerprint": None}

@@ -188,8 +188,7 @@ def _render(tmp_path, monkeypatch, **kwargs):
     """Render a fixture project; charts are skipped here (they are checked on `default_html`)."""
     monkeypatch.setattr(report, "segment_chart", lambda *args, **kw: None)
     monkeypatch.setattr(report, "calibration_chart", lambda *args, **kw: None)
-    monkeypatch.chdir(_project(tmp_path, **kwargs))
-    report_stage.run("params.yaml")
+    report_stage.run(root=_project(tmp_path, **kwargs))
     return (tmp_path / "reports" / "weekly_report.html").read_text(encoding="utf-8")
 
 
@@ -197,9 +196,7 @@ def _render(tmp_path, monkeypatch, **kwargs):
 def default_html(tmp_path_factory):
     """The report of the default fixture (all inputs, NPS null), rendered once for several tests."""
     root = _project(tmp_path_factory.mktemp("default"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        report_stage.run("params.yaml")
+    report_stage.run(root=root)
     return (root / "reports" / "weekly_report.html").read_text(encoding="utf-8")
 
 
@@ -338,13 +335,13 @@ def test_movers_only_against_a_list_of_the_same_data_source(tmp_path, monkeypatc
             "and 1 is no longer on it") in text
 
 
-def test_missing_required_input_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_required_input_is_a_clear_error(tmp_path):
     from churnlens.errors import ChurnlensError
 
-    monkeypatch.chdir(_project(tmp_path))
+    root = _project(tmp_path)
     (tmp_path / "reports" / "kpis.json").unlink()
-    with pytest.raises(ChurnlensError, match="kpis.json"):
-        report_stage.run("params.yaml")
+    with pytest.raises(ChurnlensError, match="kpis.json is missing: run `dvc repro kpis` first"):
+        report_stage.run(root=root)
 
 
 def test_build_context_refuses_contact_column():
@@ -519,8 +516,7 @@ def test_report_says_in_one_plain_line_that_late_rows_were_left_out(
     (root / "reports" / "kpis.json").write_text(kpis)
     monkeypatch.setattr(report, "segment_chart", lambda *args, **kw: None)
     monkeypatch.setattr(report, "calibration_chart", lambda *args, **kw: None)
-    monkeypatch.chdir(root)
-    report_stage.run("params.yaml")
+    report_stage.run(root=root)
     text = _text((root / "reports" / "weekly_report.html").read_text(encoding="utf-8"))
     last = report.format_date(json.loads(kpis)["last_data_day"])
     as_of = report.format_date(json.loads(kpis)["as_of"])

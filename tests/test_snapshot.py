@@ -234,13 +234,12 @@ def test_explicit_as_of_is_obeyed_despite_the_daily_counts():
         "snapshot.as_of", 0, None)
 
 
-def test_features_stage_keeps_as_of_at_the_real_end(tmp_path, monkeypatch):
+def test_features_stage_keeps_as_of_at_the_real_end(tmp_path):
     import pandas as pd
 
     from churnlens.io import read_json
     from churnlens.stages import features as stage
 
-    monkeypatch.chdir(tmp_path)
     interim = tmp_path / "data" / "interim"
     interim.mkdir(parents=True)
     ids = [f"c{i}" for i in range(6)]
@@ -258,8 +257,8 @@ def test_features_stage_keeps_as_of_at_the_real_end(tmp_path, monkeypatch):
         "snapshot: {as_of: null}\nlabel: {definition: inactivity, horizon_days: 90}\n"
         "features: {engine: duckdb, cutoff_step_days: 30, max_cutoffs: 6, windows: [7, 30],\n"
         "           inactivity_days: 30, memory_limit: 1GB, threads: 1}\n")
-    stage.run(tmp_path / "params.yaml")
-    meta = read_json("data/features/meta.json")
+    stage.run(root=tmp_path)
+    meta = read_json(tmp_path / "data/features/meta.json")
     assert meta["as_of"] == "2025-07-19"
     assert (meta["as_of_rule"], meta["tail_rows"], meta["tail_days"]) == ("complete_data", 1, 1)
     assert meta["last_timestamp"] == "2025-09-18T08:00:00"

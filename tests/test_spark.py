@@ -117,7 +117,7 @@ features: {{engine: {engine}, cutoff_step_days: 30, max_cutoffs: 24, windows: [7
 """
 
 
-def test_stage_writes_the_same_files_on_both_engines(spark, tmp_path, monkeypatch):
+def test_stage_writes_the_same_files_on_both_engines(spark, tmp_path):
     from churnlens.io import read_json
     from churnlens.stages import features as stage
 
@@ -128,8 +128,7 @@ def test_stage_writes_the_same_files_on_both_engines(spark, tmp_path, monkeypatc
                       transactions=TRANSACTIONS, tickets=TICKETS, nps=NPS)
         (root / "params.yaml").write_text(
             STAGE_PARAMS.format(engine=engine, definition="inactivity"))
-        monkeypatch.chdir(root)
-        stage.run(root / "params.yaml")
+        stage.run(root=root)
         folder = root / "data" / "features"
         outputs[engine] = {
             "meta": read_json(folder / "meta.json"),

@@ -5,7 +5,9 @@ A stage asks for an input by name (`catalog.require("training_rows")`, `catalog.
 "promotion", required=False)`); a required input that is missing is one `MissingInput` error,
 the same for every stage: "data/features/training.parquet is missing: run `dvc repro features`
 first". Outputs are written atomically (`churnlens.io`). Paths are relative to `root` (the
-project folder; the working directory by default).
+project folder; the working directory by default): a stage's `run(params_path, root=...)`
+builds `Catalog(root)`, so a test gives it a temporary project folder instead of changing the
+working directory.
 """
 
 from __future__ import annotations
@@ -72,8 +74,17 @@ class Catalog:
         self.root = Path(root)
 
     def path(self, name: str) -> Path:
-        entry = ENTRIES[name].path
-        return entry if self.root == Path(".") else self.root / entry
+        return self.at(ENTRIES[name].path)
+
+    def at(self, relative: str | Path) -> Path:
+        """A project path (`churnlens.paths`) under `root`; unchanged for the working directory
+        (so log lines keep naming `data/features/...`)."""
+        relative = Path(relative)
+        return relative if self.root == Path(".") else self.root / relative
+
+    def params(self, params_path: str | Path | None = None) -> Path:
+        """The params file: `params_path` as given, or `params.yaml` under `root`."""
+        return Path(params_path) if params_path is not None else self.at("params.yaml")
 
     def exists(self, name: str) -> bool:
         return self.path(name).exists()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from churnlens import paths
+from churnlens.catalog import Catalog
 from churnlens.feature_runner import (
     build_feature_rows,
     daily_rows,
@@ -25,7 +26,6 @@ from churnlens.feature_runner import (
     register_tables,
     write_feature_rows,
 )
-from churnlens.io import write_json
 from churnlens.logs import get_logger
 from churnlens.settings import feature_config, load_settings
 from churnlens.snapshot import feature_meta, plan_for_stage
@@ -36,14 +36,18 @@ log = get_logger("features")
 SPARK_INTERIM_ENV = "CHURNLENS_SPARK_INTERIM"   # where Spark reads TABLE.parquet (s3a://...)
 
 
-def run(params_path: Path = Path("params.yaml")) -> None:
-    cfg = feature_config(load_settings(params_path))
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
+    """Feature rows and meta under the project folder `root` (default: the working directory);
+    `params_path` default `root/params.yaml`."""
+    cat = Catalog(root)
+    cfg = feature_config(load_settings(cat.params(params_path)))
     started = time.perf_counter()
-    interim = paths.INTERIM
+    interim = cat.at(paths.INTERIM)
     if cfg["engine"] == "spark":
         interim = os.environ.get(SPARK_INTERIM_ENV) or interim
+    training, scoring = cat.path("training_rows"), cat.path("scoring_rows")
     with open_engine(cfg["engine"], memory_limit=cfg["memory_limit"], threads=cfg["threads"],
-                     scratch=paths.FEATURES_DIR) as engine:
+                     scratch=cat.at(paths.FEATURES_DIR)) as engine:
         register_tables(engine, interim_paths(interim))
         first_day, last_day = data_day_range(engine)
         snap = plan_for_stage(cfg, first_day, last_day, log, daily_rows=daily_rows(engine),
@@ -56,12 +60,12 @@ def run(params_path: Path = Path("params.yaml")) -> None:
         log.info("feature rows built in %.1fs (%d features)",
                  time.perf_counter() - started, len(feature_columns(columns)))
         written = write_feature_rows(engine, as_of=snap.as_of, columns=columns,
-                                     training=paths.TRAINING_ROWS, scoring=paths.SCORING_ROWS)
+                                     training=training, scoring=scoring)
     meta = feature_meta(snap, cfg, feature_columns(columns), written.per_cutoff,
                         written.n_scoring, cfg["engine"], time.perf_counter() - started)
-    write_json(meta, paths.FEATURES_META)
+    cat.write_json(meta, "features_meta")
     if written.n_scoring == 0:
         log.warning("no customer is active at as_of %s: scoring.parquet is empty", snap.as_of)
     log.info("wrote %s (%d rows), %s (%d rows), %s with %s in %.1fs",
-             paths.TRAINING_ROWS, meta["n_training_rows"], paths.SCORING_ROWS, written.n_scoring,
-             paths.FEATURES_META, cfg["engine"], time.perf_counter() - started)
+             training, meta["n_training_rows"], scoring, written.n_scoring,
+             cat.path("features_meta"), cfg["engine"], time.perf_counter() - started)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from churnlens.catalog import Catalog
 from churnlens.errors import ChurnlensError
 from churnlens.generate import (
     DEFAULT_CHUNK_SIZE,
@@ -38,11 +39,16 @@ from churnlens.settings import GenerateSettings, load_settings
 log = get_logger("generate")
 
 
-def run(params_path: str | Path = "params.yaml") -> None:
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
+    """The sample under the project folder `root` (default: the working directory):
+    `generate.out_dir` is relative to it; `params_path` default `root/params.yaml`."""
+    catalog = Catalog(root)
+    params_path = catalog.params(params_path)
     gen = load_settings(params_path).generate
     missing = gen.missing()
     if missing:
         raise ChurnlensError(f"{params_path}: section 'generate' lacks {', '.join(missing)}")
+    out_dir = catalog.at(gen.out_dir)
     started = time.monotonic()
     outreach = outreach_settings(gen)
     truth: list[pd.DataFrame] = []
@@ -58,13 +64,13 @@ def run(params_path: str | Path = "params.yaml") -> None:
     if outreach is not None:
         chunks = _keeping(chunks, OUTREACH_KEY, truth)
         tables = (*TABLES, "interventions")
-    rows = write_csv_tables(chunks, gen.out_dir, tables)
+    rows = write_csv_tables(chunks, out_dir, tables)
     if outreach is not None:
-        write_outreach_truth(pd.concat(truth, ignore_index=True), outreach, gen.out_dir)
+        write_outreach_truth(pd.concat(truth, ignore_index=True), outreach, out_dir)
     log.info(
         "wrote %s to %s in %.1f s",
         ", ".join(f"{name} {count}" for name, count in rows.items()),
-        gen.out_dir,
+        out_dir,
         time.monotonic() - started,
     )
 

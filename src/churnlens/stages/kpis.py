@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens import paths
-from churnlens.catalog import catalog
+from churnlens.catalog import Catalog
 from churnlens.kpis import compute_kpis, daily_activity_rows
 from churnlens.logs import get_logger
 from churnlens.settings import load_settings
@@ -67,8 +67,11 @@ def as_of_fields(decision: AsOfDecision) -> dict[str, Any]:
     }
 
 
-def run(params_path: Path = Path("params.yaml")) -> None:
-    settings = load_settings(params_path)
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
+    """KPIs of the project folder `root` (default: the working directory); `params_path`
+    default `root/params.yaml`."""
+    catalog = Catalog(root)
+    settings = load_settings(catalog.params(params_path))
     kpi, label = settings.kpis, settings.label
 
     started = time.perf_counter()

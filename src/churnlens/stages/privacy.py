@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from churnlens import io, paths
+from churnlens.catalog import Catalog
 from churnlens.logs import get_logger
 from churnlens.privacy import privacy_state
 from churnlens.settings import load_settings
@@ -18,8 +18,11 @@ from churnlens.settings import load_settings
 log = get_logger("privacy")
 
 
-def run(params_path: str | Path = "params.yaml") -> dict:
-    state = privacy_state(load_settings(params_path).privacy)
-    io.write_json(state, paths.PRIVACY_STATE)
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> dict:
+    """`data/privacy.json` under the project folder `root` (default: the working directory);
+    `params_path` default `root/params.yaml`."""
+    catalog = Catalog(root)
+    state = privacy_state(load_settings(catalog.params(params_path)).privacy)
+    catalog.write_json(state, "privacy_state")
     log.info("pseudonymised ids: %s", "on" if state["pseudonymise_ids"] else "off")
     return state

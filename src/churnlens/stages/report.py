@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from churnlens import outreach, paths, report
-from churnlens.catalog import catalog
+from churnlens import outreach, report
+from churnlens.catalog import Catalog
 from churnlens.errors import ChurnlensError
-from churnlens.io import read_json, write_text
+from churnlens.io import read_json
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
 from churnlens.settings import load_settings
@@ -27,12 +27,15 @@ log = get_logger("report")
 SCORE_COLUMNS = ("customer_id", "risk_tier", "expected_revenue_at_risk", "segment", "active")
 
 
-def run(params_path: str | Path = "params.yaml") -> None:
-    settings = load_settings(params_path)
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
+    """The weekly report of the project folder `root` (default: the working directory);
+    `params_path` default `root/params.yaml`."""
+    catalog = Catalog(root)
+    settings = load_settings(catalog.params(params_path))
     salt = pseudonymise_setting(settings.privacy)
-    win_back = read_at_risk(paths.WIN_BACK) if catalog.exists("win_back") else None
+    win_back = read_at_risk(catalog.path("win_back")) if catalog.exists("win_back") else None
     if win_back is None:
-        log.info("no %s: the win-back section says so", paths.WIN_BACK)
+        log.info("no %s: the win-back section says so", catalog.path("win_back"))
     context = report.build_context(
         kpis=catalog.read_json("kpis"),
         metrics=catalog.read_json("metrics"),
@@ -45,17 +48,18 @@ def run(params_path: str | Path = "params.yaml") -> None:
         definition=settings.label.definition,
         period_days=settings.kpis.period_days,
         crr_target=settings.kpis.crr_target,
-        train_summary=_optional_json(paths.TRAIN_SUMMARY),
-        calibration=_optional_csv(paths.CALIBRATION),
-        drift=read_drift(paths.DRIFT),
-        promotion=with_serving(_optional_json(paths.PROMOTION), _optional_json(paths.SERVING)),
-        history=_optional_json(paths.AT_RISK_HISTORY),
+        train_summary=_optional_json(catalog.path("train_summary")),
+        calibration=_optional_csv(catalog.path("calibration")),
+        drift=read_drift(catalog.path("drift")),
+        promotion=with_serving(_optional_json(catalog.path("promotion")),
+                               _optional_json(catalog.path("serving"))),
+        history=_optional_json(catalog.path("at_risk_history")),
     )
-    context["outreach"] = outreach.report_section(_optional_json(paths.OUTREACH))
-    write_text(report.render_report(context), paths.WEEKLY_REPORT)
+    context["outreach"] = outreach.report_section(_optional_json(catalog.path("outreach")))
+    catalog.write_text(report.render_report(context), "weekly_report")
     log.info(
         "wrote %s (%d customers listed, %d to win back, %s; %d drift alerts%s)",
-        paths.WEEKLY_REPORT,
+        catalog.path("weekly_report"),
         len(context["top"]),
         len(context["win_back"]["rows"]),
         "first report" if context["movers"]["first"] else f"{context['movers']['n_new']} new",
