@@ -721,3 +721,26 @@ def test_a_customer_active_before_signup_signed_up_on_the_first_activity_day():
     assert [str(d) for d in customers.accepted["signup_date"]] == ["2025-02-28", "2025-01-01"]
     assert customers.report["signup_moved_to_first_activity"] == 1
     assert customers.accepted.dtypes.to_dict() == output_dtypes("customers")
+
+
+def test_validation_does_not_import_pyspark(tmp_path):
+    """pandera probes for its pyspark backend on import; the pandas path must not pay for it
+    (a fresh process: validate a folder, pyspark stays out; importing it later still works)."""
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "customers.csv").write_text("customer_id,signup_date\nC1,2024-01-01\n")
+    (raw / "transactions.csv").write_text("customer_id,timestamp,amount\nC1,2024-02-01,3\n")
+    code = ("import sys\n"
+            "from churnlens.validation_run import validate_folder\n"
+            f"validate_folder({str(raw)!r}, {str(tmp_path / 'out')!r})\n"
+            "assert 'pandera' in sys.modules\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyspark'))\n"
+            "import pyspark\n"
+            "print(pyspark.__name__)\n")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out == ["[]", "pyspark"]
+    assert (tmp_path / "out" / "transactions.parquet").exists()

@@ -104,6 +104,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -429,8 +430,28 @@ def _quiet_pandera():
 
 
 def _pandera():
-    with _quiet_pandera():
-        import pandera.pandas as pandera
+    """`pandera.pandas`, imported on first use without pyspark.
+
+    pandera's import probes for its optional pyspark backend (`pandera.typing.pyspark`,
+    `external_config`: `import pyspark.pandas`, which starts pyspark's own imports and a
+    FutureWarning under pandas 3). Validation only ever hands pandera pandas frames, so
+    while pandera is first imported `pyspark` is marked as absent in `sys.modules`, which
+    pandera's probes treat as "not installed". A process that has already imported pyspark
+    (the Spark engine) is left as it is; the marker is removed afterwards either way, so a
+    later `import pyspark` works as usual.
+    """
+    loaded = sys.modules.get("pandera.pandas")
+    if loaded is not None:
+        return loaded
+    blocked = "pyspark" not in sys.modules
+    if blocked:
+        sys.modules["pyspark"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        with _quiet_pandera():
+            import pandera.pandas as pandera
+    finally:
+        if blocked and sys.modules.get("pyspark", 0) is None:
+            del sys.modules["pyspark"]
     return pandera
 
 
