@@ -5,6 +5,7 @@ assignment whose window has passed is measured with its whole list, or reported 
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -163,3 +164,75 @@ def test_uplift_treats_the_recorded_contacts_as_treated(recorded):
         itt = outreach_history.uplift_rows(due, outcomes, rows)  # what ITT would have fitted
         itt_lift = uplift.fit_uplift(itt[["x"]], itt["treated"], itt["retained"]).predict(grid)
         assert lift[:3].mean() - lift[3:].mean() > itt_lift[:3].mean() - itt_lift[3:].mean()
+
+
+def test_uplift_evaluation_on_held_out_lists_is_logged_to_the_training_run(
+        tmp_path, monkeypatch, caplog):
+    """export.rank_by revenue_saved with two measured lists: the later one is predicted by a
+    model of the earlier one; the Qini of the uplift and of the risk ranking (with intervals)
+    go to outreach.json and, as metrics at the list's step with the curve as an artifact, to the
+    MLflow run of promotion.json. Without the store the stage still writes everything."""
+    monkeypatch.chdir(_stage_project(tmp_path, n=1000))
+    features = Path("data/features")
+    features.mkdir(parents=True)
+    rng = np.random.default_rng(8)
+    ids = [f"c{i:04d}" for i in range(1000)]
+    x = pd.Series(rng.random(len(ids)), index=ids)
+    pd.DataFrame({"customer_id": ids, "cutoff": pd.Timestamp("2025-12-31"), "label": 0,
+                  "x": x.to_numpy()}).to_parquet(features / "training.parquet", index=False)
+    pd.DataFrame({"customer_id": ids, "x": x.to_numpy()}).to_parquet(
+        features / "scoring.parquet", index=False)
+    (features / "meta.json").write_text(json.dumps({"feature_columns": ["x"]}))
+
+    def run(as_of):
+        params = {"data": {"raw_dir": "raw"}, "snapshot": {"as_of": as_of},
+                  "label": {"horizon_days": HORIZON},
+                  "export": {"top_n": 1000, "holdout_share": 0.5, "rank_by": "revenue_saved"}}
+        Path("params.yaml").write_text(yaml.safe_dump(params))
+        export_stage.run("params.yaml")
+        return json.loads(Path("reports/outreach.json").read_text())
+
+    activity = []
+    for day in ("2026-01-05", "2026-04-06"):  # 91 days apart: everyone assigned afresh
+        run(day)
+        history = json.loads(Path("reports/at_risk_history.json").read_text())
+        arms = pd.DataFrame(next(r for r in history["sources"][0]["runs"]
+                                 if r["as_of"] == day)["arms"])
+        helps = x[arms["customer_id"]].to_numpy() < 0.5
+        stays = np.where(helps, np.where(arms["holdout"], 0.4, 0.8),
+                         np.where(arms["holdout"], 0.6, 0.3))
+        kept = arms.loc[rng.random(len(arms)) < stays, "customer_id"]
+        activity.append(pd.DataFrame({"customer_id": kept, "amount": 10.0,
+                                      "timestamp": pd.Timestamp(day) + pd.Timedelta(days=30)}))
+    pd.concat(activity).to_parquet("data/interim/transactions.parquet", index=False)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}")
+    Path("reports/promotion.json").write_text(json.dumps({"run_id": "0123456789abcdef"}))
+    report = run("2026-07-13")  # no store: a warning, nothing else changes
+    assert "uplift evaluation not added to MLflow" in caplog.text
+    comparison = report["uplift"]["comparison"]
+    assert report["uplift"]["held_out_lists"] == ["2026-04-06"]
+    assert comparison["customers"] == 1000 and set(comparison) >= {"uplift", "risk"}
+    for ranking in ("uplift", "risk"):
+        low, high = comparison[ranking]["qini_interval"]
+        assert low <= comparison[ranking]["qini"] <= high
+    assert comparison["uplift"]["qini_interval"][0] > 0  # contact helps half and hurts half
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as active:
+        run_id = active.info.run_id
+    Path("reports/promotion.json").write_text(json.dumps({"run_id": run_id}))
+    assert run("2026-07-13") == report
+    client = mlflow.MlflowClient(uri)
+    [qini] = client.get_metric_history(run_id, "uplift_qini")
+    assert qini.value == pytest.approx(comparison["uplift"]["qini"])
+    assert qini.step == (pd.Timestamp("2026-04-06") - pd.Timestamp("1970-01-01")).days
+    assert client.get_metric_history(run_id, "risk_qini_revenue_capped")
+    [artifact] = client.list_artifacts(run_id, "outreach")
+    assert artifact.path == "outreach/qini_curve_2026-04-06.csv"
+    curve = pd.read_csv(client.download_artifacts(run_id, artifact.path, str(tmp_path)))
+    assert set(curve["ranking"]) == {"uplift", "risk"} and curve["targeted_share"].max() == 1

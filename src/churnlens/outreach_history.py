@@ -29,6 +29,7 @@ from churnlens.export import history_arms
 EFFECTS_PLOT_COLUMNS = ("list_date", "action", "contacted_rate", "control_rate", "difference",
                         "ci_low", "ci_high")
 ACTION_FEATURE = "outreach_action"  # the (would-be) action, a feature of the uplift model
+HELD_OUT_DAYS = 28  # the uplift is evaluated on the lists measured in the latest four weeks
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
                           # their measurement window, so their effects keep being pooled
 
@@ -64,11 +65,13 @@ def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, *, share: fl
         suggested_action=outreach.control_actions(at_risk["suggested_action"], holdout),
         contact=at_risk["contact"].where(~holdout, ""),
         **{holdout_column: holdout})
+    risk = pd.to_numeric(at_risk["expected_revenue_at_risk"], errors="coerce")
     records = [
         {"customer_id": r["customer_id"], "holdout": bool(r["holdout"]),
          "assigned": r["assigned"], "action": r["action"], "tier": r["tier"],
-         "value": None if pd.isna(r["value"]) else round(float(r["value"]), 2)}
-        for r in arms[arms["fresh"]].to_dict("records")]
+         "value": None if pd.isna(r["value"]) else round(float(r["value"]), 2),
+         "at_risk": None if pd.isna(r["_risk"]) else round(float(r["_risk"]), 2)}
+        for r in arms.assign(_risk=risk)[arms["fresh"]].to_dict("records")]
     return out, records, arms
 
 
@@ -83,7 +86,7 @@ def history_assignments(runs: list[dict[str, Any]], as_of: str, horizon: int) ->
     again (the customers still active a week later: a biased part)."""
     own = [dict(a) for r in runs for a in (r.get("arms") or [])
            if isinstance(a, Mapping) and str(a.get("assigned")) == str(r.get("as_of"))]
-    arms = pd.DataFrame(own, columns=list(outreach.ASSIGNMENT_COLUMNS))
+    arms = pd.DataFrame(own, columns=[*outreach.ASSIGNMENT_COLUMNS, "at_risk"])
     return outreach.due_assignments(arms, horizon, as_of)
 
 
@@ -283,7 +286,8 @@ def enough_uplift_evidence(data: pd.DataFrame) -> bool:
 
 
 def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame | None,
-                  scores: pd.DataFrame, actions: pd.Series | None = None
+                  scores: pd.DataFrame, actions: pd.Series | None = None, *,
+                  learner: str = uplift.DEFAULT_LEARNER
                   ) -> tuple[pd.Series | None, dict[str, Any]]:
     """`expected_revenue_saved` per scored customer (aligned with `scores`) from an uplift model
     (`churnlens.uplift`) fitted on `data` (`uplift_rows`: treated vs control and retained,
@@ -296,8 +300,8 @@ def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame 
     list suggests now (`actions`: customer id -> action; missing for customers not on it).
 
     None (risk ranking) with the reason while an arm has fewer than `uplift.MIN_PER_ARM`
-    measured customers. The Qini coefficient of the latest measured list, predicted by a model
-    of the lists before it, goes into the returned info (`used`, `reason`, counts)."""
+    measured customers. The held-out evaluation (`held_out_evaluation`) goes into the returned
+    info with `used`, `reason` and the counts."""
     info: dict[str, Any] = {"rank_by": "revenue_saved", "used": False}
     treated = data["treated"].astype(bool)
     ok, reason = uplift.enough_evidence(treated, ~treated)
@@ -308,20 +312,8 @@ def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame 
     if "action" in data:
         data = data.assign(**{ACTION_FEATURE: data["action"].astype(str)})
         features.append(ACTION_FEATURE)
-    lists = sorted(data["assigned"].unique())
-    if len(lists) > 1:
-        fit_part, held = data[data["assigned"] != lists[-1]], data[data["assigned"] == lists[-1]]
-        fit_treated = fit_part["treated"].astype(bool)
-        if uplift.enough_evidence(fit_treated, ~fit_treated)[0]:
-            model = uplift.fit_uplift(fit_part[features], fit_treated, fit_part["retained"])
-            score = model.predict(held[features])
-            value = pd.to_numeric(held["value"], errors="coerce").fillna(0).clip(lower=0)
-            held_treated = held["treated"].astype(bool)
-            info["held_out_list"] = lists[-1]
-            info["qini"] = uplift.evaluate(score, held_treated, held["retained"])
-            info["qini_revenue"] = uplift.evaluate(uplift.expected_revenue_saved(score, value),
-                                                   held_treated, held["retained"], value)
-    model = uplift.fit_uplift(data[features], treated, data["retained"])
+    info.update(held_out_evaluation(data, features, learner=learner))
+    model = uplift.fit_uplift(data[features], treated, data["retained"], learner=learner)
     if ACTION_FEATURE in features:
         lookup = {} if actions is None else dict(zip(actions.index.astype(str),
                                                      actions.astype(str), strict=True))
@@ -333,3 +325,82 @@ def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame 
     saved = pd.Series(uplift.expected_revenue_saved(
         scores["customer_id"].astype(str).map(lift).to_numpy(float), value), index=scores.index)
     return saved, dict(info, used=True, reason=reason)
+
+
+def held_out_evaluation(data: pd.DataFrame, features: list[str], *,
+                        learner: str = uplift.DEFAULT_LEARNER,
+                        held_out_days: int = HELD_OUT_DAYS) -> dict[str, Any]:
+    """The uplift ranking against the risk ranking on held-out lists: the lists measured within
+    `held_out_days` of the latest measured one are predicted by a model of the lists before
+    them (when those have enough outcomes per arm). Empty without such a split.
+
+    `qini` / `qini_revenue`: the uplift ranking's Qini curve, plain and weighted by the
+    expected revenue (as before). `comparison`: per ranking (`uplift` = expected revenue saved,
+    `risk` = expected revenue at risk on the list day, recorded with the assignment) the Qini
+    coefficient with a bootstrap 95 % interval, plain (customers kept) and weighted by the
+    expected revenue winsorised at its 95th percentile (`uplift.capped`: one large account would
+    otherwise decide the sign); 0 = random."""
+    days = pd.to_datetime(data["assigned"])
+    latest = days.max()
+    held_mask = (days > latest - pd.Timedelta(days=int(held_out_days))).to_numpy(bool)
+    fit_part, held = data[~held_mask], data[held_mask]
+    fit_treated = fit_part["treated"].astype(bool)
+    if fit_part.empty or not uplift.enough_evidence(fit_treated, ~fit_treated)[0]:
+        return {}
+    model = uplift.fit_uplift(fit_part[features], fit_treated, fit_part["retained"],
+                              learner=learner)
+    score = model.predict(held[features])
+    value = pd.to_numeric(held["value"], errors="coerce").fillna(0).clip(lower=0)
+    treated, retained = held["treated"].astype(bool), held["retained"].astype(bool)
+    saved = uplift.expected_revenue_saved(score, value)
+    out: dict[str, Any] = {
+        "held_out_list": sorted(held["assigned"].unique())[-1],
+        "held_out_lists": sorted(held["assigned"].unique()),
+        "qini": uplift.evaluate(score, treated, retained),
+        "qini_revenue": uplift.evaluate(saved, treated, retained, value)}
+    cap = uplift.capped(value)
+    rankings = {"uplift": saved}
+    if "at_risk" in held and held["at_risk"].notna().all():
+        rankings["risk"] = pd.to_numeric(held["at_risk"], errors="coerce").to_numpy(float)
+    comparison: dict[str, Any] = {
+        "learner": learner, "customers": len(held), "contacted": int(treated.sum()),
+        "control": int((~treated).sum()),
+        "value_cap": round(float(cap.max()), 2) if len(cap) else None}
+    for name, ranking in rankings.items():
+        plain = uplift.qini_coefficient(ranking, treated, retained)
+        weighted = uplift.qini_coefficient(ranking, treated, retained, cap)
+        comparison[name] = {
+            "qini": round(plain, 6),
+            "qini_interval": [round(v, 6) for v in uplift.qini_interval(
+                ranking, treated, retained)],
+            "qini_revenue_capped": round(weighted, 4),
+            "qini_revenue_capped_interval": [round(v, 4) for v in uplift.qini_interval(
+                ranking, treated, retained, cap)],
+            "curve": uplift.evaluate(ranking, treated, retained, cap)["curve"]}
+    out["comparison"] = comparison
+    return out
+
+
+def uplift_metrics(comparison: dict[str, Any]) -> dict[str, float]:
+    """Flat metrics of `held_out_evaluation`'s `comparison` (for MLflow): per ranking the Qini
+    coefficient and its interval, plain and revenue-weighted (capped), and the counts."""
+    metrics = {"uplift_held_out_customers": float(comparison["customers"]),
+               "uplift_held_out_control": float(comparison["control"])}
+    for name in ("uplift", "risk"):
+        block = comparison.get(name)
+        if not block:
+            continue
+        for key in ("qini", "qini_revenue_capped"):
+            low, high = block[f"{key}_interval"]
+            metrics.update({f"{name}_{key}": block[key], f"{name}_{key}_low": low,
+                            f"{name}_{key}_high": high})
+    return metrics
+
+
+def qini_curve_csv(comparison: dict[str, Any]) -> str:
+    """The Qini curves of `comparison` (revenue-weighted, capped) as CSV: `ranking`,
+    `targeted_share`, `qini`, `random`."""
+    rows = [dict(point, ranking=name) for name in ("uplift", "risk")
+            for point in (comparison.get(name) or {}).get("curve", [])]
+    return pd.DataFrame(rows, columns=["ranking", "targeted_share", "qini", "random"]).to_csv(
+        index=False)

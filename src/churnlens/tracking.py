@@ -704,6 +704,32 @@ def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float
     log.info("added %d artifacts to MLflow run %s", len(artifact_paths), run_id)
 
 
+def log_texts_to_run(run_id: str, texts: dict[str, str], metrics: dict[str, float],
+                     *, step: int = 0, artifact_dir: str = "outreach") -> None:
+    """Add text artifacts (name -> content, e.g. a curve as CSV) and metrics at `step` of a
+    later stage to the training run that made the model (the export stage's uplift evaluation:
+    one step per held-out list, so the run shows it week after week).
+
+    `TrackingStoreMissing` when the store file is gone; `ChurnlensError` when the run is not in
+    the store or MLflow refuses the write."""
+    require_store()
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise ChurnlensError(f"MLflow run {run_id} is not in {tracking_uri()}") from None
+    try:
+        for name, text in texts.items():
+            client.log_text(run_id, text, f"{artifact_dir}/{name}")
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, float(value), step=int(step))
+    except mlflow.exceptions.MlflowException as err:
+        raise ChurnlensError(f"MLflow run {run_id}: {err}") from None
+    log.info("added %d artifacts and %d metrics (step %d) to MLflow run %s", len(texts),
+             len(metrics), step, run_id)
+
+
 def move_champion(version: str | None, *, rollback: bool = False,
                   name: str = REGISTERED_MODEL) -> dict:
     """Point `champion` at `version` by hand; on rollback without a version, at the previous one.

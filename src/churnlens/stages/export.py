@@ -204,6 +204,8 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
         scoring = (pd.read_parquet(paths.SCORING_ROWS, columns=["customer_id", *columns])
                    if outreach_history.enough_uplift_evidence(data) else None)
         saved, info = outreach_history.revenue_saved(data, columns, scoring, scores, actions)
+    if info.get("comparison"):
+        track_uplift(info)
     if saved is None:
         log.warning("export.rank_by revenue_saved: %s; the list stays ranked by revenue at risk",
                     info["reason"])
@@ -211,6 +213,29 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
         log.info("export.rank_by revenue_saved: uplift model on %s; ranked by expected revenue "
                  "saved", info["reason"])
     return saved, info
+
+
+def track_uplift(info: dict[str, Any]) -> None:
+    """Log the uplift's held-out evaluation (Qini of the uplift and the risk ranking with their
+    intervals; the curves as a CSV artifact) to the MLflow run that trained the model, at the
+    step of the latest held-out list, as the explain stage adds its plots. Without the store or
+    the run a warning says so: the export never depends on MLflow."""
+    run_id = read_json(paths.PROMOTION).get("run_id") if paths.PROMOTION.exists() else None
+    if not run_id:
+        log.info("no MLflow run recorded in %s: the uplift evaluation is not tracked",
+                 paths.PROMOTION)
+        return
+    from churnlens.errors import ChurnlensError
+    from churnlens.tracking import log_texts_to_run
+
+    comparison, day = info["comparison"], info["held_out_list"]
+    step = (pd.Timestamp(day) - pd.Timestamp("1970-01-01")).days
+    try:
+        log_texts_to_run(run_id, {f"qini_curve_{day}.csv":
+                                  outreach_history.qini_curve_csv(comparison)},
+                         outreach_history.uplift_metrics(comparison), step=step)
+    except ChurnlensError as err:
+        log.warning("uplift evaluation not added to MLflow: %s", err)
 
 
 def measured_outreach(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
