@@ -1,4 +1,5 @@
-"""Uplift ranking (churnlens.uplift): T-learner, evidence threshold, Qini curve; on the
+"""Uplift ranking (churnlens.uplift): T- and X-learner, evidence threshold, Qini curve and its
+bootstrap interval, capped values; on the
 generator's simulated outreach the uplift ranking finds more revenue than the risk ranking."""
 
 import numpy as np
@@ -39,6 +40,29 @@ def test_t_learner_recovers_the_heterogeneous_effect_and_ranks_above_random():
     assert uplift.qini_coefficient(predicted, t_new, r_new) > 0.02
     kept = uplift.kept_by_ranking(predicted, e_new, 0.5)
     assert kept > 0.8 * uplift.kept_by_ranking(e_new, e_new, 0.5)
+
+
+def test_x_learner_recovers_the_heterogeneous_effect_and_ranks_above_random():
+    X, treated, retained, effect = _synthetic(3000, 2)
+    model = uplift.fit_uplift(X, treated, retained, seed=3, learner="x")
+    assert model.learner == "x" and 0.4 < model.propensity < 0.6
+    X_new, t_new, r_new, e_new = _synthetic(2000, 4)
+    predicted = model.predict(X_new)
+    assert predicted[e_new > 0].mean() > 0.15 and predicted[e_new < 0].mean() < -0.05
+    assert uplift.qini_coefficient(predicted, t_new, r_new) > 0.02
+    with pytest.raises(ValueError, match="learner"):
+        uplift.fit_uplift(X, treated, retained, learner="s")
+
+
+def test_bootstrap_interval_of_the_qini_and_capped_values():
+    X, treated, retained, effect = _synthetic(2000, 7)
+    low, high = uplift.qini_interval(effect, treated, retained, draws=200)
+    assert 0 < low <= uplift.qini_coefficient(effect, treated, retained) <= high
+    low, high = uplift.qini_interval(X["noise"], treated, retained, draws=200)
+    assert low < 0 < high  # a random ranking: no better than random, and the interval says so
+    value = np.array([10.0, 20.0, np.nan, -5.0] + [30.0] * 95 + [10_000.0])
+    cap = uplift.capped(value)
+    assert cap.max() == 30.0 and cap[2] == 0 and cap[3] == 0 and cap[0] == 10.0
 
 
 def test_too_few_outcomes_per_arm_are_refused_with_a_reason():

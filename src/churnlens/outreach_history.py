@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from churnlens import outreach, uplift
@@ -308,23 +309,37 @@ def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame 
     info.update(measured_contacted=int(treated.sum()), measured_control=int((~treated).sum()))
     if not ok:
         return None, dict(info, reason=reason)
-    features = list(columns)
-    if "action" in data:
-        data = data.assign(**{ACTION_FEATURE: data["action"].astype(str)})
-        features.append(ACTION_FEATURE)
+    data, features = with_action_feature(data, columns)
     info.update(held_out_evaluation(data, features, learner=learner))
     model = uplift.fit_uplift(data[features], treated, data["retained"], learner=learner)
+    lift = dict(zip(scoring["customer_id"].astype(str),
+                    predict_uplift(model, features, scoring, actions), strict=True))
+    value = list_values(scores, scores)
+    saved = pd.Series(uplift.expected_revenue_saved(
+        scores["customer_id"].astype(str).map(lift).to_numpy(float), value), index=scores.index)
+    return saved, dict(info, used=True, reason=reason)
+
+
+def with_action_feature(data: pd.DataFrame, columns: list[str]
+                        ) -> tuple[pd.DataFrame, list[str]]:
+    """`data` (`uplift_rows`) with the assignment's action as the feature `ACTION_FEATURE`,
+    and the model's feature list (`columns` + that one; `columns` alone without actions)."""
+    if "action" not in data:
+        return data, list(columns)
+    return (data.assign(**{ACTION_FEATURE: data["action"].astype(str)}),
+            [*columns, ACTION_FEATURE])
+
+
+def predict_uplift(model: uplift.UpliftModel, features: list[str], scoring: pd.DataFrame,
+                   actions: pd.Series | None) -> np.ndarray:
+    """The model's uplift for the scoring rows, each with the action the list suggests now
+    (`actions`: customer id -> action; missing for customers not on the list)."""
     if ACTION_FEATURE in features:
         lookup = {} if actions is None else dict(zip(actions.index.astype(str),
                                                      actions.astype(str), strict=True))
         scoring = scoring.assign(**{ACTION_FEATURE: scoring["customer_id"].astype(str).map(
             lookup)})
-    lift = dict(zip(scoring["customer_id"].astype(str), model.predict(scoring[features]),
-                    strict=True))
-    value = list_values(scores, scores)
-    saved = pd.Series(uplift.expected_revenue_saved(
-        scores["customer_id"].astype(str).map(lift).to_numpy(float), value), index=scores.index)
-    return saved, dict(info, used=True, reason=reason)
+    return model.predict(scoring[features])
 
 
 def held_out_evaluation(data: pd.DataFrame, features: list[str], *,

@@ -214,7 +214,8 @@ def qini_interval(score: Sequence[float], treated: Sequence[bool], retained: Seq
     arms = [np.flatnonzero(treated), np.flatnonzero(~treated)]
     values = []
     for _ in range(int(draws)):
-        rows = np.concatenate([rng.choice(a, len(a)) for a in arms if len(a)])
+        # in the original order, so that tied scores are ordered as in the point estimate
+        rows = np.sort(np.concatenate([rng.choice(a, len(a)) for a in arms if len(a)]))
         values.append(qini_coefficient(score[rows], treated[rows], retained[rows],
                                        None if w is None else w[rows]))
     tail = (1 - confidence) / 2
