@@ -8,7 +8,16 @@ import os
 import sys
 from pathlib import Path
 
-import typer
+# How idle worker threads wait, read once when each runtime loads: set before any stage imports
+# LightGBM, scikit-learn or numpy. OpenMP (LightGBM, scikit-learn) and OpenBLAS (numpy, scipy:
+# the logistic fits) spin-wait by default; on a busy machine the spinning threads steal the
+# cores the working ones need (churnlens train 906 s -> 124 s at load 13-18 with PASSIVE; one
+# logistic fit 1.7 -> 0.2 CPU-s with the short OpenBLAS timeout; README "Benchmark"). Results do
+# not change: the thread counts and how work is split stay the same, only waiting changes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # 2**4 cycles of spinning, the minimum
+
+import typer  # noqa: E402
 
 from churnlens.errors import ChurnlensError, ParamsError
 
