@@ -27,18 +27,11 @@ SCORE_COLUMNS = ["customer_id", "churn_probability", "risk_tier", "expected_reve
 
 
 def _beeswarm(contributions: pd.DataFrame, matrix: pd.DataFrame, target: Path) -> None:
-    import matplotlib
+    from churnlens.plots import beeswarm_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import shap
-
-    shap.summary_plot(contributions.to_numpy(), matrix, show=False, max_display=15,
-                      plot_size=(8, 6))
-    plt.title("What drives the churn score (SHAP, log-odds)")
+    fig = beeswarm_figure(contributions, matrix, "What drives the churn score (SHAP, log-odds)")
     with atomic_path(target) as tmp:
-        plt.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-    plt.close("all")
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
 
 
 def run(params_path: Path) -> None:
