@@ -139,6 +139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-pandas", action="store_true", help="do not run the pandas baseline")
     p.add_argument("--skip-sample-loop", action="store_true",
                    help="do not time dvc repro / dvc exp run on the bundled sample (temp clone)")
+    p.add_argument("--keep-clone", action="store_true",
+                   help="keep the sample loop's temporary clone, with a copy of the outputs "
+                        "after each dvc run (to compare them between commits)")
     p.add_argument("--train-sample", type=float, default=None,
                    help="train on the rows of this fraction of customers (default: 1 with "
                         "--quick, else %(default)s; see the README)")
@@ -519,6 +522,8 @@ def sample_env(clone: Path) -> dict[str, str]:
     return env
 
 
+THREAD_WAIT_ENV = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+OUTPUT_FOLDERS = ("data", "models", "reports")   # --keep-clone: copied after each dvc run
 STAGE_SHIM = """#!/bin/bash
 start=$(date +%s.%N); load=$(cut -d' ' -f1 /proc/loadavg)
 "PYTHON" -m churnlens.cli "$@"
@@ -655,6 +660,11 @@ def sample_loop(workdir: Path, say, keep: bool = False) -> dict[str, Any]:
                                       {**env, "BENCH_STAGE_TIMES": str(stage_times)})
             runs[name]["stages"] = parse_stage_times(stage_times)
             runs[name]["cmd"] = " ".join(["dvc", *cmd[1:]])
+            if keep:  # the outputs as this run left them (later runs overwrite them)
+                for folder in OUTPUT_FOLDERS:
+                    if (clone / folder).is_dir():
+                        shutil.copytree(clone / folder, tmp / name.replace(" ", "_") / folder,
+                                        symlinks=True)
             say(f"sample loop: {name}: {runs[name]['wall_s']:.1f} s wall, "
                 f"{runs[name]['cpu_s']:.1f} s CPU, load {runs[name]['load_1m_before']:.1f}")
         imports = import_table(clone, env, logs, run_stages=True, say=say)
@@ -663,6 +673,8 @@ def sample_loop(workdir: Path, say, keep: bool = False) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
     return {"runs": runs, "imports": imports, "overlaid_uncommitted": overlaid,
             "clone": str(clone) if keep else None,
+            # as the dvc runs got them; unset = the CLI's defaults (PASSIVE, 4: cli.py)
+            "thread_wait_env": {k: env.get(k) for k in THREAD_WAIT_ENV},
             "note": "cpu_s includes every process dvc waited for (wait4 of the dvc process)"}
 
 
@@ -1114,7 +1126,7 @@ def main_sample_loop(args: argparse.Namespace, workdir: Path, machine: dict[str,
     out = args.out if args.out != (REPO / "reports" / "bench.json").resolve() else (
         workdir / "sample_loop.json")
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    sample = sample_loop(workdir, say)
+    sample = sample_loop(workdir, say, keep=args.keep_clone)
     result: dict[str, Any] = {"date": date.today().isoformat(), "mode": "sample loop",
                               "sample_loop": sample, "machine": machine}
     result["targets"] = {k: v for k, v in target_rows(result).items()
@@ -1267,7 +1279,8 @@ def main(argv: list[str] | None = None) -> int:
     params = write_params(args, workdir / "params.yaml")
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    sample = None if args.skip_sample_loop or args.only else sample_loop(workdir, say)
+    sample = (None if args.skip_sample_loop or args.only
+              else sample_loop(workdir, say, keep=args.keep_clone))
     plan = ("validate", "features") if args.only == "features" else STAGES
     jobs = [stage_job(stage, stage, workdir, logs) for stage in plan]
     if args.train_sample < 1 and "train" in plan:
