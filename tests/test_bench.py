@@ -177,6 +177,11 @@ def test_sample_loop_times_dvc_in_a_clone_and_tables_the_imports(tmp_path):
     imports = result["sample_loop"]["imports"]
     assert {"cli", "train", "score"} <= set(imports)
     assert "mlflow" in imports["train"]["run"]["heavy"]  # train logs to MLflow
+    # score reads the champion from the SQLite registry itself; explain draws without shap
+    assert "mlflow" not in imports["score"]["run"]["heavy"]
+    assert "shap" not in imports["explain"]["run"]["heavy"]
+    assert set(result["sample_loop"]["thread_wait_env"]) == {"OMP_WAIT_POLICY",
+                                                             "OPENBLAS_THREAD_TIMEOUT"}
 
 
 def test_events_are_thinned_to_the_requested_size(quick_run):
