@@ -501,9 +501,10 @@ def uplift_on_held_out(truth: pd.DataFrame, used_on: list[str],
 def walk_forward(work: Path, truth: pd.DataFrame, final_activity: pd.DataFrame, horizon: int,
                  learners: tuple[str, ...] = ("t", "x")) -> dict[str, Any]:
     """The uplift refitted as the export fits it on each list date d (`churnlens.outreach_history`:
-    the assignments measured by d, treated = reached, on the feature rows the export saw on d,
-    kept in `lists/`), for every list with enough measured outcomes per arm, and each learner;
-    its expected revenue saved on the list's fresh assignments is compared with the risk
+    the assignments measured by d and still in its history, treated = reached, on the feature
+    rows the export saw on d, kept in `lists/`), for every list with enough measured outcomes
+    per arm, and each learner; its expected revenue saved on the list's fresh assignments is
+    compared with the risk
     ranking (`ranking_figures`) pooled over those lists. With the default learner this is the
     ranking the export itself wrote on the lists it ranked by revenue saved
     (`reproduces_pipeline`)."""
@@ -520,7 +521,9 @@ def walk_forward(work: Path, truth: pd.DataFrame, final_activity: pd.DataFrame, 
     scored: dict[str, list[pd.DataFrame]] = {learner: [] for learner in learners}
     for d in sorted(frame["assigned"].unique()):
         path = work / f"lists/training_{d}.parquet"
-        past = frame[(day + pd.Timedelta(days=horizon) <= pd.Timestamp(d)).to_numpy(bool)]
+        age = (pd.Timestamp(d) - day).dt.days  # the export's history holds lists this young
+        past = frame[((age >= horizon) & (age <= horizon + outreach_history.MEASURED_KEEP_DAYS)
+                      ).to_numpy(bool)]
         if past.empty or not path.exists():
             continue
         rows = pd.read_parquet(path, columns=["customer_id", "cutoff", *columns])

@@ -80,6 +80,10 @@ def test_measured_intervals_cover_the_simulated_effects(loops):
     the ones `outreach.measure_effect` gives on the simulation's own record."""
     _, main, _, _ = loops
     assert main["lists_measured"] == 6
+    counts = main["pipeline_assignments"]  # every assignment measured, or reported with why
+    assert counts["due"] == main["assignments"] == main["measured_assignments"]
+    assert counts["measured"] + counts["unmeasured"] == counts["due"]
+    assert counts["unmeasured"] == main["assignments"] - main["control"] - main["contacted"]
     rows = [r for r in main["effects"] if r["level"] == "action"]
     assert all(r["matches_own_measurement"] for r in rows)
     checked = [r for r in rows if min(r["contacted"] or 0, r["control"] or 0) >= MIN_PER_ARM]
