@@ -565,6 +565,10 @@ def walk_forward(work: Path, truth: pd.DataFrame, final_activity: pd.DataFrame, 
                 pipeline["saved"], pipeline["expected_revenue_saved"], atol=0.01))
     out["risk"] = ranking_figures(held, "expected_revenue_at_risk")
     out["random"] = ranking_figures(held, None)
+    # the best any ranking could do: by the simulated effect itself; its Qini interval on the
+    # observed outcomes tells whether these held-out lists can show a ranking's worth at all
+    out["oracle"] = ranking_figures(held.assign(
+        true_gain=held["tau"] * held["value"].fillna(0).clip(lower=0)), "true_gain")
     return out
 
 
@@ -765,7 +769,8 @@ def print_table(result: dict[str, Any]) -> None:
               f"{walk['lists'][-1]}), {walk['customers']} fresh assignments; first fit on "
               f"{walk['fitted_per_arm_first']} contacted/control; reproduces the pipeline's "
               f"ranking: {walk.get('reproduces_pipeline')}")
-        for name in [k for k in walk if k.startswith("uplift_") or k in ("risk", "random")]:
+        for name in [k for k in walk
+                     if k.startswith("uplift_") or k in ("risk", "random", "oracle")]:
             r = walk[name]
             qini = ("" if "qini" not in r else
                     f"Qini {r['qini']:+.4f} {r['qini_interval']}, revenue capped "
