@@ -4,16 +4,20 @@ functions over DataFrames and the history's records; the export stage reads the 
 writes the files, `churnlens.outreach` and `churnlens.uplift` hold the statistics).
 
 * `with_control_group`: the at-risk list with its control group (`outreach.assign_holdout`) and
-  the assignment records that go into the run's `arms` in `reports/at_risk_history.json`.
+  the records of the assignments made on this list, which go into the run's `arms` in
+  `reports/at_risk_history.json` (each assignment once, in its own list's run).
 * `history_assignments` / `due_customer_ids` / `outcomes_of_due`: the history's assignments with
   `due` (window passed by as_of) and, from the validated activity (inactivity) or cancel dates
-  (cancellation), whether each due customer stayed.
+  (cancellation), whether each due customer stayed. `retired_lists` / `with_retired`: the lists
+  that left the history, kept as a summary so that the report can say they are not measured.
 * `recorded_outreach`: treated = listed, not held out and contacted within the window per the
   `interventions` table (without it: intention to treat).
 * `outreach_report`: the content of `reports/outreach.json`; `effects_plot_csv` its plot CSV.
 * `uplift_rows` / `revenue_saved`: the measured assignments on their feature rows at the list
-  date, an uplift model over them and `expected_revenue_saved` per scored customer, with the
-  Qini of the latest measured list predicted by a model of the lists before it.
+  date (and their action), an uplift model over them and `expected_revenue_saved` per scored
+  customer; `held_out_evaluation`: the uplift and the risk ranking on the latest measured lists
+  predicted by a model of the lists before them (Qini with bootstrap intervals), flattened for
+  MLflow by `uplift_metrics` / `qini_curve_csv`.
 """
 
 from __future__ import annotations
