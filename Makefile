@@ -27,11 +27,14 @@ setup: $(STAMP)  ## create .venv from uv.lock (idempotent)
 run: setup  ## run the whole pipeline (dvc repro) on params.yaml's data
 	dvc repro
 
-# `make test` (what CI runs) = lint + the default run + the spark and bench tests, in ONE pytest
-# process: the imports, the shared fixtures (the sample pipeline run, the fitted model) and the one
-# JVM are paid once. The default `pytest -q` (= make test-fast) leaves spark and bench out.
-test: setup lint  ## lint, then every test but the slow ones (fast suite + spark + bench)
-	pytest -q -m "not slow"
+# `make test` (what CI runs) = lint + the default run + the spark and bench tests, on
+# PYTEST_WORKERS pytest-xdist workers (default 2, the cores CI has), whole test files per worker
+# (--dist loadfile: a module's fixtures are built once). Each worker pays the imports and the
+# session fixtures (the sample pipeline run, the JVM) once. The default `pytest -q`
+# (= make test-fast) is one process and leaves spark and bench out.
+PYTEST_WORKERS ?= 2
+test: setup lint  ## lint, then every test but the slow ones (fast suite + spark + bench), 2 workers
+	pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 test-fast: setup  ## the default run, plain `pytest -q`: no JVM, no benchmark, no slow tests
 	pytest -q

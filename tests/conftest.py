@@ -8,12 +8,20 @@ per run and shared by every module that asks: treat them as read-only.
 Markers (see the README's test section): `slow` (not in `make test`), `spark` (starts a JVM: any
 test that uses the `spark` fixture gets it), `bench` (runs `scripts/bench.py --quick`: every test
 of `test_bench.py` gets it). The default `pytest -q` leaves all three out; `make test` runs the
-default set plus `spark` and `bench` in one process.
+default set plus `spark` and `bench` on two pytest-xdist workers.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
+
+# As the CLI does (cli.py): idle OpenMP / OpenBLAS threads sleep instead of spinning. Set before
+# any test module imports LightGBM or numpy; it matters most when `make test` runs two workers
+# on two cores, where spinning threads of one worker steal the other's core. Same results.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import shutil  # noqa: E402
 from pathlib import Path
 
 import pytest
