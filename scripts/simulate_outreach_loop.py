@@ -259,15 +259,16 @@ class Pipeline:
                                      "value"])
 
 
-def keep_feature_rows(work: Path, list_date: str) -> None:
+def keep_feature_rows(work: Path, list_date: str, assigned: set[str]) -> None:
     """Copies of the feature rows the export saw on `list_date` (`lists/scoring_DATE.parquet`,
-    and `lists/training_DATE.parquet` for the customers in the history's assignments), so the
-    uplift can be refitted later exactly as the export fitted it on that day (walk-forward)."""
+    and `lists/training_DATE.parquet` for the customers assigned so far: `assigned` and the
+    history's), so the uplift can be refitted later exactly as the export fitted it on that day
+    (walk-forward; the history may already have dropped a list the export fitted on)."""
     shutil.copyfile(work / "data/features/scoring.parquet",
                     work / f"lists/scoring_{list_date}.parquet")
     history = json.loads((work / "reports/at_risk_history.json").read_text(encoding="utf-8"))
-    ids = sorted({str(a["customer_id"]) for src in history["sources"] for r in src["runs"]
-                  for a in r.get("arms") or []})
+    ids = sorted(assigned | {str(a["customer_id"]) for src in history["sources"]
+                             for r in src["runs"] for a in r.get("arms") or []})
     rows = pd.read_parquet(work / "data/features/training.parquet",
                            filters=[("customer_id", "in", ids)] if ids else None)
     rows.to_parquet(work / f"lists/training_{list_date}.parquet", index=False)
@@ -519,11 +520,15 @@ def walk_forward(work: Path, truth: pd.DataFrame, final_activity: pd.DataFrame, 
     frame["retained"] = outcomes["retained"].to_numpy(bool)
     day = pd.to_datetime(frame["assigned"])
     scored: dict[str, list[pd.DataFrame]] = {learner: [] for learner in learners}
-    for d in sorted(frame["assigned"].unique()):
+    dates = sorted(frame["assigned"].unique())
+    for k, d in enumerate(dates):
         path = work / f"lists/training_{d}.parquet"
-        age = (pd.Timestamp(d) - day).dt.days  # the export's history holds lists this young
-        past = frame[((age >= horizon) & (age <= horizon + outreach_history.MEASURED_KEEP_DAYS)
-                      ).to_numpy(bool)]
+        # the export fits before it updates the history, which was last pruned on the list date
+        # before d: lists at most horizon + 182 days older than that date
+        pruned = pd.Timestamp(dates[k - 1] if k else d)
+        young = ((pruned - day).dt.days <= horizon + outreach_history.MEASURED_KEEP_DAYS)
+        measured = (pd.Timestamp(d) - day).dt.days >= horizon
+        past = frame[(young & measured).to_numpy(bool)]
         if past.empty or not path.exists():
             continue
         rows = pd.read_parquet(path, columns=["customer_id", "cutoff", *columns])
@@ -639,7 +644,8 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         seconds = pipeline.run([s for s in LIST_STAGES if train or s != "train"])
         at_risk = pipeline.at_risk()
         shutil.copyfile(work / "reports/at_risk.csv", work / f"lists/at_risk_{list_date}.csv")
-        keep_feature_rows(work, list_date)
+        keep_feature_rows(work, list_date, {str(c) for part in truth_parts
+                                            for c in part["customer_id"]})
         arms = pipeline.arms(list_date)
         if float(args.holdout_share) == 0:  # no control group: everyone new on the list
             arms = arms_without_control(at_risk, list_date, truth_parts, horizon)
