@@ -500,7 +500,7 @@ def uplift_on_held_out(truth: pd.DataFrame, used_on: list[str],
 
 
 def walk_forward(work: Path, truth: pd.DataFrame, final_activity: pd.DataFrame, horizon: int,
-                 learners: tuple[str, ...] = ("t", "x")) -> dict[str, Any]:
+                 learners: tuple[str, ...] = ("t", "x", "t_norisk")) -> dict[str, Any]:
     """The uplift refitted as the export fits it on each list date d (`churnlens.outreach_history`:
     the assignments measured by d and still in its history, treated = reached, on the feature
     rows the export saw on d, kept in `lists/`), for every list with enough measured outcomes
@@ -533,24 +533,27 @@ def walk_forward(work: Path, truth: pd.DataFrame, final_activity: pd.DataFrame, 
             continue
         rows = pd.read_parquet(path, columns=["customer_id", "cutoff", *columns])
         due = past[["assigned", "customer_id", "holdout", "action", "tier", "value", "due",
-                    "treated"]]
+                    "treated", "churn_probability"]]
         data = outreach_history.uplift_rows(due, past[["assigned", "customer_id", "retained"]],
                                             rows)
         if not outreach_history.enough_uplift_evidence(data):
             continue
-        data, features = outreach_history.with_action_feature(data, columns)
         held = frame[frame["assigned"] == d]
         scoring = pd.read_parquet(work / f"lists/scoring_{d}.parquet",
                                   columns=["customer_id", *columns])
         scoring = scoring[scoring["customer_id"].astype(str).isin(set(held["customer_id"]))]
         actions = pd.Series(held["action"].to_numpy(), index=held["customer_id"].to_numpy())
-        for learner in learners:
-            model = uplift.fit_uplift(data[features], data["treated"], data["retained"],
+        probability = pd.Series(held["churn_probability"].to_numpy(),
+                                index=held["customer_id"].to_numpy())
+        for variant in learners:
+            learner, risk = variant.split("_")[0], not variant.endswith("_norisk")
+            fit, features = outreach_history.with_action_feature(data, columns, risk=risk)
+            model = uplift.fit_uplift(fit[features], fit["treated"], fit["retained"],
                                       learner=learner)
             lift = dict(zip(scoring["customer_id"].astype(str),
-                            outreach_history.predict_uplift(model, features, scoring, actions),
-                            strict=True))
-            scored[learner].append(held.assign(
+                            outreach_history.predict_uplift(model, features, scoring, actions,
+                                                            probability), strict=True))
+            scored[variant].append(held.assign(
                 uplift=held["customer_id"].map(lift), fitted_contacted=int(data["treated"].sum()),
                 fitted_control=int((~data["treated"]).sum())))
     if not any(scored.values()):

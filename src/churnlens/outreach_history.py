@@ -34,6 +34,7 @@ from churnlens.export import history_arms
 EFFECTS_PLOT_COLUMNS = ("list_date", "action", "contacted_rate", "control_rate", "difference",
                         "ci_low", "ci_high")
 ACTION_FEATURE = "outreach_action"  # the (would-be) action, a feature of the uplift model
+RISK_FEATURE = "churn_probability_on_list"  # the churn model's probability on the list day
 HELD_OUT_DAYS = 28  # the uplift is evaluated on the lists measured in the latest four weeks
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
                           # their measurement window, so their effects keep being pooled
@@ -71,12 +72,14 @@ def with_control_group(at_risk: pd.DataFrame, scores: pd.DataFrame, *, share: fl
         contact=at_risk["contact"].where(~holdout, ""),
         **{holdout_column: holdout})
     risk = pd.to_numeric(at_risk["expected_revenue_at_risk"], errors="coerce")
+    probability = pd.to_numeric(at_risk["churn_probability"], errors="coerce")
     records = [
         {"customer_id": r["customer_id"], "holdout": bool(r["holdout"]),
          "assigned": r["assigned"], "action": r["action"], "tier": r["tier"],
          "value": None if pd.isna(r["value"]) else round(float(r["value"]), 2),
-         "at_risk": None if pd.isna(r["_risk"]) else round(float(r["_risk"]), 2)}
-        for r in arms.assign(_risk=risk)[arms["fresh"]].to_dict("records")]
+         "at_risk": None if pd.isna(r["_risk"]) else round(float(r["_risk"]), 2),
+         "churn_probability": None if pd.isna(r["_p"]) else round(float(r["_p"]), 4)}
+        for r in arms.assign(_risk=risk, _p=probability)[arms["fresh"]].to_dict("records")]
     return out, records, arms
 
 
@@ -91,7 +94,8 @@ def history_assignments(runs: list[dict[str, Any]], as_of: str, horizon: int) ->
     again (the customers still active a week later: a biased part)."""
     own = [dict(a) for r in runs for a in (r.get("arms") or [])
            if isinstance(a, Mapping) and str(a.get("assigned")) == str(r.get("as_of"))]
-    arms = pd.DataFrame(own, columns=[*outreach.ASSIGNMENT_COLUMNS, "at_risk"])
+    arms = pd.DataFrame(own, columns=[*outreach.ASSIGNMENT_COLUMNS, "at_risk",
+                                      "churn_probability"])
     return outreach.due_assignments(arms, horizon, as_of)
 
 
@@ -302,7 +306,9 @@ def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame 
     The action is part of the treatment: what contact does depends on whether it is an
     onboarding call or a discount offer. So the model also sees each assignment's (would-be)
     action as a categorical feature (`ACTION_FEATURE`), and a scored customer the action the
-    list suggests now (`actions`: customer id -> action; missing for customers not on it).
+    list suggests now (`actions`: customer id -> action; missing for customers not on it); and
+    the churn probability on the list day (`RISK_FEATURE`, see `with_action_feature`; a scored
+    customer's from `scores`).
 
     None (risk ranking) with the reason while an arm has fewer than `uplift.MIN_PER_ARM`
     measured customers. The held-out evaluation (`held_out_evaluation`) goes into the returned
@@ -316,28 +322,47 @@ def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame 
     data, features = with_action_feature(data, columns)
     info.update(held_out_evaluation(data, features, learner=learner))
     model = uplift.fit_uplift(data[features], treated, data["retained"], learner=learner)
+    probability = pd.Series(pd.to_numeric(scores["churn_probability"], errors="coerce").to_numpy(),
+                            index=scores["customer_id"].astype(str).to_numpy())
     lift = dict(zip(scoring["customer_id"].astype(str),
-                    predict_uplift(model, features, scoring, actions), strict=True))
+                    predict_uplift(model, features, scoring, actions, probability), strict=True))
     value = list_values(scores, scores)
     saved = pd.Series(uplift.expected_revenue_saved(
         scores["customer_id"].astype(str).map(lift).to_numpy(float), value), index=scores.index)
     return saved, dict(info, used=True, reason=reason)
 
 
-def with_action_feature(data: pd.DataFrame, columns: list[str]
+def with_action_feature(data: pd.DataFrame, columns: list[str], *, risk: bool = True
                         ) -> tuple[pd.DataFrame, list[str]]:
-    """`data` (`uplift_rows`) with the assignment's action as the feature `ACTION_FEATURE`,
-    and the model's feature list (`columns` + that one; `columns` alone without actions)."""
-    if "action" not in data:
-        return data, list(columns)
-    return (data.assign(**{ACTION_FEATURE: data["action"].astype(str)}),
-            [*columns, ACTION_FEATURE])
+    """`data` (`uplift_rows`) with the assignment's action as the feature `ACTION_FEATURE` and
+    (`risk`) the churn model's probability on the list day as `RISK_FEATURE`, and the model's
+    feature list (`columns` + those recorded for every row).
+
+    Why the churn probability: contact can only keep a customer who would otherwise leave, so
+    the effect of a rescue grows with the chance of leaving. The churn model learned that chance
+    from every customer; the uplift model sees a few hundred measured ones and cannot learn it
+    again from the raw features, but it can scale with it."""
+    features = list(columns)
+    if "action" in data:
+        data = data.assign(**{ACTION_FEATURE: data["action"].astype(str)})
+        features.append(ACTION_FEATURE)
+    if risk and "churn_probability" in data and data["churn_probability"].notna().all():
+        data = data.assign(**{RISK_FEATURE: pd.to_numeric(data["churn_probability"])})
+        features.append(RISK_FEATURE)
+    return data, features
 
 
 def predict_uplift(model: uplift.UpliftModel, features: list[str], scoring: pd.DataFrame,
-                   actions: pd.Series | None) -> np.ndarray:
+                   actions: pd.Series | None, probability: pd.Series | None = None
+                   ) -> np.ndarray:
     """The model's uplift for the scoring rows, each with the action the list suggests now
-    (`actions`: customer id -> action; missing for customers not on the list)."""
+    (`actions`: customer id -> action; missing for customers not on the list) and its churn
+    probability now (`probability`: customer id -> probability)."""
+    if RISK_FEATURE in features:
+        lookup = {} if probability is None else dict(zip(probability.index.astype(str),
+                                                         probability, strict=True))
+        scoring = scoring.assign(**{RISK_FEATURE: scoring["customer_id"].astype(str).map(
+            lookup).astype("float64")})
     if ACTION_FEATURE in features:
         lookup = {} if actions is None else dict(zip(actions.index.astype(str),
                                                      actions.astype(str), strict=True))
