@@ -222,12 +222,10 @@ def test_uplift_evaluation_on_held_out_lists_is_logged_to_the_training_run(
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run() as active:
-        run_id = active.info.run_id
+    client = mlflow.MlflowClient(uri)  # no fluent API: other tests leave an active experiment
+    run_id = client.create_run(client.create_experiment("outreach")).info.run_id
     Path("reports/promotion.json").write_text(json.dumps({"run_id": run_id}))
     assert run("2026-07-13") == report
-    client = mlflow.MlflowClient(uri)
     [qini] = client.get_metric_history(run_id, "uplift_qini")
     assert qini.value == pytest.approx(comparison["uplift"]["qini"])
     assert qini.step == (pd.Timestamp("2026-04-06") - pd.Timestamp("1970-01-01")).days
