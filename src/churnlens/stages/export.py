@@ -165,11 +165,11 @@ def measured(runs: list[dict[str, Any]], as_of: str,
     if not ids:
         return arms, None
     if label.definition == "cancellation":
-        cancellations = read_rows(paths.interim_table("customers"),
+        cancellations = read_rows(catalog.path("customers"),
                                   ["customer_id", "cancel_date"], ids)
         return arms, outreach_history.outcomes_of_due(
             arms, horizon=horizon, definition=label.definition, cancellations=cancellations)
-    activity = pd.concat([read_rows(paths.interim_table(t), ["customer_id", "timestamp"], ids)
+    activity = pd.concat([read_rows(catalog.path(t), ["customer_id", "timestamp"], ids)
                           for t in ("transactions", "events")], ignore_index=True)
     return arms, outreach_history.outcomes_of_due(
         arms, horizon=horizon, definition=label.definition, activity=activity)
@@ -189,19 +189,19 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
     arms, outcomes = measured(runs, as_of, label)
     if outcomes is None:
         info["reason"] = "no list with a control group has been measured yet"
-    elif not (paths.TRAINING_ROWS.exists() and paths.SCORING_ROWS.exists()
-              and paths.FEATURES_META.exists()):
+    elif not all(catalog.exists(n) for n in ("training_rows", "scoring_rows", "features_meta")):
         info["reason"] = "no feature rows (data/features) to fit an uplift model on"
     else:
-        meta = read_json(paths.FEATURES_META)
+        meta = catalog.read_json("features_meta")
         columns = [c for c in meta.get("feature_columns") or [] if c != "customer_id"]
         ids = outreach_history.due_customer_ids(arms)
         due, _, _ = outreach_history.recorded_outreach(arms[arms["due"]], read_interventions(ids),
                                                        label.horizon_days)
-        rows = pd.read_parquet(paths.TRAINING_ROWS, columns=["customer_id", "cutoff", *columns],
+        rows = pd.read_parquet(catalog.path("training_rows"),
+                               columns=["customer_id", "cutoff", *columns],
                                filters=[("customer_id", "in", ids)])
         data = outreach_history.uplift_rows(due, outcomes, rows)
-        scoring = (pd.read_parquet(paths.SCORING_ROWS, columns=["customer_id", *columns])
+        scoring = (catalog.read_parquet("scoring_rows", columns=["customer_id", *columns])
                    if outreach_history.enough_uplift_evidence(data) else None)
         saved, info = outreach_history.revenue_saved(data, columns, scoring, scores, actions)
     if info.get("comparison"):
@@ -220,10 +220,10 @@ def track_uplift(info: dict[str, Any]) -> None:
     intervals; the curves as a CSV artifact) to the MLflow run that trained the model, at the
     step of the latest held-out list, as the explain stage adds its plots. Without the store or
     the run a warning says so: the export never depends on MLflow."""
-    run_id = read_json(paths.PROMOTION).get("run_id") if paths.PROMOTION.exists() else None
+    run_id = (catalog.read_json("promotion", required=False) or {}).get("run_id")
     if not run_id:
         log.info("no MLflow run recorded in %s: the uplift evaluation is not tracked",
-                 paths.PROMOTION)
+                 catalog.path("promotion"))
         return
     from churnlens.errors import ChurnlensError
     from churnlens.tracking import log_texts_to_run
@@ -280,7 +280,7 @@ def read_interventions(ids: list[str]) -> pd.DataFrame | None:
     None when the table is absent or has no rows (intention to treat)."""
     import pyarrow.parquet as pq
 
-    path = paths.interim_table("interventions")
+    path = catalog.path("interventions")
     if not path.exists() or pq.ParquetFile(path).metadata.num_rows == 0:
         return None
     return read_rows(path, ["customer_id", "timestamp", "cost"], ids)
