@@ -193,10 +193,12 @@ def run_measured(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | Non
     return result
 
 
-def child_env(workdir: Path, quick: bool = False) -> dict[str, str]:
+def child_env(workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    if quick:  # CI: OpenMP threads that spin-wait crawl on a busy machine (LightGBM 4x slower)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # what `churnlens` sets for every stage (cli.py), also for the probes and in-process jobs,
+    # which do not start through the CLI: spinning OpenMP / OpenBLAS threads crawl under load
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
@@ -512,6 +514,9 @@ def sample_clone(target: Path) -> list[str]:
 
 def sample_env(clone: Path) -> dict[str, str]:
     env = child_env(clone)
+    for key in THREAD_WAIT_ENV:  # the sample loop measures what the CLI itself sets
+        if key not in os.environ:
+            env.pop(key, None)
     env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own ./mlflow.db, as in a checkout
     env["PYTHONPATH"] = str(clone / "src")  # the clone's code, not an editable install's
     env["DVC_NO_ANALYTICS"] = "1"
@@ -1263,10 +1268,11 @@ def main(argv: list[str] | None = None) -> int:
     bench_started = time.perf_counter()
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    env = child_env(workdir, quick=args.quick)
+    env = child_env(workdir)
     say = lambda msg: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
     machine = machine_info()
     machine["omp_wait_policy"] = env.get("OMP_WAIT_POLICY")  # as the children see it
+    machine["openblas_thread_timeout"] = env.get("OPENBLAS_THREAD_TIMEOUT")
 
     if args.only == "sample-loop":
         return main_sample_loop(args, workdir, machine, say, bench_started)
