@@ -295,9 +295,9 @@ def _project(tmp_path: Path, raw_format="csv", with_email=True, actions=None):
 
 
 @pytest.mark.parametrize("raw_format", ["csv", "parquet"])
-def test_stage_writes_bom_csv_with_actions_and_contacts(tmp_path, monkeypatch, raw_format):
-    monkeypatch.chdir(_project(tmp_path, raw_format))
-    export_stage.run("params.yaml")
+def test_stage_writes_bom_csv_with_actions_and_contacts(tmp_path, raw_format):
+    _project(tmp_path, raw_format)
+    export_stage.run(root=tmp_path)
     data = (tmp_path / "reports" / "at_risk.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbf")
     rows = _rows(data.decode("utf-8-sig"))
@@ -316,19 +316,19 @@ def test_stage_writes_bom_csv_with_actions_and_contacts(tmp_path, monkeypatch, r
     assert source["customers"] == 9 and source["raw_dir"] == "raw"
 
 
-def test_stage_keeps_the_history_of_each_data_source_apart(tmp_path, monkeypatch):
-    monkeypatch.chdir(_project(tmp_path))
-    sample = pd.read_parquet("reports/scores.parquet")
+def test_stage_keeps_the_history_of_each_data_source_apart(tmp_path):
+    _project(tmp_path)
+    sample = pd.read_parquet(tmp_path / "reports/scores.parquet")
 
     def export_on(scores, as_of):
-        scores.to_parquet("reports/scores.parquet", index=False)
-        _customers(scores["customer_id"]).to_parquet("data/interim/customers.parquet",
-                                                      index=False)
-        params = yaml.safe_load(Path("params.yaml").read_text())
+        scores.to_parquet(tmp_path / "reports/scores.parquet", index=False)
+        _customers(scores["customer_id"]).to_parquet(
+            tmp_path / "data/interim/customers.parquet", index=False)
+        params = yaml.safe_load((tmp_path / "params.yaml").read_text())
         params["snapshot"] = {"as_of": as_of}
-        Path("params.yaml").write_text(yaml.safe_dump(params))
-        export_stage.run("params.yaml")
-        return json.loads(Path("reports/at_risk_history.json").read_text())
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        export_stage.run(root=tmp_path)
+        return json.loads((tmp_path / "reports/at_risk_history.json").read_text())
 
     first = export_on(sample, "2026-08-24")
     other = export_on(sample.assign(customer_id="z" + sample["customer_id"]), "2026-08-31")
@@ -339,9 +339,9 @@ def test_stage_keeps_the_history_of_each_data_source_apart(tmp_path, monkeypatch
     assert export.previous_run(again, None)["as_of"] == "2026-08-24"
 
 
-def test_stage_writes_win_back_csv_of_lapsed_customers(tmp_path, monkeypatch):
-    monkeypatch.chdir(_project(tmp_path))
-    export_stage.run("params.yaml")
+def test_stage_writes_win_back_csv_of_lapsed_customers(tmp_path):
+    _project(tmp_path)
+    export_stage.run(root=tmp_path)
     at_risk = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
     data = (tmp_path / "reports" / "win_back.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbf")
@@ -360,23 +360,23 @@ def test_stage_writes_win_back_csv_of_lapsed_customers(tmp_path, monkeypatch):
     assert _runs(history)[0]["customer_ids"] == ["c4", "c2", "c3"]  # the at-risk list only
 
 
-def test_win_back_is_cut_to_top_n(tmp_path, monkeypatch):
-    monkeypatch.chdir(_project(tmp_path))
+def test_win_back_is_cut_to_top_n(tmp_path):
+    _project(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["export"]["top_n"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    export_stage.run("params.yaml")
+    export_stage.run(root=tmp_path)
     rows = _rows((tmp_path / "reports" / "win_back.csv").read_text(encoding="utf-8-sig"))
     assert [r["customer_id"] for r in rows] == ["w8"]
 
 
-def test_contact_appears_only_in_the_lists_and_never_in_logs(tmp_path, monkeypatch, caplog):
-    monkeypatch.chdir(_project(tmp_path))
+def test_contact_appears_only_in_the_lists_and_never_in_logs(tmp_path, caplog):
+    _project(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["export"]["top_n"] = 10
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with caplog.at_level(logging.DEBUG, logger="churnlens"):
-        export_stage.run("params.yaml")
+        export_stage.run(root=tmp_path)
     found = {}
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.parent.name != "raw":
@@ -389,39 +389,39 @@ def test_contact_appears_only_in_the_lists_and_never_in_logs(tmp_path, monkeypat
     assert "Ann" not in caplog.text and "Sev" not in caplog.text
 
 
-def test_contact_that_looks_like_a_formula_is_neutralised(tmp_path, monkeypatch):
-    monkeypatch.chdir(_project(tmp_path))
-    raw = pd.read_csv("raw/customers.csv", dtype=str, keep_default_na=False)
+def test_contact_that_looks_like_a_formula_is_neutralised(tmp_path):
+    _project(tmp_path)
+    raw = pd.read_csv(tmp_path / "raw/customers.csv", dtype=str, keep_default_na=False)
     raw["name"] = ""
-    raw.to_csv("raw/customers.csv", index=False)
-    export_stage.run("params.yaml")
+    raw.to_csv(tmp_path / "raw/customers.csv", index=False)
+    export_stage.run(root=tmp_path)
     rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
     assert rows[0]["contact"] == "'=evil@example.net"
 
 
-def test_no_email_column_gives_empty_contacts(tmp_path, monkeypatch):
-    monkeypatch.chdir(_project(tmp_path, with_email=False))
-    export_stage.run("params.yaml")
+def test_no_email_column_gives_empty_contacts(tmp_path):
+    _project(tmp_path, with_email=False)
+    export_stage.run(root=tmp_path)
     for name in ("at_risk.csv", "win_back.csv"):
         rows = _rows((tmp_path / "reports" / name).read_text(encoding="utf-8-sig"))
         assert rows and all(r["contact"] == "" for r in rows)
 
 
-def test_rules_from_params_are_used(tmp_path, monkeypatch):
+def test_rules_from_params_are_used(tmp_path):
     actions = [{"when": "open_ticket", "action": "Fix it"}, {"when": "always", "action": "Wait"}]
-    monkeypatch.chdir(_project(tmp_path, actions=actions))
-    export_stage.run("params.yaml")
+    _project(tmp_path, actions=actions)
+    export_stage.run(root=tmp_path)
     rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
     assert [r["suggested_action"] for r in rows] == ["Fix it", "Wait", "Wait"]
 
 
-def test_segment_comes_from_interim_customers_when_scores_lack_it(tmp_path, monkeypatch):
-    monkeypatch.chdir(_project(tmp_path))
-    scores = pd.read_parquet("reports/scores.parquet").drop(columns="segment")
-    scores.to_parquet("reports/scores.parquet", index=False)
+def test_segment_comes_from_interim_customers_when_scores_lack_it(tmp_path):
+    _project(tmp_path)
+    scores = pd.read_parquet(tmp_path / "reports/scores.parquet").drop(columns="segment")
+    scores.to_parquet(tmp_path / "reports/scores.parquet", index=False)
     pd.DataFrame({"customer_id": ["c4", "c2"], "segment": ["gold", "silver"]}).to_parquet(
-        "data/interim/customers.parquet", index=False)
-    export_stage.run("params.yaml")
+        tmp_path / "data/interim/customers.parquet", index=False)
+    export_stage.run(root=tmp_path)
     rows = _rows((tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig"))
     assert [r["segment"] for r in rows] == ["gold", "silver", ""]
 

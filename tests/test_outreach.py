@@ -249,14 +249,14 @@ def _params(root: Path, share, as_of):
 
 def _export(root: Path, share, as_of):
     _params(root, share, as_of)
-    export_stage.run("params.yaml")
+    export_stage.run(root=root)
     text = (root / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig")
     history = json.loads((root / "reports" / "at_risk_history.json").read_text())
     return text, pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False), history
 
 
-def test_stage_without_holdout_share_writes_what_it_wrote_before(tmp_path, monkeypatch):
-    monkeypatch.chdir(_stage_project(tmp_path))
+def test_stage_without_holdout_share_writes_what_it_wrote_before(tmp_path):
+    _stage_project(tmp_path)
     text_default, table, history = _export(tmp_path, None, "2026-03-02")
     assert list(table.columns) == list(AT_RISK_COLUMNS)
     assert "arms" not in history["sources"][0]["runs"][0]
@@ -265,8 +265,8 @@ def test_stage_without_holdout_share_writes_what_it_wrote_before(tmp_path, monke
     assert text_zero == text_default and history_zero == history
 
 
-def test_stage_marks_a_sticky_reproducible_control_group(tmp_path, monkeypatch):
-    monkeypatch.chdir(_stage_project(tmp_path))
+def test_stage_marks_a_sticky_reproducible_control_group(tmp_path):
+    _stage_project(tmp_path)
     text, table, history = _export(tmp_path, 0.2, "2026-03-02")
     assert list(table.columns) == [*AT_RISK_COLUMNS, "holdout"]
     assert set(table["holdout"]) == {"true", "false"}
@@ -293,14 +293,14 @@ def test_stage_marks_a_sticky_reproducible_control_group(tmp_path, monkeypatch):
         control["customer_id"])
 
 
-def test_bad_holdout_share_is_refused(tmp_path, monkeypatch):
-    monkeypatch.chdir(_stage_project(tmp_path, n=20))
+def test_bad_holdout_share_is_refused(tmp_path):
+    _stage_project(tmp_path, n=20)
     with pytest.raises(ChurnlensError, match="holdout_share"):
         _export(tmp_path, 1.5, "2026-03-02")
 
 
-def test_stage_measures_the_effect_once_the_window_has_passed(tmp_path, monkeypatch):
-    monkeypatch.chdir(_stage_project(tmp_path, n=400))
+def test_stage_measures_the_effect_once_the_window_has_passed(tmp_path):
+    _stage_project(tmp_path, n=400)
     _, first, _ = _export(tmp_path, 0.3, "2026-03-02")
     report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
     assert report["effects"] == [] and report["lists"] == [
@@ -312,10 +312,11 @@ def test_stage_measures_the_effect_once_the_window_has_passed(tmp_path, monkeypa
     stays = np.where(first["holdout"] == "true", 0.4, 0.7)
     active = first.loc[rng.random(len(first)) < stays, "customer_id"]
     pd.DataFrame({"customer_id": active, "timestamp": pd.Timestamp("2026-04-10 12:00"),
-                  "amount": 10.0}).to_parquet("data/interim/transactions.parquet", index=False)
+                  "amount": 10.0}).to_parquet(
+        tmp_path / "data/interim/transactions.parquet", index=False)
     pd.DataFrame({"customer_id": first["customer_id"],  # activity on the list day: not counted
                   "timestamp": pd.Timestamp("2026-03-02 18:00"), "event_type": "login"}
-                 ).to_parquet("data/interim/events.parquet", index=False)
+                 ).to_parquet(tmp_path / "data/interim/events.parquet", index=False)
     _export(tmp_path, 0.3, "2026-06-08")
     report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
     assert [x["measured"] for x in report["lists"]] == [True, False]
@@ -342,8 +343,8 @@ def test_contacts_in_window_counts_contacts_from_the_list_day_to_the_horizon():
 
 
 def test_stage_with_interventions_measures_the_contacted_and_flags_a_contacted_control(
-        tmp_path, monkeypatch):
-    monkeypatch.chdir(_stage_project(tmp_path, n=400))
+        tmp_path):
+    _stage_project(tmp_path, n=400)
     _, first, _ = _export(tmp_path, 0.3, "2026-03-02")
     control = first[first["holdout"] == "true"]["customer_id"]
     listed = first[first["holdout"] == "false"]["customer_id"]
@@ -352,14 +353,15 @@ def test_stage_with_interventions_measures_the_contacted_and_flags_a_contacted_c
     pd.DataFrame({"customer_id": pd.concat([reached, stray]),
                   "timestamp": pd.Timestamp("2026-03-04 10:00"), "action": "call",
                   "channel": "phone", "cost": 20.0}).to_parquet(
-        "data/interim/interventions.parquet", index=False)
+        tmp_path / "data/interim/interventions.parquet", index=False)
     # contacted stay at 70 %, listed but not reached at 10 % (left out), control at 40 %
     rng = np.random.default_rng(5)
     stays = np.where(first["customer_id"].isin(reached), 0.7,
                      np.where(first["holdout"] == "true", 0.4, 0.1))
     active = first.loc[rng.random(len(first)) < stays, "customer_id"]
     pd.DataFrame({"customer_id": active, "timestamp": pd.Timestamp("2026-04-10 12:00"),
-                  "amount": 10.0}).to_parquet("data/interim/transactions.parquet", index=False)
+                  "amount": 10.0}).to_parquet(
+        tmp_path / "data/interim/transactions.parquet", index=False)
     _export(tmp_path, 0.3, "2026-06-08")
     report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
     assert report["treatment"] == {
@@ -384,8 +386,8 @@ def test_stage_with_interventions_measures_the_contacted_and_flags_a_contacted_c
     assert (row["difference"], row["ci_low"]) == (overall["difference"], overall["ci_low"])
 
 
-def test_stage_without_control_groups_writes_an_empty_outreach_report(tmp_path, monkeypatch):
-    monkeypatch.chdir(_stage_project(tmp_path, n=20))
+def test_stage_without_control_groups_writes_an_empty_outreach_report(tmp_path):
+    _stage_project(tmp_path, n=20)
     _export(tmp_path, None, "2026-03-02")
     report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
     assert report["lists"] == [] and report["effects"] == [] and report["holdout_share"] == 0
@@ -401,8 +403,8 @@ def test_weekly_report_says_per_action_what_outreach_did(tmp_path, monkeypatch):
 
     monkeypatch.setattr(report, "segment_chart", lambda *args, **kw: None)
     monkeypatch.setattr(report, "calibration_chart", lambda *args, **kw: None)
-    monkeypatch.chdir(report_project(tmp_path))
-    report_stage.run("params.yaml")
+    report_project(tmp_path)
+    report_stage.run(root=tmp_path)
     html = (tmp_path / "reports" / "weekly_report.html").read_text(encoding="utf-8")
     assert "Did our outreach work?" not in html  # no outreach.json: nothing shown
 
@@ -418,7 +420,7 @@ def test_weekly_report_says_per_action_what_outreach_did(tmp_path, monkeypatch):
               "measurable_on": "2026-11-29", "measured": False}]
     (tmp_path / "reports" / "outreach.json").write_text(json.dumps(
         {"horizon_days": 90, "lists": lists, "by_action": [effect, thin], "effects": []}))
-    report_stage.run("params.yaml")
+    report_stage.run(root=tmp_path)
     text = _text((tmp_path / "reports" / "weekly_report.html").read_text(encoding="utf-8"))
     assert "Did our outreach work?" in text
     assert ("Reactivation campaign: 41 % vs 33 % stayed, +8 pts (±5), about 19 customers and "
@@ -511,18 +513,18 @@ def test_measured_effects_cover_the_simulated_ones_at_about_the_nominal_rate():
     assert hits / total >= 0.88, (hits, total)
 
 
-def test_stage_ranks_by_revenue_saved_once_enough_outcomes_are_measured(tmp_path, monkeypatch):
+def test_stage_ranks_by_revenue_saved_once_enough_outcomes_are_measured(tmp_path):
     """export.rank_by revenue_saved: risk ranking with a logged reason until a list is measured;
     then a T-learner over the feature rows on the list date ranks those whom contact helps
     (x < 0.5: 80 % vs 40 % stay) above those whom it drives away (x >= 0.5: 30 % vs 60 %)."""
-    monkeypatch.chdir(_stage_project(tmp_path, n=1000))
+    _stage_project(tmp_path, n=1000)
 
     def run(as_of, rank_by):
         params = {"data": {"raw_dir": "raw"}, "snapshot": {"as_of": as_of},
                   "label": {"horizon_days": 90},
                   "export": {"top_n": 1000, "holdout_share": 0.5, "rank_by": rank_by}}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        export_stage.run("params.yaml")
+        export_stage.run(root=tmp_path)
         text = (tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig")
         report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False), report
@@ -533,18 +535,20 @@ def test_stage_ranks_by_revenue_saved_once_enough_outcomes_are_measured(tmp_path
     rng = np.random.default_rng(8)
     ids = first["customer_id"]
     x = pd.Series(rng.random(len(ids)), index=ids.to_numpy())
-    Path("data/features").mkdir(parents=True)
+    (tmp_path / "data/features").mkdir(parents=True)
     pd.DataFrame({"customer_id": x.index, "cutoff": pd.Timestamp("2026-02-28"), "label": 0,
-                  "x": x.to_numpy()}).to_parquet("data/features/training.parquet", index=False)
+                  "x": x.to_numpy()}).to_parquet(
+        tmp_path / "data/features/training.parquet", index=False)
     pd.DataFrame({"customer_id": x.index, "x": x.to_numpy()}).to_parquet(
-        "data/features/scoring.parquet", index=False)
-    Path("data/features/meta.json").write_text(json.dumps({"feature_columns": ["x"]}))
+        tmp_path / "data/features/scoring.parquet", index=False)
+    (tmp_path / "data/features/meta.json").write_text(json.dumps({"feature_columns": ["x"]}))
     held = (first["holdout"] == "true").to_numpy()
     helps = (x[ids].to_numpy() < 0.5)
     stays = np.where(helps, np.where(held, 0.4, 0.8), np.where(held, 0.6, 0.3))
     active = ids[rng.random(len(ids)) < stays]
     pd.DataFrame({"customer_id": active, "timestamp": pd.Timestamp("2026-04-10 12:00"),
-                  "amount": 10.0}).to_parquet("data/interim/transactions.parquet", index=False)
+                  "amount": 10.0}).to_parquet(
+        tmp_path / "data/interim/transactions.parquet", index=False)
     later, report = run("2026-06-08", "revenue_saved")
     info = report["uplift"]
     assert info["used"] and info["measured_contacted"] >= 200 and info["measured_control"] >= 200

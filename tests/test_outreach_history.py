@@ -5,7 +5,6 @@ assignment whose window has passed is measured with its whole list, or reported 
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,24 +36,25 @@ def _run(root, as_of, share):
               "label": {"horizon_days": HORIZON},
               "export": {"top_n": 40, "holdout_share": share}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    export_stage.run("params.yaml")
+    export_stage.run(root=root)
     text = (root / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig")
     history = json.loads((root / "reports" / "at_risk_history.json").read_text())
     return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False), history
 
 
-def test_every_assignment_is_measured_with_its_whole_list_or_reported(tmp_path, monkeypatch):
+def test_every_assignment_is_measured_with_its_whole_list_or_reported(tmp_path):
     """32 weekly lists of 40 out of 400 customers (over the history's 26 kept runs, so the
     oldest lists leave it), then a run after the last window. Old behaviour: sticky customers
     were recorded again on each later list, so a list whose run had left the history was still
     measured on its re-listed customers only (841 of 907 in the closed loop), and nothing said
     so."""
     n = 400
-    monkeypatch.chdir(_stage_project(tmp_path, n=n))
+    _stage_project(tmp_path, n=n)
     rng = np.random.default_rng(3)
     active = [f"c{i:04d}" for i in range(n) if rng.random() < 0.6]
     pd.DataFrame({"customer_id": active, "timestamp": pd.Timestamp("2026-01-01"),
-                  "amount": 1.0}).to_parquet("data/interim/transactions.parquet", index=False)
+                  "amount": 1.0}).to_parquet(
+        tmp_path / "data/interim/transactions.parquet", index=False)
     days = pd.date_range("2025-06-02", periods=32, freq="7D")
     made = []  # (list date, customer, holdout) of each assignment made on its list
     arm_of: dict[str, tuple[pd.Timestamp, bool]] = {}
@@ -99,14 +99,13 @@ def test_every_assignment_is_measured_with_its_whole_list_or_reported(tmp_path, 
     assert counts["unmeasured"] == sum(u["customers"] for u in unmeasured.values())
 
 
-def test_customers_no_longer_in_the_data_are_reported_not_counted_as_lost(tmp_path,
-                                                                         monkeypatch):
-    monkeypatch.chdir(_stage_project(tmp_path, n=120))
+def test_customers_no_longer_in_the_data_are_reported_not_counted_as_lost(tmp_path):
+    _stage_project(tmp_path, n=120)
     first, _ = _run(tmp_path, "2026-03-02", 0.3)
     gone = set(first["customer_id"].iloc[:10])
-    customers = pd.read_parquet("data/interim/customers.parquet")
+    customers = pd.read_parquet(tmp_path / "data/interim/customers.parquet")
     customers[~customers["customer_id"].isin(gone)].to_parquet(
-        "data/interim/customers.parquet", index=False)
+        tmp_path / "data/interim/customers.parquet", index=False)
     _run(tmp_path, "2026-06-08", 0.3)
     report = json.loads((tmp_path / "reports" / "outreach.json").read_text())
     overall = {(e["list_date"], e["action"]): e for e in report["effects"]}[
@@ -172,8 +171,8 @@ def test_uplift_evaluation_on_held_out_lists_is_logged_to_the_training_run(
     model of the earlier one; the Qini of the uplift and of the risk ranking (with intervals)
     go to outreach.json and, as metrics at the list's step with the curve as an artifact, to the
     MLflow run of promotion.json. Without the store the stage still writes everything."""
-    monkeypatch.chdir(_stage_project(tmp_path, n=1000))
-    features = Path("data/features")
+    _stage_project(tmp_path, n=1000)
+    features = (tmp_path / "data/features")
     features.mkdir(parents=True)
     rng = np.random.default_rng(8)
     ids = [f"c{i:04d}" for i in range(1000)]
@@ -188,14 +187,14 @@ def test_uplift_evaluation_on_held_out_lists_is_logged_to_the_training_run(
         params = {"data": {"raw_dir": "raw"}, "snapshot": {"as_of": as_of},
                   "label": {"horizon_days": HORIZON},
                   "export": {"top_n": 1000, "holdout_share": 0.5, "rank_by": "revenue_saved"}}
-        Path("params.yaml").write_text(yaml.safe_dump(params))
-        export_stage.run("params.yaml")
-        return json.loads(Path("reports/outreach.json").read_text())
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        export_stage.run(root=tmp_path)
+        return json.loads((tmp_path / "reports/outreach.json").read_text())
 
     activity = []
     for day in ("2026-01-05", "2026-04-06"):  # 91 days apart: everyone assigned afresh
         run(day)
-        history = json.loads(Path("reports/at_risk_history.json").read_text())
+        history = json.loads((tmp_path / "reports/at_risk_history.json").read_text())
         arms = pd.DataFrame(next(r for r in history["sources"][0]["runs"]
                                  if r["as_of"] == day)["arms"])
         helps = x[arms["customer_id"]].to_numpy() < 0.5
@@ -204,10 +203,11 @@ def test_uplift_evaluation_on_held_out_lists_is_logged_to_the_training_run(
         kept = arms.loc[rng.random(len(arms)) < stays, "customer_id"]
         activity.append(pd.DataFrame({"customer_id": kept, "amount": 10.0,
                                       "timestamp": pd.Timestamp(day) + pd.Timedelta(days=30)}))
-    pd.concat(activity).to_parquet("data/interim/transactions.parquet", index=False)
+    pd.concat(activity).to_parquet(
+        tmp_path / "data/interim/transactions.parquet", index=False)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}")
-    Path("reports/promotion.json").write_text(json.dumps({"run_id": "0123456789abcdef"}))
+    (tmp_path / "reports/promotion.json").write_text(json.dumps({"run_id": "0123456789abcdef"}))
     report = run("2026-07-13")  # no store: a warning, nothing else changes
     assert "uplift evaluation not added to MLflow" in caplog.text
     comparison = report["uplift"]["comparison"]
@@ -224,7 +224,7 @@ def test_uplift_evaluation_on_held_out_lists_is_logged_to_the_training_run(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = mlflow.MlflowClient(uri)  # no fluent API: other tests leave an active experiment
     run_id = client.create_run(client.create_experiment("outreach")).info.run_id
-    Path("reports/promotion.json").write_text(json.dumps({"run_id": run_id}))
+    (tmp_path / "reports/promotion.json").write_text(json.dumps({"run_id": run_id}))
     assert run("2026-07-13") == report
     [qini] = client.get_metric_history(run_id, "uplift_qini")
     assert qini.value == pytest.approx(comparison["uplift"]["qini"])

@@ -66,23 +66,25 @@ class TrackingStoreMissing(ChurnlensError):
     """The project's MLflow store (`mlflow.db`) is gone: no registry to read."""
 
 
-def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI`, else a SQLite file `mlflow.db` in the current directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+def tracking_uri(root: str | Path = ".") -> str:
+    """`MLFLOW_TRACKING_URI`, else a SQLite file `mlflow.db` in the project folder `root` (the
+    current directory by default)."""
+    return (os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{Path.cwd() / root / 'mlflow.db'}")
 
 
-def sqlite_file(uri: str | None = None) -> Path | None:
+def sqlite_file(uri: str | None = None, root: str | Path = ".") -> Path | None:
     """The database file of a `sqlite:///` tracking URI (None for other stores)."""
-    uri = uri or tracking_uri()
+    uri = uri or tracking_uri(root)
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri[len("sqlite:///"):].split("?")[0])
 
 
-def require_store() -> None:
+def require_store(root: str | Path = ".") -> None:
     """`TrackingStoreMissing` (one line) when the SQLite store file does not exist: reading the
     registry must not create an empty one and then report "no champion"."""
-    db = sqlite_file()
+    db = sqlite_file(root=root)
     if db is not None and not db.exists():
         raise TrackingStoreMissing(
             f"the MLflow store {db} does not exist (deleted or never created), so the registry "
@@ -136,10 +138,10 @@ def relocate_store(db: str | Path, root: str | Path) -> int:
     return changed
 
 
-def _relocate_if_local() -> None:
-    db = sqlite_file()
-    if db is not None and db.exists() and db.resolve().parent == Path.cwd().resolve():
-        relocate_store(db, Path.cwd())
+def _relocate_if_local(root: str | Path = ".") -> None:
+    db, folder = sqlite_file(root=root), Path.cwd() / root
+    if db is not None and db.exists() and db.resolve().parent == folder.resolve():
+        relocate_store(db, folder)
 
 
 def pipeline_outputs(root: str | Path = ".") -> list[str]:
@@ -234,13 +236,13 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             if isinstance(value, int | float) and not isinstance(value, bool) and value == value}
 
 
-def _mlflow():
+def _mlflow(root: str | Path = "."):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    _relocate_if_local()
+    _relocate_if_local(root)
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(tracking_uri())
+    mlflow.set_tracking_uri(tracking_uri(root))
+    mlflow.set_registry_uri(tracking_uri(root))
     return mlflow
 
 
@@ -683,19 +685,19 @@ def _promote(mlflow, version: str, metrics, test_features, test_labels, name: st
 
 
 def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float] | None = None,
-               artifact_dir: str = "explain") -> None:
+               artifact_dir: str = "explain", *, root: str | Path = ".") -> None:
     """Add artifacts (and metrics) of a later stage to the training run that made the model.
 
     `TrackingStoreMissing` when the store file is gone; `ChurnlensError` when the run is not in
     the store (another or a new `mlflow.db`).
     """
-    require_store()
-    mlflow = _mlflow()
+    require_store(root)
+    mlflow = _mlflow(root)
     client = mlflow.MlflowClient()
     try:
         client.get_run(run_id)
     except mlflow.exceptions.MlflowException:
-        raise ChurnlensError(f"MLflow run {run_id} is not in {tracking_uri()}") from None
+        raise ChurnlensError(f"MLflow run {run_id} is not in {tracking_uri(root)}") from None
     for path in artifact_paths:
         if Path(path).is_file():
             client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
@@ -705,20 +707,21 @@ def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float
 
 
 def log_texts_to_run(run_id: str, texts: dict[str, str], metrics: dict[str, float],
-                     *, step: int = 0, artifact_dir: str = "outreach") -> None:
+                     *, step: int = 0, artifact_dir: str = "outreach",
+                     root: str | Path = ".") -> None:
     """Add text artifacts (name -> content, e.g. a curve as CSV) and metrics at `step` of a
     later stage to the training run that made the model (the export stage's uplift evaluation:
     one step per held-out list, so the run shows it week after week).
 
     `TrackingStoreMissing` when the store file is gone; `ChurnlensError` when the run is not in
     the store or MLflow refuses the write."""
-    require_store()
-    mlflow = _mlflow()
+    require_store(root)
+    mlflow = _mlflow(root)
     client = mlflow.MlflowClient()
     try:
         client.get_run(run_id)
     except mlflow.exceptions.MlflowException:
-        raise ChurnlensError(f"MLflow run {run_id} is not in {tracking_uri()}") from None
+        raise ChurnlensError(f"MLflow run {run_id} is not in {tracking_uri(root)}") from None
     try:
         for name, text in texts.items():
             client.log_text(run_id, text, f"{artifact_dir}/{name}")

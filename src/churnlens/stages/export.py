@@ -42,9 +42,10 @@ import pandas as pd
 
 from churnlens import actions as act
 from churnlens import export, outreach_history, paths
-from churnlens.catalog import catalog
+from churnlens.catalog import Catalog
+from churnlens.catalog import catalog as workdir
 from churnlens.errors import InputFileError
-from churnlens.io import find_table, read_json, write_json, write_text
+from churnlens.io import find_table, write_text
 from churnlens.logs import get_logger
 from churnlens.privacy import pseudonymise, pseudonymise_setting
 from churnlens.scoring import active_customers
@@ -64,11 +65,14 @@ OUTREACH = paths.OUTREACH
 EFFECTS_PLOT = paths.OUTREACH_EFFECTS  # `dvc plots`: measured effect per list
 
 
-def run(params_path: str | Path = "params.yaml") -> None:
-    config = load_settings(params_path)
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
+    """The lists of the project folder `root` (default: the working directory; `data.raw_dir`
+    is relative to it); `params_path` default `root/params.yaml`."""
+    catalog = Catalog(root)
+    config = load_settings(catalog.params(params_path))
     settings, horizon = config.export, config.label.horizon_days
 
-    scores = with_segment(read_scores(catalog.require("scores")), paths.interim_table("customers"))
+    scores = with_segment(read_scores(catalog.require("scores")), catalog.path("customers"))
     scores = with_activity(scores, horizon)
     missing_helpers = [c for c in act.HELPER_COLUMNS if c not in scores]
     if missing_helpers:
@@ -76,25 +80,25 @@ def run(params_path: str | Path = "params.yaml") -> None:
             "scores have no %s: the rules using them never match", ", ".join(missing_helpers)
         )
     active = export.active_mask(scores)
-    open_ids = open_ticket_ids(paths.interim_table("tickets"))
+    open_ids = open_ticket_ids(catalog.path("tickets"))
     salt = pseudonymise_setting(config.privacy)
-    contacts = read_contacts(config.data.raw_dir)
+    contacts = read_contacts(catalog.at(config.data.raw_dir))
     real_ids = None
     if salt is not None and contacts is not None:
         real_ids = dict(zip(pseudonymise(contacts["customer_id"], salt), contacts["customer_id"],
                             strict=True))
         contacts = contacts.assign(customer_id=pseudonymise(contacts["customer_id"], salt))
 
-    as_of = resolve_as_of(config.snapshot.as_of, scores)
-    customers = source_customers(paths.interim_table("customers"), scores)
+    as_of = resolve_as_of(config.snapshot.as_of, scores, catalog)
+    customers = source_customers(catalog.path("customers"), scores)
     source = export.data_source(customers, config.data.raw_dir)
-    history = read_json(paths.AT_RISK_HISTORY) if paths.AT_RISK_HISTORY.exists() else None
+    history = catalog.read_json("at_risk_history", required=False)
     actions, reasons = export.suggest(scores[active], settings, open_ids)
     saved, uplift_info = None, {"rank_by": settings.rank_by}
     if settings.rank_by == "revenue_saved":
         suggested = pd.Series(actions.to_numpy(), index=scores.loc[actions.index, "customer_id"])
         saved, uplift_info = revenue_saved(export.source_runs(history, source)[1], as_of,
-                                           config.label, scores, suggested)
+                                           config.label, scores, suggested, catalog=catalog)
     at_risk = export.build_at_risk(
         export.with_reasons(scores, reasons), actions, top_n=settings.top_n,
         tiers=list(settings.tiers), contacts=contacts, saved=saved,
@@ -109,10 +113,10 @@ def run(params_path: str | Path = "params.yaml") -> None:
         log.info("control group of the list of %s (export.holdout_share %.2f): %d of %d "
                  "customers, %d kept from earlier lists", as_of, settings.holdout_share,
                  int(assigned["holdout"].sum()), len(at_risk), int((~assigned["fresh"]).sum()))
-    write_list(at_risk, paths.AT_RISK, real_ids)
+    write_list(at_risk, catalog.path("at_risk"), real_ids)
     log.info(
         "wrote %s: %d of %d active customers (tiers %s); %d with a contact; actions: %s",
-        paths.AT_RISK, len(at_risk), int(active.sum()), "/".join(settings.tiers),
+        catalog.path("at_risk"), len(at_risk), int(active.sum()), "/".join(settings.tiers),
         int((at_risk["contact"] != "").sum()), action_counts(at_risk),
     )
 
@@ -126,11 +130,11 @@ def run(params_path: str | Path = "params.yaml") -> None:
     win_back = export.build_win_back(
         export.with_reasons(scores, reasons), actions, top_n=settings.top_n, contacts=contacts,
     )
-    write_list(win_back, WIN_BACK, real_ids)
+    write_list(win_back, catalog.path("win_back"), real_ids)
     log.info(
         "wrote %s: %d of %d lapsed customers (%d with a value to win back); %d with a contact; "
         "actions: %s",
-        WIN_BACK, len(win_back), len(lapsed), len(candidates),
+        catalog.path("win_back"), len(win_back), len(lapsed), len(candidates),
         int((win_back["contact"] != "").sum()), action_counts(win_back),
     )
 
@@ -141,21 +145,21 @@ def run(params_path: str | Path = "params.yaml") -> None:
     runs = next(s["runs"] for s in updated["sources"] if s["id"] == current)
     retired = outreach_history.retired_lists(export.source_runs(history, source)[1], runs, as_of)
     updated = outreach_history.with_retired(updated, current, retired)
-    write_json(updated, paths.AT_RISK_HISTORY)
+    catalog.write_json(updated, "at_risk_history")
     log.info("recorded the list of %s in %s (data source %s: %d customers, %d lists)",
-             as_of, paths.AT_RISK_HISTORY, current, source["customers"], len(runs))
+             as_of, catalog.path("at_risk_history"), current, source["customers"], len(runs))
     entry = next(s for s in updated["sources"] if s["id"] == current)
     report = measured_outreach(runs, as_of, config.label, settings,
                                known_ids=set(customers["customer_id"].astype(str)),
-                               retired=entry.get("retired_lists"))
+                               retired=entry.get("retired_lists"), catalog=catalog)
     if settings.rank_by != "revenue_at_risk":
         report["uplift"] = uplift_info  # whether the list was ranked by revenue saved, and why
-    write_json(report, OUTREACH)
-    write_text(outreach_history.effects_plot_csv(report["effects"]), EFFECTS_PLOT)
+    catalog.write_json(report, "outreach")
+    catalog.write_text(outreach_history.effects_plot_csv(report["effects"]), "outreach_effects")
 
 
-def measured(runs: list[dict[str, Any]], as_of: str,
-             label: LabelSettings) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def measured(runs: list[dict[str, Any]], as_of: str, label: LabelSettings, *,
+             catalog: Catalog = workdir) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The history's assignments (with `due`) and the outcomes of the due ones (None when no
     window has passed), read from the validated customers' cancel dates (cancellation) or
     transactions and events (inactivity) of the due customers."""
@@ -176,8 +180,8 @@ def measured(runs: list[dict[str, Any]], as_of: str,
 
 
 def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
-                  scores: pd.DataFrame, actions: pd.Series | None = None
-                  ) -> tuple[pd.Series | None, dict[str, Any]]:
+                  scores: pd.DataFrame, actions: pd.Series | None = None, *,
+                  catalog: Catalog = workdir) -> tuple[pd.Series | None, dict[str, Any]]:
     """`expected_revenue_saved` per scored customer from an uplift model over the measured
     lists (`churnlens.outreach_history.revenue_saved`): feature rows from
     `data/features/training.parquet` (columns from `meta.json`), scored on
@@ -186,7 +190,7 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
     now. None (risk ranking) with the reason, logged."""
     info: dict[str, Any] = {"rank_by": "revenue_saved", "used": False}
     saved = None
-    arms, outcomes = measured(runs, as_of, label)
+    arms, outcomes = measured(runs, as_of, label, catalog=catalog)
     if outcomes is None:
         info["reason"] = "no list with a control group has been measured yet"
     elif not all(catalog.exists(n) for n in ("training_rows", "scoring_rows", "features_meta")):
@@ -195,8 +199,8 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
         meta = catalog.read_json("features_meta")
         columns = [c for c in meta.get("feature_columns") or [] if c != "customer_id"]
         ids = outreach_history.due_customer_ids(arms)
-        due, _, _ = outreach_history.recorded_outreach(arms[arms["due"]], read_interventions(ids),
-                                                       label.horizon_days)
+        due, _, _ = outreach_history.recorded_outreach(
+            arms[arms["due"]], read_interventions(ids, catalog), label.horizon_days)
         rows = pd.read_parquet(catalog.path("training_rows"),
                                columns=["customer_id", "cutoff", *columns],
                                filters=[("customer_id", "in", ids)])
@@ -205,7 +209,7 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
                    if outreach_history.enough_uplift_evidence(data) else None)
         saved, info = outreach_history.revenue_saved(data, columns, scoring, scores, actions)
     if info.get("comparison"):
-        track_uplift(info)
+        track_uplift(info, catalog)
     if saved is None:
         log.warning("export.rank_by revenue_saved: %s; the list stays ranked by revenue at risk",
                     info["reason"])
@@ -215,7 +219,7 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
     return saved, info
 
 
-def track_uplift(info: dict[str, Any]) -> None:
+def track_uplift(info: dict[str, Any], catalog: Catalog = workdir) -> None:
     """Log the uplift's held-out evaluation (Qini of the uplift and the risk ranking with their
     intervals; the curves as a CSV artifact) to the MLflow run that trained the model, at the
     step of the latest held-out list, as the explain stage adds its plots. Without the store or
@@ -233,21 +237,23 @@ def track_uplift(info: dict[str, Any]) -> None:
     try:
         log_texts_to_run(run_id, {f"qini_curve_{day}.csv":
                                   outreach_history.qini_curve_csv(comparison)},
-                         outreach_history.uplift_metrics(comparison), step=step)
+                         outreach_history.uplift_metrics(comparison), step=step,
+                         root=catalog.root)
     except ChurnlensError as err:
         log.warning("uplift evaluation not added to MLflow: %s", err)
 
 
 def measured_outreach(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
                       settings: ExportSettings, *, known_ids: set[str] | None = None,
-                      retired: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                      retired: list[dict[str, Any]] | None = None,
+                      catalog: Catalog = workdir) -> dict[str, Any]:
     """The content of `reports/outreach.json` (`churnlens.outreach_history.outreach_report`)
     from the history's runs, the outcomes and the validated `interventions` table."""
     horizon = label.horizon_days
-    arms, outcomes = measured(runs, as_of, label)
+    arms, outcomes = measured(runs, as_of, label, catalog=catalog)
     interventions = None
     if outcomes is not None:
-        interventions = read_interventions(outreach_history.due_customer_ids(arms))
+        interventions = read_interventions(outreach_history.due_customer_ids(arms), catalog)
     report = outreach_history.outreach_report(
         arms, outcomes, as_of=as_of, horizon=horizon, definition=label.definition,
         holdout_share=settings.holdout_share, interventions=interventions, known_ids=known_ids,
@@ -275,7 +281,7 @@ def measured_outreach(runs: list[dict[str, Any]], as_of: str, label: LabelSettin
     return report
 
 
-def read_interventions(ids: list[str]) -> pd.DataFrame | None:
+def read_interventions(ids: list[str], catalog: Catalog = workdir) -> pd.DataFrame | None:
     """`customer_id`, `timestamp`, `cost` of the validated `interventions` table for `ids`;
     None when the table is absent or has no rows (intention to treat)."""
     import pyarrow.parquet as pq
@@ -393,23 +399,25 @@ def read_contacts(raw_dir: str | Path) -> pd.DataFrame | None:
     return export.contacts_from_raw(raw)
 
 
-def resolve_as_of(configured: str | None, scores: pd.DataFrame) -> str:
+def resolve_as_of(configured: str | None, scores: pd.DataFrame,
+                  catalog: Catalog = workdir) -> str:
     """Scoring date for the history: params snapshot.as_of (`configured`), else
     features/meta.json, a scores `as_of`/`cutoff` column, reports/kpis.json, and today as the
     last resort."""
     if configured:
         return pd.Timestamp(configured).date().isoformat()
-    if paths.FEATURES_META.exists():
-        meta_as_of = read_json(paths.FEATURES_META).get("as_of")
+    if catalog.exists("features_meta"):
+        meta_as_of = catalog.read_json("features_meta").get("as_of")
         if meta_as_of:
             return pd.Timestamp(meta_as_of).date().isoformat()
     for column in ("as_of", "cutoff"):
         if column in scores and scores[column].notna().any():
             return pd.Timestamp(scores[column].dropna().max()).date().isoformat()
-    if paths.KPIS.exists():
-        kpis_as_of = read_json(paths.KPIS).get("as_of")
+    if catalog.exists("kpis"):
+        kpis_as_of = catalog.read_json("kpis").get("as_of")
         if kpis_as_of:
             return pd.Timestamp(kpis_as_of).date().isoformat()
     today = dt.date.today().isoformat()
-    log.warning("as_of unknown (no %s): the history uses today, %s", paths.FEATURES_META, today)
+    log.warning("as_of unknown (no %s): the history uses today, %s",
+                catalog.path("features_meta"), today)
     return today
