@@ -220,10 +220,12 @@ def test_uplift_evaluation_on_held_out_lists_is_logged_to_the_training_run(
 
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the project's own store, found under root
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     client = mlflow.MlflowClient(uri)  # no fluent API: other tests leave an active experiment
-    run_id = client.create_run(client.create_experiment("outreach")).info.run_id
+    experiment = client.create_experiment(  # artifacts in the project, not the working dir
+        "outreach", artifact_location=str(tmp_path / "mlruns" / "outreach"))
+    run_id = client.create_run(experiment).info.run_id
     (tmp_path / "reports/promotion.json").write_text(json.dumps({"run_id": run_id}))
     assert run("2026-07-13") == report
     [qini] = client.get_metric_history(run_id, "uplift_qini")
