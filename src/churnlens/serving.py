@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens import paths
+from churnlens.catalog import Catalog
 from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
 from churnlens.packaging import (
@@ -78,8 +79,10 @@ def _kept(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _fetch_champion(name: str, champion: dict[str, str], folder: Path) -> None:
-    """Put the champion's files into `folder` (reused, copied or downloaded), atomically."""
+def _fetch_champion(name: str, champion: dict[str, str], folder: Path,
+                    root: str | Path = ".") -> None:
+    """Put the champion's files into `folder` (reused, copied or downloaded from the store of
+    the project folder `root`), atomically."""
     from churnlens import tracking
     from churnlens.io import atomic_path
 
@@ -88,12 +91,13 @@ def _fetch_champion(name: str, champion: dict[str, str], folder: Path) -> None:
     if kept and kept.get("name") == name and kept.get("version") == version and (
             not digest or kept["digest"] == digest):
         return
+    model_dir = Catalog(root).at(paths.MODEL_DIR)
     with atomic_path(folder) as tmp:
-        if digest and paths.MODEL_DIR.is_dir() and _digest_or_none(paths.MODEL_DIR) == digest:
-            shutil.copytree(paths.MODEL_DIR, tmp)
+        if digest and model_dir.is_dir() and _digest_or_none(model_dir) == digest:
+            shutil.copytree(model_dir, tmp)
         else:
             download = tmp.parent / "download"
-            shutil.move(tracking.download_model_version(name, version, download), tmp)
+            shutil.move(tracking.download_model_version(name, version, download, root), tmp)
         found = model_digest(tmp)
         if digest and found != digest:
             raise ModelFileError(f"{name} v{version}: the downloaded files do not match the "
@@ -112,8 +116,10 @@ def _digest_or_none(folder: Path) -> str | None:
 
 
 def resolve(params: dict, promotion: dict | None = None,
-            features: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Which model scores (see the module docstring); the dict `reports/serving.json` holds."""
+            features: pd.DataFrame | None = None, root: str | Path = ".") -> dict[str, Any]:
+    """Which model scores (see the module docstring); the dict `reports/serving.json` holds.
+    Its `model_dir` is relative to the project folder `root` (the working directory by
+    default), whose MLflow store and `models/` are used."""
     from churnlens import tracking
 
     promotion = promotion or {}
@@ -123,15 +129,15 @@ def resolve(params: dict, promotion: dict | None = None,
     if not register:
         return _new_model(promotion, "the model registry is not used")
     try:
-        champion = tracking.champion(name)
+        champion = tracking.champion(name, root)
     except Exception as err:  # a deleted or broken store must not stop the weekly list
-        return _without_registry(promotion, name, err)
+        return _without_registry(promotion, name, err, root)
     if champion is None:
         return _new_model(promotion, "no approved model yet")
     version = champion["version"]
-    folder = paths.SERVING_MODEL_DIR
+    folder = Catalog(root).at(paths.SERVING_MODEL_DIR)
     try:
-        _fetch_champion(name, champion, folder)
+        _fetch_champion(name, champion, folder, root)
     except ModelFileError:
         raise
     except Exception as err:
@@ -152,19 +158,22 @@ def resolve(params: dict, promotion: dict | None = None,
               else promotion.get("reason") or "the champion alias points at it")
     if not waiting and str(new) != version and new:
         reason = f"the champion alias points at v{version} (moved by hand)"
-    return {"model_dir": str(folder), "scored_by": "approved model", "version": version,
+    return {"model_dir": str(paths.SERVING_MODEL_DIR), "scored_by": "approved model",
+            "version": version,
             "champion_version": version, "new_version": new, "registered_model": name,
             "model_sha256": model_digest(folder), "waiting_for_approval": waiting,
             "reason": reason}
 
 
-def _without_registry(promotion: dict, name: str, err: Exception) -> dict[str, Any]:
+def _without_registry(promotion: dict, name: str, err: Exception,
+                      root: str | Path = ".") -> dict[str, Any]:
     problem = str(err) if isinstance(err, ChurnlensError) else (
         f"the model registry could not be read ({type(err).__name__}: {err})")
-    kept = _kept(paths.SERVING_MODEL_DIR)
+    folder = Catalog(root).at(paths.SERVING_MODEL_DIR)
+    kept = _kept(folder)
     if kept and kept.get("name") == name:
         log.warning("%s; scoring with the last approved model %s v%s kept in %s", problem, name,
-                    kept["version"], paths.SERVING_MODEL_DIR)
+                    kept["version"], folder)
         return {"model_dir": str(paths.SERVING_MODEL_DIR), "scored_by": "approved model (kept)",
                 "version": kept["version"], "champion_version": kept["version"],
                 "new_version": promotion.get("version"), "registered_model": name,
@@ -177,15 +186,16 @@ def _without_registry(promotion: dict, name: str, err: Exception) -> dict[str, A
 
 
 def load_approved_model(params: dict, features: pd.DataFrame | None = None,
-                        promotion: dict | None = None) -> ApprovedModel:
+                        promotion: dict | None = None, root: str | Path = ".") -> ApprovedModel:
     """The model that scores (the registry's champion, see the module docstring), loaded
     without unpickling, with `info` saying which and why. `features` (optional) are checked
-    against the model's columns; `promotion` defaults to `reports/promotion.json`."""
+    against the model's columns; `promotion` defaults to `reports/promotion.json`; paths,
+    the MLflow store and `models/` are those of the project folder `root`."""
+    catalog = Catalog(root)
     if promotion is None:
-        promotion = (json.loads(paths.PROMOTION.read_text())
-                     if paths.PROMOTION.exists() else {})
-    info = resolve(params, promotion, features)
-    model_dir = Path(info["model_dir"])
+        promotion = catalog.read_json("promotion", required=False) or {}
+    info = resolve(params, promotion, features, root)
+    model_dir = catalog.at(info["model_dir"])
     if not model_dir.is_dir():
         raise ModelFileError(f"no model at {model_dir}: run `dvc repro train` first")
     model = load_model(model_dir)

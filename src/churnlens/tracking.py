@@ -772,15 +772,15 @@ def move_champion(version: str | None, *, rollback: bool = False,
     return {"action": action, "from": current, "to": str(version)}
 
 
-def champion(name: str) -> dict[str, str] | None:
+def champion(name: str, root: str | Path = ".") -> dict[str, str] | None:
     """The version `champion` of registry entry `name` points at, with its `model_sha256` tag
     (None: no champion). `TrackingStoreMissing` when the store file is gone."""
-    require_store()
+    require_store(root)
     try:
-        return _champion_from_sqlite(sqlite_file(), name)
+        return _champion_from_sqlite(sqlite_file(root=root), name)
     except LookupError:
         pass  # not a local SQLite store of the schema read there: MLflow answers
-    mlflow = _mlflow()
+    mlflow = _mlflow(root)
     try:
         version = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
     except mlflow.exceptions.MlflowException as err:
@@ -828,18 +828,19 @@ def _champion_from_sqlite(db: Path | None, name: str) -> dict[str, str] | None:
             "run_id": version[0]}
 
 
-def champion_version(name: str) -> str | None:
+def champion_version(name: str, root: str | Path = ".") -> str | None:
     """The version the `champion` alias of registry entry `name` points at (None: no champion)."""
-    found = champion(name)
+    found = champion(name, root)
     return found["version"] if found else None
 
 
-def download_model_version(name: str, version: str, target: str | Path) -> Path:
+def download_model_version(name: str, version: str, target: str | Path,
+                           root: str | Path = ".") -> Path:
     """Copy registered model `name` version `version` into the new folder `target`; when the
     version carries `model_sha256`, the copy must match it (`ModelFileError` otherwise)."""
     from churnlens.packaging import ModelFileError, model_digest
 
-    mlflow = _mlflow()
+    mlflow = _mlflow(root)
     target = Path(target)
     target.mkdir(parents=True)
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",

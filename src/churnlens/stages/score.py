@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from churnlens.catalog import catalog
+from churnlens.catalog import Catalog
 from churnlens.logs import get_logger
 from churnlens.scoring import score_frame
 from churnlens.serving import check_feature_schema, resolve  # noqa: F401  (re-exported)
@@ -28,20 +28,23 @@ log = get_logger("score")
 
 
 def resolve_serving_model(promotion: dict, features: pd.DataFrame,
-                          params: dict | None = None) -> dict:
-    """Which model scores (`churnlens.serving.resolve`)."""
-    return resolve(params or {}, promotion, features)
+                          params: dict | None = None, root: str | Path = ".") -> dict:
+    """Which model scores (`churnlens.serving.resolve`) in the project folder `root`."""
+    return resolve(params or {}, promotion, features, root)
 
 
-def run(params_path: Path) -> None:
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
+    """Score the project folder `root` (default: the working directory; its MLflow store and
+    `models/`); `params_path` default `root/params.yaml`."""
     from churnlens.packaging import to_model_input
     from churnlens.serving import load_approved_model
 
-    settings = load_settings(params_path)
+    catalog = Catalog(root)
+    settings = load_settings(catalog.params(params_path))
     catalog.require("model")
     features = catalog.read_parquet("scoring_rows")
     promotion = catalog.read_json("promotion", required=False) or {}
-    approved = load_approved_model(dict(settings.params), features, promotion)
+    approved = load_approved_model(dict(settings.params), features, promotion, root)
     serving = approved.info
     log.info("scoring with the %s (v%s): %s", serving["scored_by"], serving["version"],
              serving["reason"])
