@@ -79,18 +79,16 @@ def test_promote_and_rollback_move_the_champion_alias(tmp_path, monkeypatch):
 
 
 def test_later_stages_add_artifacts_to_the_training_run(tmp_path, monkeypatch):
-    import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
-    tracking._mlflow()
-    mlflow.set_experiment("churnlens")
-    with mlflow.start_run() as run:
-        pass
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store
+    client = tracking._mlflow(tmp_path).MlflowClient()        # tmp_path/mlflow.db
+    experiment = client.create_experiment("churnlens",
+                                          artifact_location=str(tmp_path / "mlruns" / "1"))
+    run = client.create_run(experiment)
     (tmp_path / "importance.csv").write_text("feature,mean_abs_shap\nx,1.0\n")
     tracking.log_to_run(run.info.run_id, [tmp_path / "importance.csv"],
-                        {"explain.ms_per_customer": 0.5})
-    client = mlflow.MlflowClient()
+                        {"explain.ms_per_customer": 0.5}, root=tmp_path)
+    assert list(tmp_path.glob("mlruns/1/*/artifacts/explain/importance.csv"))
     assert ([a.path for a in client.list_artifacts(run.info.run_id, "explain")]
             == ["explain/importance.csv"])
     assert client.get_run(run.info.run_id).data.metrics["explain.ms_per_customer"] == 0.5

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from churnlens import paths
-from churnlens.catalog import catalog
+from churnlens.catalog import Catalog
+from churnlens.catalog import catalog as workdir
 from churnlens.explain import (
     REASON_COLUMNS,
     global_importance,
@@ -17,7 +18,7 @@ from churnlens.explain import (
     top_reasons,
 )
 from churnlens.export import rank_at_risk
-from churnlens.io import atomic_path, read_json, write_parquet, write_text
+from churnlens.io import atomic_path, write_text
 from churnlens.logs import get_logger
 from churnlens.settings import load_settings
 
@@ -34,11 +35,15 @@ def _beeswarm(contributions: pd.DataFrame, matrix: pd.DataFrame, target: Path) -
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
 
 
-def run(params_path: Path) -> None:
-    settings = load_settings(params_path)
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
+    """Explain the scores of the project folder `root` (default: the working directory; the
+    plots go to the training run in its MLflow store); `params_path` default
+    `root/params.yaml`."""
+    catalog = Catalog(root)
+    settings = load_settings(catalog.params(params_path))
     predictions = catalog.read_parquet("predictions")
     features = catalog.read_parquet("scoring_rows").set_index("customer_id", drop=False)
-    estimator = scoring_estimator()
+    estimator = scoring_estimator(catalog)
 
     at_risk = rank_at_risk(predictions, top_n=settings.export.top_n,
                            tiers=list(settings.export.tiers))
@@ -55,42 +60,46 @@ def run(params_path: Path) -> None:
     scores = predictions.merge(reasons.reset_index(names="customer_id"), on="customer_id",
                                how="left")
     ordered = SCORE_COLUMNS + [c for c in scores.columns if c not in SCORE_COLUMNS]
-    write_parquet(scores[ordered], paths.SCORES)
+    catalog.write_parquet(scores[ordered], "scores")
     importance = global_importance(contributions)
-    write_text(importance.to_csv(index=False, float_format="%.6f"), paths.PLOTS / "importance.csv")
+    plots = catalog.at(paths.PLOTS)
+    write_text(importance.to_csv(index=False, float_format="%.6f"), plots / "importance.csv")
     _beeswarm(contributions, estimator.transform(chosen[estimator.feature_names]),
-              paths.PLOTS / "importance.png")
-    _track([paths.PLOTS / "importance.csv", paths.PLOTS / "importance.png"],
-           {"explain.ms_per_customer": 1000 * elapsed / max(len(chosen), 1)})
+              plots / "importance.png")
+    _track([plots / "importance.csv", plots / "importance.png"],
+           {"explain.ms_per_customer": 1000 * elapsed / max(len(chosen), 1)}, catalog)
 
 
-def scoring_estimator():
+def scoring_estimator(catalog: Catalog = workdir):
     """The estimator of the model that scored (`reports/serving.json`, the approved one, see
-    stages/score.py), not necessarily the newest; its files must still be the ones that scored."""
+    stages/score.py), not necessarily the newest; its files must still be the ones that scored.
+    Its `model_dir` is relative to the project folder (`catalog.root`)."""
     from churnlens.packaging import ModelFileError, estimator_of, model_digest
 
-    serving = read_json(paths.SERVING) if paths.SERVING.exists() else {}
-    model_dir = Path(serving.get("model_dir") or paths.MODEL_DIR)
+    serving = catalog.read_json("serving", required=False) or {}
+    model_dir = catalog.at(serving.get("model_dir") or paths.MODEL_DIR)
     expected = serving.get("model_sha256")
     if expected and model_digest(model_dir) != expected:
-        raise ModelFileError(f"{model_dir} changed since it scored ({paths.SERVING}): rerun "
-                             "`dvc repro` so score and explain use the same model")
+        raise ModelFileError(f"{model_dir} changed since it scored ({catalog.path('serving')}): "
+                             "rerun `dvc repro` so score and explain use the same model")
     return estimator_of(model_dir)
 
 
-def _track(artifacts: list[Path], metrics: dict[str, float]) -> None:
+def _track(artifacts: list[Path], metrics: dict[str, float],
+           catalog: Catalog = workdir) -> None:
     """Attach the importance plots to the MLflow run that trained the model, when there is one.
 
     Without the store or the run (mlflow.db deleted or replaced) the plots stay in reports/ and a
     warning says so: explaining never depends on MLflow."""
-    run_id = read_json(paths.PROMOTION).get("run_id") if paths.PROMOTION.exists() else None
+    run_id = (catalog.read_json("promotion", required=False) or {}).get("run_id")
     if not run_id:
-        log.info("no MLflow run recorded in %s: importance plots not tracked", paths.PROMOTION)
+        log.info("no MLflow run recorded in %s: importance plots not tracked",
+                 catalog.path("promotion"))
         return
     from churnlens.errors import ChurnlensError
     from churnlens.tracking import log_to_run
 
     try:
-        log_to_run(run_id, artifacts, metrics)
+        log_to_run(run_id, artifacts, metrics, root=catalog.root)
     except ChurnlensError as err:
         log.warning("importance plots not added to MLflow: %s", err)
