@@ -30,8 +30,7 @@ def test_fingerprint_changes_with_content(tmp_path):
 def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store
     test = churn_rows(300, seed=42)
     params = {"train": {"register_model": True}, "label": {"horizon_days": 90}}
     good, bad = fitted_model(0), fitted_model(1)
@@ -39,11 +38,11 @@ def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(
     save_model(bad, FEATURES, tmp_path / "bad", test)
     metrics = {"test_cutoff": "2026-01-01", "model": {"roc_auc": 0.9, "brier": 0.1}}
     first = tracking.log_training_run(params, metrics, tmp_path / "good", [], "fp1",
-                                      test[FEATURES], test["label"])
+                                      test[FEATURES], test["label"], root=tmp_path)
     assert first["is_champion"] and first["version"] == "1"
     worse = {"test_cutoff": "2026-01-01", "model": {"roc_auc": 0.5, "brier": 0.3}}
     second = tracking.log_training_run(params, worse, tmp_path / "bad", [], "fp2",
-                                       test[FEATURES], test["label"])
+                                       test[FEATURES], test["label"], root=tmp_path)
     assert not second["is_champion"] and second["version"] == "2"
 
     import mlflow
@@ -56,6 +55,10 @@ def test_training_run_is_logged_registered_and_a_worse_model_stays_challenger(
     assert run.data.tags["data_fingerprint"] == "fp2" and "git_commit" in run.data.tags
     assert run.data.metrics["model.roc_auc"] == 0.5
     assert run.data.params["label.horizon_days"] == "90"
+    # the store and the artifacts are the project's (root), not the working directory's
+    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run.info.artifact_uri.startswith(str(tmp_path.resolve() / "mlruns"))
+    assert list(tmp_path.glob("mlruns/*/models/*/artifacts/MLmodel"))
 
 
 def test_promote_and_rollback_move_the_champion_alias(tmp_path, monkeypatch):
@@ -150,7 +153,6 @@ def test_run_is_named_tagged_with_datasets_and_the_version_described(tmp_path, m
     monkeypatch.setenv("DVC_EXP_NAME", "leafy-pods")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
     interim = tmp_path / "interim"
     interim.mkdir()
     customers = pd.DataFrame({"customer_id": ["001", "002"],
@@ -171,7 +173,8 @@ def test_run_is_named_tagged_with_datasets_and_the_version_described(tmp_path, m
               "label": {"horizon_days": 90}}
     decision = tracking.log_training_run(
         params, metrics, tmp_path / "model", [], "fp", test[["customer_id", *FEATURES]],
-        test["label"], as_of="2026-08-31", interim_dir=interim, validation=validation)
+        test["label"], as_of="2026-08-31", interim_dir=interim, validation=validation,
+        root=tmp_path)
 
     client = mlflow.MlflowClient()
     run = client.get_run(decision["run_id"])
@@ -232,7 +235,6 @@ def test_a_champion_that_learnt_from_the_test_slice_is_not_graded_on_it(tmp_path
     assert not tracking.saw_test_slice("2026-05-31", "2026-06-02")
     assert not tracking.saw_test_slice(None, "2026-06-02")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
     test = churn_rows(300, seed=42)
     params = {"train": {"register_model": True}, "data": {"raw_dir": "data/sample"}}
     save_model(fitted_model(0), FEATURES, tmp_path / "m", test)
@@ -241,7 +243,8 @@ def test_a_champion_that_learnt_from_the_test_slice_is_not_graded_on_it(tmp_path
         metrics = {"test_cutoff": cutoff, "model": {"roc_auc": auc, "brier": 0.1},
                    "gate": {"test": {"model_beats_simple": beats}}}
         return tracking.log_training_run(params, metrics, tmp_path / "m", [], fingerprint,
-                                         test[FEATURES], test["label"], as_of=as_of)
+                                         test[FEATURES], test["label"], as_of=as_of,
+                                         root=tmp_path)
 
     assert train("2026-08-31", "2026-06-02", "week1", 0.90)["is_champion"]
     # an experiment on the same data: compared with the champion's own honest test figures

@@ -2,7 +2,6 @@
 
 import json
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,14 +48,14 @@ def feature_rows(n_customers: int = 150, n_cutoffs: int = 14, seed: int = 0) -> 
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump(PARAMS))
-    Path("data/features").mkdir(parents=True)
-    Path("data/interim").mkdir(parents=True)
-    Path("data/interim/validation.json").write_text("{}")
-    pd.DataFrame({"a": [1]}).to_parquet("data/interim/customers.parquet")
-    Path("data/features/meta.json").write_text(json.dumps({"as_of": AS_OF.isoformat()}))
+def workdir(tmp_path):
+    """The project folder the stage runs in (`root`; the working directory is left alone)."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    (tmp_path / "data/features").mkdir(parents=True)
+    (tmp_path / "data/interim").mkdir(parents=True)
+    (tmp_path / "data/interim/validation.json").write_text("{}")
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "data/interim/customers.parquet")
+    (tmp_path / "data/features/meta.json").write_text(json.dumps({"as_of": AS_OF.isoformat()}))
     return tmp_path
 
 
@@ -75,10 +74,10 @@ def tracked(monkeypatch):
 
 
 def test_stage_end_to_end(workdir, tracked):
-    feature_rows().to_parquet("data/features/training.parquet", index=False)
-    result = stage.run("params.yaml")
+    feature_rows().to_parquet(workdir / "data/features/training.parquet", index=False)
+    result = stage.run(root=workdir)
 
-    metrics = json.loads(Path("reports/metrics.json").read_text())
+    metrics = json.loads((workdir / "reports/metrics.json").read_text())
     assert metrics["test_cutoff"] == (AS_OF - timedelta(days=90)).isoformat()
     assert metrics["n_test"] == 150 and 0 < metrics["churn_rate"] < 1
     assert set(metrics["model"]) == set(METRIC_KEYS)
@@ -106,12 +105,12 @@ def test_stage_end_to_end(workdir, tracked):
     assert gate["summary"].startswith("Scores come from")
 
     for name in ("calibration.csv", "lift.csv", "pr_curve.csv", "calibration.png", "lift.png"):
-        assert Path("reports/plots", name).stat().st_size > 0, name
-    calib = pd.read_csv("reports/plots/calibration.csv")
+        assert (workdir / "reports/plots" / name).stat().st_size > 0, name
+    calib = pd.read_csv(workdir / "reports/plots/calibration.csv")
     assert {"model", "mean_predicted", "observed_rate", "count"} <= set(calib.columns)
     assert set(calib["model"]) == {"model", "lightgbm", "recency", "logistic"}
 
-    summary = json.loads(Path("reports/train_summary.json").read_text())
+    summary = json.loads((workdir / "reports/train_summary.json").read_text())
     assert summary["trained_at"] == AS_OF.isoformat()
     assert "segment" in summary["feature_columns"] and "label" not in summary["feature_columns"]
     assert len(summary["data_fingerprint"]) == 64
@@ -120,58 +119,60 @@ def test_stage_end_to_end(workdir, tracked):
     assert summary["train_window"]["end"] == metrics["test_cutoff"]
 
     (call,) = tracked
-    assert call["metrics"] == result["metrics"] and call["model_dir"] == Path("models/churn_model")
+    assert call["metrics"] == result["metrics"]
+    assert call["model_dir"] == workdir / "models/churn_model" and call["root"] == workdir
     assert len(call["test_features"]) == 150 and "customer_id" not in call["test_features"]
     assert call["fingerprint"] == summary["data_fingerprint"]
-    assert json.loads(Path("reports/promotion.json").read_text()) == result["decision"]
+    assert json.loads((workdir / "reports/promotion.json").read_text()) == result["decision"]
 
     from churnlens.packaging import load_model, to_model_input
 
-    loaded = load_model("models/churn_model")
-    test_rows = pd.read_parquet("data/features/training.parquet").tail(150)
+    loaded = load_model(workdir / "models/churn_model")
+    test_rows = pd.read_parquet(workdir / "data/features/training.parquet").tail(150)
     out = loaded.predict(to_model_input(test_rows, summary["feature_columns"]))
     assert list(out.columns) == ["churn_probability"]
     assert out["churn_probability"].between(0, 1).all()
-    assert not list(Path("models").glob(".churn_model*"))  # no temp dirs left behind
+    assert not list((workdir / "models").glob(".churn_model*"))  # no temp dirs left behind
 
 
 def test_stage_is_reproducible(workdir, tracked, monkeypatch):
     monkeypatch.setattr(stage, "save_model", lambda *args: None)
-    feature_rows().to_parquet("data/features/training.parquet", index=False)
-    stage.run("params.yaml")
-    first = Path("reports/metrics.json").read_text()
-    stage.run("params.yaml")
-    assert Path("reports/metrics.json").read_text() == first
+    feature_rows().to_parquet(workdir / "data/features/training.parquet", index=False)
+    stage.run(root=workdir)
+    first = (workdir / "reports/metrics.json").read_text()
+    stage.run(root=workdir)
+    assert (workdir / "reports/metrics.json").read_text() == first
 
 
 def test_stage_trains_from_three_cutoffs_on_a_customer_holdout(workdir, tracked):
     """Too short for an out-of-time test, long enough for a model: a quarter of the customers
     is the test slice, and metrics.json says so."""
-    feature_rows(n_cutoffs=3).to_parquet("data/features/training.parquet", index=False)
-    stage.run("params.yaml")
-    metrics = json.loads(Path("reports/metrics.json").read_text())
+    feature_rows(n_cutoffs=3).to_parquet(workdir / "data/features/training.parquet", index=False)
+    stage.run(root=workdir)
+    metrics = json.loads((workdir / "reports/metrics.json").read_text())
     assert metrics["split"] == "customer_holdout"
     assert metrics["n_test"] == round(150 * 0.25)
-    assert Path("models/churn_model/MLmodel").exists()
+    assert (workdir / "models/churn_model/MLmodel").exists()
 
 
 def test_stage_without_labelled_rows_stops(workdir, tracked):
     rows = feature_rows(n_cutoffs=2).assign(label=pd.NA)
-    rows.iloc[0:0].to_parquet("data/features/training.parquet", index=False)
+    rows.iloc[0:0].to_parquet(workdir / "data/features/training.parquet", index=False)
     with pytest.raises(NotEnoughHistoryError, match="no labelled"):
-        stage.run("params.yaml")
+        stage.run(root=workdir)
 
 
 def test_stage_without_features_says_what_to_run(workdir):
     with pytest.raises(ChurnlensError, match="run `dvc repro features` first"):
-        stage.run("params.yaml")
+        stage.run(root=workdir)
 
 
 def test_stage_refuses_features_of_another_horizon(workdir):
-    feature_rows(n_cutoffs=4).to_parquet("data/features/training.parquet", index=False)
-    Path("data/features/meta.json").write_text(
+    feature_rows(n_cutoffs=4).to_parquet(workdir / "data/features/training.parquet",
+                                         index=False)
+    (workdir / "data/features/meta.json").write_text(
         json.dumps({"as_of": AS_OF.isoformat(), "horizon_days": 30}))
     with pytest.raises(ChurnlensError, match=r"built with horizon_days=30 but "
                        r"label.horizon_days=90: run `dvc repro features` first"):
-        stage.run("params.yaml")
-    assert not Path("reports/metrics.json").exists()
+        stage.run(root=workdir)
+    assert not (workdir / "reports/metrics.json").exists()

@@ -247,7 +247,7 @@ def _mlflow(root: str | Path = "."):
 
 
 def _evaluate(name: str, version: str, features: pd.DataFrame,
-              labels: pd.Series) -> dict[str, float]:
+              labels: pd.Series, root: str | Path = ".") -> dict[str, float]:
     import tempfile
 
     from sklearn.metrics import brier_score_loss, roc_auc_score
@@ -256,7 +256,7 @@ def _evaluate(name: str, version: str, features: pd.DataFrame,
 
     frame = to_model_input(features, list(features.columns))
     with tempfile.TemporaryDirectory() as tmp:
-        folder = download_model_version(name, version, Path(tmp) / "champion")
+        folder = download_model_version(name, version, Path(tmp) / "champion", root)
         proba = load_model(folder).predict(frame)["churn_probability"].to_numpy()
     return {"roc_auc": float(roc_auc_score(labels, proba)),
             "brier": float(brier_score_loss(labels, proba))}
@@ -293,7 +293,8 @@ def saw_test_slice(champion_as_of: str | None, test_cutoff: str | None) -> bool:
 
 
 def _champion_figures(mlflow, features, labels, name: str, test_cutoff: str | None = None,
-                      fingerprint: str | None = None) -> tuple[dict | None, str | None]:
+                      fingerprint: str | None = None,
+                      root: str | Path = ".") -> tuple[dict | None, str | None]:
     """The champion's AUC and Brier on the new test slice, fairly.
 
     If the champion has not seen the slice, it is scored on it. If it has, but it was evaluated
@@ -316,7 +317,7 @@ def _champion_figures(mlflow, features, labels, name: str, test_cutoff: str | No
                         str(version.version))
         raise ChampionSawTestSlice(str(version.version), tags.get("as_of"))
     try:
-        return (_evaluate(name, str(version.version), features, labels),
+        return (_evaluate(name, str(version.version), features, labels, root),
                 str(version.version))
     except Exception as err:  # schema change etc.: the old champion cannot judge today's data
         log.warning("champion v%s cannot be evaluated on the current test slice (%s)",
@@ -369,14 +370,15 @@ def table_datasets(folder: str | Path, validation: dict | None = None) -> list:
     return inputs
 
 
-def test_slice_dataset(mlflow, features: pd.DataFrame, labels: pd.Series, name: str):
+def test_slice_dataset(mlflow, features: pd.DataFrame, labels: pd.Series, name: str,
+                       root: str | Path = "."):
     """The test slice's feature rows and label, without identifier or personal columns."""
     drop = [c for c in features.columns if c.lower() in PERSONAL_COLUMNS | ID_COLUMNS]
     frame = features.drop(columns=drop).assign(label=labels.to_numpy())
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways", int hints
         warnings.simplefilter("ignore", UserWarning)
         return mlflow.data.from_pandas(frame, targets="label", name=name,
-                                       source=str(Path.cwd() / "data" / "features"))
+                                       source=str(Path.cwd() / root / "data" / "features"))
 
 
 def version_description(*, source: str, raw_dir: str, as_of: str | None, metrics: dict,
@@ -420,20 +422,21 @@ def log_saved_model(model_dir: Path, name: str = "model", registered_name: str |
 def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_paths: list[Path],
                      fingerprint: str, test_features: pd.DataFrame, test_labels: pd.Series,
                      as_of: str | None = None, interim_dir: str | Path | None = None,
-                     validation: dict | None = None) -> dict:
+                     validation: dict | None = None, root: str | Path = ".") -> dict:
     """Log one training run, register the model as `challenger`, and maybe promote it to `champion`.
 
     `as_of` (data date) names the run; `interim_dir` (validated tables) and `validation`
     (validation.json) become the run's input datasets. Returns the promotion decision with its
-    figures (also logged to the run).
+    figures (also logged to the run). `root`: the project folder (its store, git state and
+    `mlruns/`), the working directory by default.
     """
-    mlflow = _mlflow()
-    experiment = mlflow.set_experiment(EXPERIMENT)
+    mlflow = _mlflow(root)
+    experiment = _experiment(mlflow, root)
     client = mlflow.MlflowClient()
     if (experiment.tags or {}).get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     register = bool(params.get("train", {}).get("register_model", True))
-    git = git_state()
+    git = git_state(root)
     commit = git["commit"] + ("-dirty" if git["dirty"] else "")
     dvc = dvc_context(git["branch"])
     source = data_source(params)
@@ -464,7 +467,7 @@ def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_path
             mlflow.log_metrics(numeric_metrics(metrics))
             mlflow.set_tags({k: v for k, v in tags.items() if v not in (None, "")})
             _log_datasets(mlflow, client, run.info.run_id, interim_dir, validation,
-                          test_features, test_labels, str(metrics.get("test_cutoff")))
+                          test_features, test_labels, str(metrics.get("test_cutoff")), root)
             for path in artifact_paths:
                 if Path(path).is_file():
                     mlflow.log_artifact(str(path), artifact_path="reports")
@@ -478,13 +481,35 @@ def log_training_run(params: dict, metrics: dict, model_dir: Path, artifact_path
                 mlflow, client, info, Path(model_dir), owner, metrics, test_features,
                 test_labels, model_name, fingerprint,
                 describe={"source": source, "raw_dir": raw_dir, "as_of": as_of,
-                          "experiment": dvc["experiment"], "commit": commit}))
+                          "experiment": dvc["experiment"], "commit": commit}, root=root))
             client.log_dict(run_id, decision, "promotion.json")
             client.set_tag(run_id, "promotion",
                            "champion" if decision["is_champion"] else "challenger")
     log.info("MLflow run %s (%s) logged to %s", decision["run_id"], name,
-             tracking_uri().split("?")[0])
+             tracking_uri(root).split("?")[0])
     return decision
+
+
+def _experiment(mlflow, root: str | Path = "."):
+    """The `churnlens` experiment, made active. MLflow keeps a new experiment's artifacts under
+    the working directory's `mlruns/`; one created for a project folder `root` elsewhere keeps
+    them under `root/mlruns/<id>` (SQLite stores), where the `chdir` into `root` put them."""
+    folder = (Path.cwd() / root).resolve()
+    db = sqlite_file(root=root)
+    new = (db is not None and folder != Path.cwd().resolve()
+           and mlflow.get_experiment_by_name(EXPERIMENT) is None)
+    experiment = mlflow.set_experiment(EXPERIMENT)
+    if new:
+        connection = sqlite3.connect(str(db), timeout=30)
+        try:
+            with connection:
+                connection.execute(
+                    "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                    (f"{folder}/mlruns/{experiment.experiment_id}", experiment.experiment_id))
+        finally:
+            connection.close()
+        experiment = mlflow.get_experiment(experiment.experiment_id)
+    return experiment
 
 
 # -- consistency after a kill ----------------------------------------------------------------
@@ -597,7 +622,7 @@ def _sigterm_raises():
 
 def _register_and_promote(mlflow, client, info, model_dir: Path, owner: dict, metrics,
                           test_features, test_labels, name: str, fingerprint: str,
-                          describe: dict) -> dict:
+                          describe: dict, root: str | Path = ".") -> dict:
     """Register the logged model as a `pending` version, set the aliases, describe it, mark it
     `ready`. Any exception (SIGTERM included) deletes the version and restores the champion."""
     from churnlens.packaging import model_digest
@@ -611,7 +636,7 @@ def _register_and_promote(mlflow, client, info, model_dir: Path, owner: dict, me
         DIGEST_TAG: model_digest(model_dir)})
     try:
         decision = _promote(mlflow, str(mv.version), metrics, test_features, test_labels, name,
-                            fingerprint)
+                            fingerprint, root)
         _describe_version(client, decision, metrics, name, fingerprint=fingerprint, **describe)
         if decision["is_champion"]:
             client.set_registered_model_alias(name, "champion", decision["version"])
@@ -625,14 +650,14 @@ def _register_and_promote(mlflow, client, info, model_dir: Path, owner: dict, me
 
 
 def _log_datasets(mlflow, client, run_id, interim_dir, validation, features, labels,
-                  test_cutoff) -> None:
+                  test_cutoff, root: str | Path = ".") -> None:
     """Validated tables (summaries) and the test slice's feature rows as the run's inputs."""
     inputs = table_datasets(interim_dir, validation) if interim_dir else []
     if inputs:
         client.log_inputs(run_id, datasets=inputs)
     if features is not None and len(features.columns):
         mlflow.log_input(test_slice_dataset(mlflow, features, labels,
-                                            f"test_slice_{test_cutoff}"), context="testing")
+                                            f"test_slice_{test_cutoff}", root), context="testing")
 
 
 def _describe_version(client, decision, metrics, name, *, source, raw_dir, as_of, experiment,
@@ -656,14 +681,15 @@ def _describe_version(client, decision, metrics, name, *, source, raw_dir, as_of
 
 
 def _promote(mlflow, version: str, metrics, test_features, test_labels, name: str,
-             fingerprint: str | None = None) -> dict:
+             fingerprint: str | None = None, root: str | Path = ".") -> dict:
     """Challenger alias now; whether `version` should become champion (the caller moves it)."""
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(name, "challenger", version)
     new = {"roc_auc": metrics["model"]["roc_auc"], "brier": metrics["model"]["brier"]}
     try:
         champion, champion_version = _champion_figures(mlflow, test_features, test_labels, name,
-                                                       metrics.get("test_cutoff"), fingerprint)
+                                                       metrics.get("test_cutoff"), fingerprint,
+                                                       root)
         promote, reason = decide_promotion(new, champion)
         if champion is None and champion_version is not None:
             reason = f"champion v{champion_version} cannot score the current features"

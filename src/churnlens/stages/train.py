@@ -27,7 +27,8 @@ import pandas as pd
 
 from churnlens import io, paths, runlock
 from churnlens.baselines import fit_baselines
-from churnlens.catalog import catalog
+from churnlens.catalog import Catalog
+from churnlens.catalog import catalog as workdir
 from churnlens.evaluation import (
     build_metrics,
     build_summary,
@@ -64,23 +65,23 @@ LOCK = paths.TRAIN_LOCK
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def load_training_rows() -> pd.DataFrame:
+def load_training_rows(catalog: Catalog = workdir) -> pd.DataFrame:
     path = catalog.require("training_rows")
     return check_training_rows(pd.read_parquet(path), str(path))
 
 
-def data_fingerprint() -> str:
+def data_fingerprint(catalog: Catalog = workdir) -> str:
     """sha256 of `validation.json` and the interim Parquet files (the training input's input)."""
     from churnlens.fingerprint import fingerprint_dir
 
     digest = hashlib.sha256()
-    if paths.VALIDATION_REPORT.exists():
-        digest.update(paths.VALIDATION_REPORT.read_bytes())
-    digest.update(fingerprint_dir(paths.INTERIM).encode())
+    if catalog.exists("validation_report"):
+        digest.update(catalog.path("validation_report").read_bytes())
+    digest.update(fingerprint_dir(catalog.at(paths.INTERIM)).encode())
     return digest.hexdigest()
 
 
-def data_as_of(split: TimeSplit, horizon_days: int) -> str:
+def data_as_of(split: TimeSplit, horizon_days: int, catalog: Catalog = workdir) -> str:
     """`as_of` from features/meta.json, else the end of the test label window."""
     meta = catalog.read_json("features_meta", required=False)
     if meta and meta.get("as_of"):
@@ -103,30 +104,35 @@ def _png(target: Path, fig: Any) -> Path:
     return target
 
 
-def save_model(model: ChurnClassifier, columns: list[str], example: pd.DataFrame) -> None:
+def save_model(model: ChurnClassifier, columns: list[str], example: pd.DataFrame,
+               model_dir: Path = paths.MODEL_DIR) -> None:
     from churnlens import packaging
 
-    with io.atomic_path(paths.MODEL_DIR) as tmp:
+    with io.atomic_path(model_dir) as tmp:
         packaging.save_model(model, columns, tmp, input_example=example[columns].head(5))
-    log.info("model saved to %s", paths.MODEL_DIR)
+    log.info("model saved to %s", model_dir)
 
 
 # -- stage -------------------------------------------------------------------------------------
-def run(params_path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Evaluate on the test slice, refit on every labelled cutoff, save and track.
+def run(params_path: str | Path | None = None, root: str | Path = ".") -> dict[str, Any]:
+    """Evaluate on the test slice, refit on every labelled cutoff, save and track, in the
+    project folder `root` (default: the working directory; its MLflow store and `models/`);
+    `params_path` default `root/params.yaml`.
 
-    Holds `LOCK` throughout: a second `churnlens train` in the same folder stops at once."""
-    settings = load_settings(params_path)
-    with runlock.exclusive(LOCK, "churnlens train"):
-        return _run(settings)
+    Holds `LOCK` (under `root`) throughout: a second `churnlens train` in the same folder stops
+    at once."""
+    catalog = Catalog(root)
+    settings = load_settings(catalog.params(params_path))
+    with runlock.exclusive(catalog.at(LOCK), "churnlens train"):
+        return _run(settings, catalog)
 
 
-def _run(settings: Settings) -> dict[str, Any]:
+def _run(settings: Settings, catalog: Catalog = workdir) -> dict[str, Any]:
     train, label = settings.train, settings.label
     horizon, definition = label.horizon_days, label.definition
-    rows = load_training_rows()
+    rows = load_training_rows(catalog)
     check_horizon(catalog.read_json("features_meta", required=False), horizon,
-                  str(paths.FEATURES_META))
+                  str(catalog.path("features_meta")))
     split = time_split(rows, horizon, seed=train.seed)
     log_split(split)
     check_both_classes(split, definition, horizon)
@@ -144,26 +150,29 @@ def _run(settings: Settings) -> dict[str, Any]:
     check_gate_inputs(metrics)
     catalog.write_json(metrics, "metrics")
     catalog.write_json(headline_metrics(metrics), "headline_metrics")
-    plot_files = write_plots(curve_tables(split.test["label"].to_numpy(), preds))
-    fingerprint = data_fingerprint()
-    as_of = data_as_of(split, horizon)
+    plot_files = write_plots(curve_tables(split.test["label"].to_numpy(), preds),
+                             catalog.at(paths.PLOTS))
+    fingerprint = data_fingerprint(catalog)
+    as_of = data_as_of(split, horizon, catalog)
     summary = build_summary(split, shipped, rows, columns, as_of, fingerprint,
                             horizon_days=horizon, definition=definition,
                             model_dir=str(paths.MODEL_DIR))
     catalog.write_json(summary, "train_summary")
-    save_model(shipped, columns, split.test)
+    save_model(shipped, columns, split.test, catalog.path("model"))
     decision = _track(settings, metrics, fingerprint, split, columns, as_of,
-                      [paths.METRICS, paths.TRAIN_SUMMARY, *plot_files])
+                      [catalog.path("metrics"), catalog.path("train_summary"), *plot_files],
+                      catalog)
     catalog.write_json(decision, "promotion")
     return {"metrics": metrics, "summary": summary, "decision": decision}
 
 
-def _track(settings, metrics, fingerprint, split, columns, as_of, artifacts) -> dict:
+def _track(settings, metrics, fingerprint, split, columns, as_of, artifacts,
+           catalog: Catalog = workdir) -> dict:
     from churnlens import tracking
 
     return tracking.log_training_run(
-        params=dict(settings.params), metrics=metrics, model_dir=paths.MODEL_DIR,
+        params=dict(settings.params), metrics=metrics, model_dir=catalog.path("model"),
         artifact_paths=artifacts, fingerprint=fingerprint, test_features=split.test[columns],
-        test_labels=split.test["label"], as_of=as_of, interim_dir=paths.INTERIM,
-        validation=catalog.read_json("validation_report", required=False),
+        test_labels=split.test["label"], as_of=as_of, interim_dir=catalog.at(paths.INTERIM),
+        validation=catalog.read_json("validation_report", required=False), root=catalog.root,
     )
