@@ -14,6 +14,8 @@ from pathlib import Path
 # cores the working ones need (churnlens train 906 s -> 124 s at load 13-18 with PASSIVE; one
 # logistic fit 1.7 -> 0.2 CPU-s with the short OpenBLAS timeout; README "Benchmark"). Results do
 # not change: the thread counts and how work is split stay the same, only waiting changes.
+# A value already in the environment wins: OMP_WAIT_POLICY=ACTIVE on a machine of its own, where
+# spinning LightGBM threads were faster (1.1 vs 1.8-3.6 s for three fits at load ~1).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # 2**4 cycles of spinning, the minimum
 
