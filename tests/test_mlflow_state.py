@@ -286,3 +286,30 @@ def test_a_real_kill_leaves_mlflow_consistent(two_versions, where, how):
     rows = pd.read_parquet(paths.SCORING_ROWS).sort_values("customer_id")
     np.testing.assert_array_equal(   # the files the kill left still are v2, the champion
         load_model(paths.MODEL_DIR).predict(rows)["churn_probability"].to_numpy(), expected(1))
+
+
+def test_score_and_explain_run_under_a_root_from_another_working_directory(
+        two_versions, tmp_path, monkeypatch):
+    """Issue 15: `run(root=...)` reads the project's own store and keeps the champion's copy,
+    scores and plots in it (and the plots in its MLflow run), whatever the working directory."""
+    from churnlens.catalog import Catalog
+    from churnlens.stages import explain
+    from churnlens.stages import score as stage
+
+    root, want = two_versions, expected(1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    stage.run(root=root)
+    serving = json.loads((root / paths.SERVING).read_text())
+    assert serving["version"] == "2" and serving["model_dir"] == str(paths.SERVING_MODEL_DIR)
+    np.testing.assert_array_equal(
+        pd.read_parquet(root / paths.PREDICTIONS)["churn_probability"].to_numpy(), want)
+    assert (root / paths.SERVING_MODEL_DIR / "approved.json").is_file()
+    assert explain.scoring_estimator(Catalog(root)).blend_weight_ == \
+        fitted_model(1).blend_weight_
+    explain.run(root=root)
+    assert (root / paths.SCORES).is_file() and (root / paths.PLOTS / "importance.png").is_file()
+    run_id = json.loads((root / paths.PROMOTION).read_text())["run_id"]
+    assert list(root.glob(f"mlruns/*/{run_id}/artifacts/explain/importance.csv"))
+    assert not list(elsewhere.iterdir())
