@@ -505,6 +505,11 @@ def test_history_of_another_data_source_gives_no_movers(sample_run, tmp_path):
 NOT_REPRODUCIBLE = {  # outputs that legitimately differ between two identical runs, and why
     "data/features/meta.json": "records the stage's wall-clock `seconds`",
     "models/churn_model/MLmodel": "MLflow writes a model_uuid, utc_time_created and temp paths",
+    "models/serving/MLmodel": "the champion's copy of the MLmodel above",
+    "models/churn_model/python_model.pkl": "MLflow's pyfunc wrapper: cloudpickle stores the class "
+        "packaging defines when MLflow is imported (lazily) by value, with a random class id; "
+        "the model itself (lightgbm.txt, model.json) is compared",
+    "models/serving/python_model.pkl": "the champion's copy of the pickle above",
     "models/churn_model/code/": "a copy of src/churnlens: equal when the code is (here other "
                                 "developers may edit the checkout between the two runs)",
     "reports/promotion.json": "holds the MLflow run id",
@@ -648,7 +653,8 @@ def test_killed_score_leaves_previous_predictions(sample_run, tmp_path):
     run = copy_outputs(sample_run, tmp_path / "run",
                        ["data/features", "models", "data/processed/predictions.parquet"])
     run.params["score"]["tiers"] = {"high": 0.9, "medium": 0.5, "low": 0.0}  # would change it
-    (run / "params.yaml").write_text(yaml.safe_dump(run.params))
+    # in their order: params_check wants the tiers highest first, as a user writes them
+    (run / "params.yaml").write_text(yaml.safe_dump(run.params, sort_keys=False))
     processed = run / "data/processed"
     before, listing = tree_digest(processed), set(os.listdir(processed))
     run_killed(run.root, "predictions.parquet", "score",
