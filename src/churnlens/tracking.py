@@ -710,13 +710,10 @@ def _promote(mlflow, version: str, metrics, test_features, test_labels, name: st
             "champion_before": champion, "champion_version_before": champion_version}
 
 
-def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float] | None = None,
-               artifact_dir: str = "explain", *, root: str | Path = ".") -> None:
-    """Add artifacts (and metrics) of a later stage to the training run that made the model.
-
-    `TrackingStoreMissing` when the store file is gone; `ChurnlensError` when the run is not in
-    the store (another or a new `mlflow.db`).
-    """
+def _client_of_run(run_id: str, root: str | Path = "."):
+    """(mlflow, MlflowClient) of the project's store, once `run_id` is known to be in it:
+    `TrackingStoreMissing` when the store file is gone, `ChurnlensError` when the run is not in
+    the store (another or a new `mlflow.db`)."""
     require_store(root)
     mlflow = _mlflow(root)
     client = mlflow.MlflowClient()
@@ -724,6 +721,17 @@ def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float
         client.get_run(run_id)
     except mlflow.exceptions.MlflowException:
         raise ChurnlensError(f"MLflow run {run_id} is not in {tracking_uri(root)}") from None
+    return mlflow, client
+
+
+def log_to_run(run_id: str, artifact_paths: list[Path], metrics: dict[str, float] | None = None,
+               artifact_dir: str = "explain", *, root: str | Path = ".") -> None:
+    """Add artifacts (and metrics) of a later stage to the training run that made the model.
+
+    `TrackingStoreMissing` when the store file is gone; `ChurnlensError` when the run is not in
+    the store (another or a new `mlflow.db`).
+    """
+    _, client = _client_of_run(run_id, root)
     for path in artifact_paths:
         if Path(path).is_file():
             client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
@@ -741,13 +749,7 @@ def log_texts_to_run(run_id: str, texts: dict[str, str], metrics: dict[str, floa
 
     `TrackingStoreMissing` when the store file is gone; `ChurnlensError` when the run is not in
     the store or MLflow refuses the write."""
-    require_store(root)
-    mlflow = _mlflow(root)
-    client = mlflow.MlflowClient()
-    try:
-        client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise ChurnlensError(f"MLflow run {run_id} is not in {tracking_uri(root)}") from None
+    mlflow, client = _client_of_run(run_id, root)
     try:
         for name, text in texts.items():
             client.log_text(run_id, text, f"{artifact_dir}/{name}")
