@@ -546,7 +546,7 @@ def walk_forward(work: Path, truth: pd.DataFrame, final_activity: pd.DataFrame, 
         probability = pd.Series(held["churn_probability"].to_numpy(),
                                 index=held["customer_id"].to_numpy())
         for variant in learners:
-            learner, risk = variant.split("_")[0], not variant.endswith("_norisk")
+            learner, risk = variant.removesuffix("_norisk"), not variant.endswith("_norisk")
             fit, features = outreach_history.with_action_feature(data, columns, risk=risk)
             model = uplift.fit_uplift(fit[features], fit["treated"], fit["retained"],
                                       learner=learner)

@@ -515,14 +515,17 @@ def test_measured_effects_cover_the_simulated_ones_at_about_the_nominal_rate():
 
 def test_stage_ranks_by_revenue_saved_once_enough_outcomes_are_measured(tmp_path):
     """export.rank_by revenue_saved: risk ranking with a logged reason until a list is measured;
-    then a T-learner over the feature rows on the list date ranks those whom contact helps
-    (x < 0.5: 80 % vs 40 % stay) above those whom it drives away (x >= 0.5: 30 % vs 60 %)."""
+    then (`export.uplift_learner: t`) a T-learner over the feature rows on the list date ranks
+    those whom contact helps (x < 0.5: 80 % vs 40 % stay) above those whom it drives away
+    (x >= 0.5: 30 % vs 60 %). The default learner (rescue_harm) sees only the action and the
+    churn probability, not x, and says so in outreach.json with its per-action rates."""
     _stage_project(tmp_path, n=1000)
 
-    def run(as_of, rank_by):
+    def run(as_of, rank_by, learner="t"):
         params = {"data": {"raw_dir": "raw"}, "snapshot": {"as_of": as_of},
                   "label": {"horizon_days": 90},
-                  "export": {"top_n": 1000, "holdout_share": 0.5, "rank_by": rank_by}}
+                  "export": {"top_n": 1000, "holdout_share": 0.5, "rank_by": rank_by,
+                             **({"uplift_learner": learner} if learner else {})}}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         export_stage.run(root=tmp_path)
         text = (tmp_path / "reports" / "at_risk.csv").read_text(encoding="utf-8-sig")
@@ -557,5 +560,13 @@ def test_stage_ranks_by_revenue_saved_once_enough_outcomes_are_measured(tmp_path
     top = later.head(200)["customer_id"]
     assert (x[top] < 0.5).mean() > 0.9
     assert later["rank"].tolist() == [str(i) for i in range(1, len(later) + 1)]
+    assert info["learner"] == "t" and "action_rates" not in info
+    _, report = run("2026-06-08", "revenue_saved", learner=None)
+    info = report["uplift"]
+    assert info["used"] and info["learner"] == "rescue_harm"
+    rates = info["action_rates"]
+    assert rates and all(0 <= r["rescue_rate"] <= 1 and 0 <= r["harm_rate"] <= 1 for r in rates)
     with pytest.raises(ChurnlensError, match="rank_by"):
         run("2026-06-08", "churn")
+    with pytest.raises(ChurnlensError, match="uplift_learner"):
+        run("2026-06-08", "revenue_saved", learner="s")

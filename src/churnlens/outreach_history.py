@@ -33,8 +33,8 @@ from churnlens.export import history_arms
 
 EFFECTS_PLOT_COLUMNS = ("list_date", "action", "contacted_rate", "control_rate", "difference",
                         "ci_low", "ci_high")
-ACTION_FEATURE = "outreach_action"  # the (would-be) action, a feature of the uplift model
-RISK_FEATURE = "churn_probability_on_list"  # the churn model's probability on the list day
+ACTION_FEATURE = uplift.GROUP_FEATURE  # the (would-be) action, a feature of the uplift model
+RISK_FEATURE = uplift.ANCHOR_FEATURE  # the churn model's probability on the list day
 HELD_OUT_DAYS = 28  # the uplift is evaluated on the lists measured in the latest four weeks
 MEASURED_KEEP_DAYS = 182  # lists with a control group stay in the history this long after
                           # their measurement window, so their effects keep being pooled
@@ -320,8 +320,15 @@ def revenue_saved(data: pd.DataFrame, columns: list[str], scoring: pd.DataFrame 
     if not ok:
         return None, dict(info, reason=reason)
     data, features = with_action_feature(data, columns)
+    if learner == "rescue_harm" and RISK_FEATURE not in features:
+        learner = "t"
+        info["learner_note"] = ("the history has no churn probability for every measured "
+                                "assignment (lists made before it was recorded): T-learner")
     info.update(held_out_evaluation(data, features, learner=learner))
     model = uplift.fit_uplift(data[features], treated, data["retained"], learner=learner)
+    info["learner"] = learner
+    if hasattr(model, "rates"):
+        info["action_rates"] = model.rates()
     probability = pd.Series(pd.to_numeric(scores["churn_probability"], errors="coerce").to_numpy(),
                             index=scores["customer_id"].astype(str).to_numpy())
     lift = dict(zip(scoring["customer_id"].astype(str),

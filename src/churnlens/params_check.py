@@ -36,6 +36,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 REVENUE_WINDOWS = ("period", "auto")                # = churnlens.kpis.REVENUE_WINDOWS
 RANK_BY = ("revenue_at_risk", "revenue_saved")     # export.rank_by
+UPLIFT_LEARNERS = ("rescue_harm", "t", "x")          # export.uplift_learner (churnlens.uplift)
 
 
 class _Problems:
@@ -367,6 +368,7 @@ def _export(export: _Section, problems: _Problems, score: _Section) -> None:
     export.number("holdout_share", 0, 1, high_open=True)
     export.whole("holdout_seed", 0)
     export.choice("rank_by", RANK_BY)
+    export.choice("uplift_learner", UPLIFT_LEARNERS)
     if export.has("tiers"):
         tiers = export.values["tiers"]
         names = [tiers] if isinstance(tiers, str) else tiers

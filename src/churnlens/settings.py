@@ -112,6 +112,7 @@ class ExportSettings:
     holdout_share: float = 0.0
     holdout_seed: int = 13
     rank_by: str = "revenue_at_risk"       # revenue_at_risk | revenue_saved
+    uplift_learner: str = "rescue_harm"    # rescue_harm | t | x (churnlens.uplift.LEARNERS)
     actions: tuple[Any, ...] | None = None  # None: churnlens.actions.DEFAULT_RULES
 
     @property

@@ -3,12 +3,16 @@
 The at-risk list ranks by revenue at risk, but some listed customers stay whatever the team
 does and some leave whatever it does; for others an action changes the outcome, for better or
 worse (a discount offer to a customer with an open ticket). With enough measured outcomes of
-contacted and control customers (`churnlens.outreach`), a two-model ("T-learner") uplift model
-estimates, per customer, how much contact changes the chance of staying:
+contacted and control customers (`churnlens.outreach`), an uplift model estimates, per
+customer, how much contact changes the chance of staying (`fit_uplift`, `LEARNERS`):
 
-* `fit_uplift`: one LightGBM classifier of `retained` on the contacted customers' feature rows
-  and one on the control customers' (features as they were on the list date);
-  uplift(x) = P(retained | x, contacted) - P(retained | x, control).
+* "rescue_harm" (default, `churnlens.rescue_harm`): the churn model's chance of leaving times
+  the share of would-be leavers the action keeps, minus the chance of staying times the share
+  of would-be stayers it loses; two rates per action, learnt from a few hundred outcomes.
+* "t": one LightGBM classifier of `retained` on the contacted customers' feature rows and one
+  on the control customers' (features as they were on the list date);
+  uplift(x) = P(retained | x, contacted) - P(retained | x, control); "x" the X-learner on top.
+  They can find effects that depend on any feature, and need thousands of outcomes to.
 * `expected_revenue_saved` = uplift x expected revenue over the horizon (negative = contact
   costs revenue).
 * `enough_evidence`: the model is only fitted with at least `MIN_PER_ARM` measured customers in
@@ -30,7 +34,10 @@ import numpy as np
 import pandas as pd
 
 MIN_PER_ARM = 200
-DEFAULT_LEARNER = "t"
+DEFAULT_LEARNER = "rescue_harm"
+LEARNERS = ("t", "x", "rescue_harm")
+ANCHOR_FEATURE = "churn_probability_on_list"  # the churn model's probability on the list day
+GROUP_FEATURE = "outreach_action"  # the (would-be) action of the assignment
 DEFAULT_LGBM = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 7,
                 "min_child_samples": 20, "subsample": 0.8, "subsample_freq": 1,
                 "colsample_bytree": 0.8, "reg_lambda": 1.0, "verbose": -1, "n_jobs": 1}
@@ -89,7 +96,9 @@ class UpliftModel:
 def fit_uplift(features: pd.DataFrame, treated: Sequence[bool], retained: Sequence[bool], *,
                seed: int = 0, params: Mapping[str, Any] | None = None,
                min_per_arm: int = MIN_PER_ARM, learner: str = "t") -> UpliftModel:
-    """T-learner (`learner` "t") or X-learner ("x") with LightGBM. `features`: one row per
+    """Rescue/harm learner (`learner` "rescue_harm", `churnlens.rescue_harm`: needs the column
+    `ANCHOR_FEATURE`, uses `GROUP_FEATURE` when present), T-learner ("t") or X-learner ("x")
+    with LightGBM. `features`: one row per
     measured assignment (features on the list date); `treated`: contacted (True) or control
     (False); `retained`: the outcome. Object/string/category columns become LightGBM
     categoricals. Raises ValueError when an arm has fewer than `min_per_arm` rows (see
@@ -101,15 +110,20 @@ def fit_uplift(features: pd.DataFrame, treated: Sequence[bool], retained: Sequen
     are averaged with the propensity as weight (the control arm's model gets the treated share).
     Each effect model is fitted on the outcomes of one arm and the other arm's model, so it
     borrows strength across the arms."""
-    if learner not in ("t", "x"):
-        raise ValueError(f"learner must be 't' or 'x', got {learner!r}")
-    import lightgbm as lgb
-
+    if learner not in LEARNERS:
+        raise ValueError(f"learner must be one of {', '.join(LEARNERS)}, got {learner!r}")
     treated = np.asarray(treated, dtype=bool)
-    retained = np.asarray(retained, dtype=bool)
     ok, reason = enough_evidence(treated, ~treated, min_per_arm)
     if not ok:
         raise ValueError(reason)
+    if learner == "rescue_harm":
+        from churnlens.rescue_harm import fit_rescue_harm
+
+        return fit_rescue_harm(features, treated, retained, anchor=ANCHOR_FEATURE,
+                               group=GROUP_FEATURE)
+    import lightgbm as lgb
+
+    retained = np.asarray(retained, dtype=bool)
     text_types = (pd.CategoricalDtype, pd.StringDtype)
     categories = {c: sorted(features[c].dropna().astype(str).unique().tolist())
                   for c in features.columns

@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens import actions as act
-from churnlens import export, outreach_history, paths
+from churnlens import export, outreach_history, paths, uplift
 from churnlens.catalog import Catalog
 from churnlens.catalog import catalog as workdir
 from churnlens.errors import InputFileError
@@ -98,7 +98,8 @@ def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
     if settings.rank_by == "revenue_saved":
         suggested = pd.Series(actions.to_numpy(), index=scores.loc[actions.index, "customer_id"])
         saved, uplift_info = revenue_saved(export.source_runs(history, source)[1], as_of,
-                                           config.label, scores, suggested, catalog=catalog)
+                                           config.label, scores, suggested, catalog=catalog,
+                                           learner=settings.uplift_learner)
     at_risk = export.build_at_risk(
         export.with_reasons(scores, reasons), actions, top_n=settings.top_n,
         tiers=list(settings.tiers), contacts=contacts, saved=saved,
@@ -181,13 +182,14 @@ def measured(runs: list[dict[str, Any]], as_of: str, label: LabelSettings, *,
 
 def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
                   scores: pd.DataFrame, actions: pd.Series | None = None, *,
-                  catalog: Catalog = workdir) -> tuple[pd.Series | None, dict[str, Any]]:
+                  catalog: Catalog = workdir, learner: str = uplift.DEFAULT_LEARNER
+                  ) -> tuple[pd.Series | None, dict[str, Any]]:
     """`expected_revenue_saved` per scored customer from an uplift model over the measured
     lists (`churnlens.outreach_history.revenue_saved`): feature rows from
     `data/features/training.parquet` (columns from `meta.json`), scored on
     `data/features/scoring.parquet`; treated = contacted per the `interventions` table when it
     is given, else listed and not held out. `actions`: customer id -> the action suggested
-    now. None (risk ranking) with the reason, logged."""
+    now; `learner`: `export.uplift_learner`. None (risk ranking) with the reason, logged."""
     info: dict[str, Any] = {"rank_by": "revenue_saved", "used": False}
     saved = None
     arms, outcomes = measured(runs, as_of, label, catalog=catalog)
@@ -207,7 +209,8 @@ def revenue_saved(runs: list[dict[str, Any]], as_of: str, label: LabelSettings,
         data = outreach_history.uplift_rows(due, outcomes, rows)
         scoring = (catalog.read_parquet("scoring_rows", columns=["customer_id", *columns])
                    if outreach_history.enough_uplift_evidence(data) else None)
-        saved, info = outreach_history.revenue_saved(data, columns, scoring, scores, actions)
+        saved, info = outreach_history.revenue_saved(data, columns, scoring, scores, actions,
+                                                     learner=learner)
     if info.get("comparison"):
         track_uplift(info, catalog)
     if saved is None:
