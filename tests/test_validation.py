@@ -723,9 +723,10 @@ def test_a_customer_active_before_signup_signed_up_on_the_first_activity_day():
     assert customers.accepted.dtypes.to_dict() == output_dtypes("customers")
 
 
-def test_validation_does_not_import_pyspark(tmp_path):
-    """pandera probes for its pyspark backend on import; the pandas path must not pay for it
-    (a fresh process: validate a folder, pyspark stays out; importing it later still works)."""
+def test_validation_does_not_import_pyspark_or_hypothesis(tmp_path):
+    """pandera probes for its pyspark backend on import, and imports hypothesis when it
+    registers its pandas backends; the pandas path must not pay for them (a fresh process:
+    validate a folder, both stay out; importing them later still works)."""
     import subprocess
     import sys
 
@@ -737,10 +738,11 @@ def test_validation_does_not_import_pyspark(tmp_path):
             "from churnlens.validation_run import validate_folder\n"
             f"validate_folder({str(raw)!r}, {str(tmp_path / 'out')!r})\n"
             "assert 'pandera' in sys.modules\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyspark'))\n"
-            "import pyspark\n"
-            "print(pyspark.__name__)\n")
+            "print(sorted(m for m in sys.modules\n"
+            "             if m.split('.')[0] in ('pyspark', 'hypothesis')))\n"
+            "import pyspark, hypothesis\n"
+            "print(pyspark.__name__, hypothesis.__name__)\n")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
                          text=True, check=True).stdout.splitlines()
-    assert out == ["[]", "pyspark"]
+    assert out == ["[]", "pyspark hypothesis"]
     assert (tmp_path / "out" / "transactions.parquet").exists()

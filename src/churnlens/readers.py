@@ -58,6 +58,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -265,11 +266,16 @@ def _positioned(file: str, chunks: Iterator[pd.DataFrame], columns) -> Iterator[
     start = 0
     try:
         for frame in chunks:
-            frame[ROW_POSITION_COLUMN] = pd.array(range(start, start + len(frame)), dtype="Int64")
+            frame[ROW_POSITION_COLUMN] = _positions(start, len(frame))
             start += len(frame)
             yield _select(frame, columns)
     except (OSError, UnicodeError, ValueError, csv.Error) as err:
         raise InputFileError(file, None, f"unreadable CSV ({_short(err)})") from None
+
+
+def _positions(start: int, n: int) -> pd.arrays.IntegerArray:
+    """Row positions start .. start + n - 1 as an Int64 array (built from numpy, not a range)."""
+    return pd.arrays.IntegerArray(np.arange(start, start + n, dtype=np.int64), np.zeros(n, bool))
 
 
 def _c_parser_chunks(path, encoding, delimiter, names, chunk_rows) -> Iterator[pd.DataFrame]:
@@ -509,7 +515,7 @@ def _parquet_frames(file, parquet, picked, names, chunk_rows) -> Iterator[pd.Dat
             for k, i in enumerate(picked)
         }
         frame = pd.DataFrame(data, index=pd.RangeIndex(batch.num_rows))
-        frame[ROW_POSITION_COLUMN] = pd.array(range(start, start + batch.num_rows), dtype="Int64")
+        frame[ROW_POSITION_COLUMN] = _positions(start, batch.num_rows)
         frame[ROW_ERROR_COLUMN] = pd.Series(pd.NA, index=frame.index, dtype="str")
         start += batch.num_rows
         yield frame

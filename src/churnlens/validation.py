@@ -14,7 +14,9 @@ How a table is checked
    n/a / <na> (any case) count as missing (for numbers `nan` is a value, non-finite);
    timestamps go through `pd.to_datetime(errors="coerce", utc=True, format="ISO8601")`,
    numbers through `pd.to_numeric(errors="coerce")` (an Arrow cast first, as a fast path
-   when every value parses).
+   when every value parses). The missing-value, e-mail and timestamp tests run in Arrow's
+   kernels where that gives the same answer (`churnlens.validation_coerce`): plain
+   `YYYY-MM-DD[THH:MM:SS]` values are cast by Arrow, every other value goes to pandas.
 3. A pandera `DataFrameSchema` per table (`schema(name)`) holds the row-level checks
    (non-null, finiteness, ranges, integer-ness, cross-column order); it is run with
    `lazy=True` and its `failure_cases` are mapped back to row positions.
@@ -126,6 +128,7 @@ from churnlens.readers import (
     WRONG_FIELD_COUNT,
     normalize_column_name,
 )
+from churnlens.validation_coerce import looks_like_email, missing_mask, parse_timestamps
 
 __all__ = [
     "OPTIONAL_TABLES",
@@ -224,6 +227,11 @@ def _integral(s: pd.Series) -> pd.Series:
     return _finite(s) & (s == np.floor(s))
 
 
+def _plausible_year(s: pd.Series) -> pd.Series:
+    """Year MIN_YEAR..MAX_YEAR: `s.dt.year` in range, as two comparisons with instants."""
+    return (s >= pd.Timestamp(MIN_YEAR, 1, 1)) & (s < pd.Timestamp(MAX_YEAR + 1, 1, 1))
+
+
 #: What a quarantined value that may be personal data is replaced by (the raw file keeps it).
 MASKED = "<masked>"
 #: Free-text customer columns whose values become categories (features, KPI groups, lists).
@@ -242,7 +250,7 @@ _EMAIL_LIKE = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"
 def _no_email(s: pd.Series) -> pd.Series:
     """True where a text value does not look like an e-mail address (personal data that a
     row with missing fields would shift into a plain column, e.g. `segment`)."""
-    return ~s.astype("string").str.contains(_EMAIL_LIKE, regex=True, na=False).astype(bool)
+    return pd.Series(~looks_like_email(s, _EMAIL_LIKE), index=s.index)
 
 TABLES: dict[str, TableSpec] = {
     "customers": TableSpec(
@@ -429,29 +437,39 @@ def _quiet_pandera():
         yield
 
 
+#: Optional packages pandera probes for on import that validation never uses: pyspark (its
+#: pyspark backend) and hypothesis (data synthesis strategies; ~0.5-1 s of imports).
+_UNUSED_BY_VALIDATION = ("pyspark", "hypothesis")
+
+
 def _pandera():
-    """`pandera.pandas`, imported on first use without pyspark.
+    """`pandera.pandas` with its pandas backends, imported on first use without pyspark and
+    hypothesis.
 
     pandera's import probes for its optional pyspark backend (`pandera.typing.pyspark`,
     `external_config`: `import pyspark.pandas`, which starts pyspark's own imports and a
-    FutureWarning under pandas 3). Validation only ever hands pandera pandas frames, so
-    while pandera is first imported `pyspark` is marked as absent in `sys.modules`, which
-    pandera's probes treat as "not installed". A process that has already imported pyspark
-    (the Spark engine) is left as it is; the marker is removed afterwards either way, so a
-    later `import pyspark` works as usual.
+    FutureWarning under pandas 3), and registering its pandas backends (on the first
+    `validate`) imports its hypothesis strategies. Validation only hands pandera pandas frames
+    and never synthesises data, so while pandera and its pandas backends are first imported
+    these packages are marked as absent in `sys.modules`, which pandera's probes treat as "not
+    installed" (`pandera.strategies` then reports hypothesis missing in this process). A package
+    a process has already imported (the Spark engine, the test suite's hypothesis) is left as it
+    is; the markers are removed afterwards either way, so a later import works as usual.
     """
     loaded = sys.modules.get("pandera.pandas")
     if loaded is not None:
         return loaded
-    blocked = "pyspark" not in sys.modules
-    if blocked:
-        sys.modules["pyspark"] = None  # type: ignore[assignment]  # import raises ImportError
+    blocked = [name for name in _UNUSED_BY_VALIDATION if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     try:
         with _quiet_pandera():
+            import pandera.backends.pandas.builtin_checks  # noqa: F401  (what validate imports)
             import pandera.pandas as pandera
     finally:
-        if blocked and sys.modules.get("pyspark", 0) is None:
-            del sys.modules["pyspark"]
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
     return pandera
 
 
@@ -470,7 +488,7 @@ def schema(name: str):
             checks.insert(
                 0,
                 pandera.Check(
-                    lambda s: (s.dt.year >= MIN_YEAR) & (s.dt.year <= MAX_YEAR),
+                    _plausible_year,
                     name="impossible_date",
                 ),
             )
@@ -856,7 +874,7 @@ def _normalise_names(raw: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def _missing(stripped: pd.Series, tokens: frozenset[str]) -> np.ndarray:
-    return (stripped.isna() | stripped.str.lower().isin(tokens)).to_numpy(dtype=bool, na_value=True)
+    return missing_mask(stripped, tokens)
 
 
 def _coerce(col: Col, raw: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, np.ndarray]]:
@@ -868,8 +886,7 @@ def _coerce(col: Col, raw: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, 
         return stripped.mask(missing).astype("str"), missing, {}
     if col.kind in ("timestamp", "date"):
         missing = _missing(stripped, MISSING_TOKENS)
-        values = pd.to_datetime(stripped.mask(missing), errors="coerce", utc=True, format="ISO8601")
-        values = values.dt.tz_localize(None).astype("datetime64[us]")
+        values = pd.Series(parse_timestamps(stripped.mask(missing)), index=raw.index)
         if col.kind == "date":
             values = values.dt.floor("D")
         failed = ~missing & values.isna().to_numpy()
@@ -1090,8 +1107,7 @@ def _misaligned(rank: np.ndarray, order: list[str]) -> np.ndarray:
 def _masked(values: pd.Series, everything: np.ndarray | None = None) -> pd.Series:
     """Quarantine strings without personal data: e-mail-like values, and every value of the
     rows in `everything` (misaligned rows of a file with personal columns), become MASKED."""
-    hide = values.astype("string").str.contains(_EMAIL_LIKE, regex=True, na=False)
-    hide = hide.to_numpy(dtype=bool)
+    hide = looks_like_email(values, _EMAIL_LIKE)
     if everything is not None:
         hide |= everything & values.notna().to_numpy()
     return values.mask(hide, MASKED) if hide.any() else values

@@ -100,7 +100,7 @@ def _validate(paths: dict[str, Path | None], sink, salt: bytes | None, chunk_row
     }
     customers = _validate_customers(paths["customers"], tables["customers"])
     reports = {}
-    first_days = FirstDays()
+    first_days = FirstDays(customers.accepted["customer_id"])
     for name in (*TABLE_NAMES[1:], "customers"):  # customers last: signups may move
         if name in tables and name != "customers":
             known = customers.accepted["customer_id"]

@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from churnlens.io import write_json, write_parquet
-from churnlens.validation import TableResult, empty_quarantine, empty_table, first_activity_days
+from churnlens.validation import TableResult, empty_quarantine, empty_table
 
 QUARANTINE = "quarantine"
 REPORT = "validation.json"
@@ -31,26 +33,49 @@ Write = Callable[[TableResult], None]
 class FirstDays:
     """The first activity day per customer over the accepted rows of transactions and events.
 
-    `add` takes a chunk's accepted rows (before pseudonymisation); `commit` closes a table;
-    `restart` forgets the chunks of a table that is read again from scratch.
+    `known`: the accepted customer ids (every accepted row belongs to one of them). `add` takes
+    a chunk's accepted rows (before pseudonymisation); `commit` closes a table; `restart`
+    forgets the chunks of a table that is read again from scratch. `days` is what
+    `validation.first_activity_days` gives over the committed rows (customer_id -> day), kept
+    as one running minimum per known customer instead of a table merged at every chunk.
     """
 
-    def __init__(self) -> None:
-        self.days: pd.Series | None = None
-        self._pending: pd.Series | None = None
+    def __init__(self, known: pd.Series | pd.Index) -> None:
+        ids = pd.Series(known, dtype="str").dropna().unique()
+        self._ids = pa.array(ids, type=pa.large_string(), from_pandas=True)
+        self._committed = np.full(len(self._ids), _NO_DAY, dtype=np.int64)
+        self._pending = self._committed.copy()
 
     def add(self, accepted: pd.DataFrame) -> None:
-        self._pending = first_activity_days(accepted, self._pending)
+        if not len(accepted):
+            return
+        ids = pa.array(accepted["customer_id"], type=pa.large_string(), from_pandas=True)
+        position = pc.index_in(ids, value_set=self._ids)
+        if position.null_count:
+            raise ValueError("accepted rows of a customer that is not among the known customers")
+        days = accepted["timestamp"].astype("datetime64[us]").dt.floor("D").to_numpy()
+        present = ~np.isnat(days)
+        np.minimum.at(self._pending, position.to_numpy(zero_copy_only=False)[present],
+                      days[present].view(np.int64))
 
     def restart(self) -> None:
-        self._pending = None
+        self._pending = self._committed.copy()
 
     def commit(self) -> None:
-        if self._pending is not None:
-            both = [d for d in (self.days, self._pending) if d is not None and len(d)]
-            if both:
-                self.days = pd.concat(both).groupby(level=0).min()
-        self._pending = None
+        self._committed = self._pending.copy()
+
+    @property
+    def days(self) -> pd.Series:
+        """customer_id -> first activity day (datetime64[us], midnight) of those active."""
+        seen = self._committed != _NO_DAY
+        ids = self._ids.filter(pa.array(seen)).to_pandas(types_mapper=_STR_TYPES.get)
+        return pd.Series(self._committed[seen].view("datetime64[us]"),
+                         index=pd.Index(ids, dtype="str", name="customer_id"),
+                         name="first_activity_day")
+
+
+_NO_DAY = np.iinfo(np.int64).max  # a customer without activity so far
+_STR_TYPES = {pa.large_string(): pd.StringDtype("pyarrow", na_value=np.nan)}
 
 
 class ParquetSink:
