@@ -418,8 +418,13 @@ def test_weekly_report_says_per_action_what_outreach_did(tmp_path, monkeypatch):
               "measurable_on": "2026-05-31", "measured": True},
              {"list_date": "2026-08-31", "customers": 200, "control": 21,
               "measurable_on": "2026-11-29", "measured": False}]
+    uplift_info = {"used": True, "measured_contacted": 250, "measured_control": 240,
+                   "action_rates": [
+                       {"action": "Onboarding call", "rescue_rate": 0.3149, "harm_rate": 0.001},
+                       {"action": "Nurture", "rescue_rate": 0.05, "harm_rate": 0.0612}]}
     (tmp_path / "reports" / "outreach.json").write_text(json.dumps(
-        {"horizon_days": 90, "lists": lists, "by_action": [effect, thin], "effects": []}))
+        {"horizon_days": 90, "lists": lists, "by_action": [effect, thin], "effects": [],
+         "uplift": uplift_info}))
     report_stage.run(root=tmp_path)
     text = _text((tmp_path / "reports" / "weekly_report.html").read_text(encoding="utf-8"))
     assert "Did our outreach work?" in text
@@ -428,7 +433,13 @@ def test_weekly_report_says_per_action_what_outreach_did(tmp_path, monkeypatch):
     assert "Onboarding call: not enough customers yet to tell (30 contacted, 3 in the control " \
            "group)" in text
     assert "21 of the 200 customers on the list of 2026-08-31 are the control group" in text
+    assert ("The list is ranked by expected revenue saved, from 250 contacted and 240 control "
+            "customers measured so far. Of the customers who would have left, contact kept: "
+            "Onboarding call about 31 %; Nurture about 5 %. Of those who would have stayed, it "
+            "lost: Nurture about 6 %.") in text
     assert outreach.report_section({"lists": []}) is None
+    assert outreach.ranking_sentence({"used": False, "reason": "too few"}) == (
+        "The list stays ranked by revenue at risk: too few.")
 
 
 @pytest.mark.slow
@@ -566,6 +577,13 @@ def test_stage_ranks_by_revenue_saved_once_enough_outcomes_are_measured(tmp_path
     assert info["used"] and info["learner"] == "rescue_harm"
     rates = info["action_rates"]
     assert rates and all(0 <= r["rescue_rate"] <= 1 and 0 <= r["harm_rate"] <= 1 for r in rates)
+    sentence = outreach.report_section(report)["ranking"]
+    assert sentence.startswith("The list is ranked by expected revenue saved, from "
+                               f"{info['measured_contacted']} contacted and "
+                               f"{info['measured_control']} control customers")
+    for r in rates:
+        if r["rescue_rate"] >= 0.005:
+            assert f"{r['action']} about {r['rescue_rate'] * 100:.0f} %" in sentence
     with pytest.raises(ChurnlensError, match="rank_by"):
         run("2026-06-08", "churn")
     with pytest.raises(ChurnlensError, match="uplift_learner"):
