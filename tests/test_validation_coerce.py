@@ -14,7 +14,12 @@ from churnlens.validation import (
     _plausible_year,
     first_activity_days,
 )
-from churnlens.validation_coerce import looks_like_email, missing_mask, parse_timestamps
+from churnlens.validation_coerce import (
+    looks_like_email,
+    missing_mask,
+    parse_numbers,
+    parse_timestamps,
+)
 from churnlens.validation_sinks import FirstDays
 
 ODD = [
@@ -42,9 +47,10 @@ def random_timestamps(n: int, seed: int = 0) -> list[str]:
     """Digit-shaped timestamps with every field also out of range now and then."""
     rng = np.random.default_rng(seed)
     year = rng.choice(["1899", "1900", "1990", "2024", "2099", "2100", "2262", "2263"], n)
-    month, day = rng.integers(0, 14, n), rng.integers(0, 33, n)
+    month, day = rng.integers(0, 14, n), rng.integers(0, 33, n)  # 00 and 13, 00 and 32 too
     hour, minute, second = rng.integers(0, 25, n), rng.integers(0, 61, n), rng.integers(0, 61, n)
-    tail = rng.choice(["", "Z", "+01:00", ".25", "date"], n)
+    tail = rng.choice(["", "", "", "Z", "+01:00", "-05:30", "+23:59", "-23:59", "+24:00",
+                       "+01:60", "+0100", "-00:00", ".25", "date"], n)
     out = []
     for i in range(n):
         text = f"{year[i]}-{month[i]:02d}-{day[i]:02d}"
@@ -76,9 +82,12 @@ def test_missing_mask_is_lower_isin(tokens):
 def test_missing_mask_of_real_nulls():
     """Parquet nulls (not the text "null") are missing too."""
     assert missing_mask(strings([None, "x", None]), MISSING_TOKENS).tolist() == [True, False, True]
+    # no value short enough to be a token: only the nulls
+    assert missing_mask(strings(["2024-01-01", None]), MISSING_TOKENS).tolist() == [False, True]
+    assert missing_mask(strings([]), MISSING_TOKENS).tolist() == []
 
 
-@pytest.mark.parametrize("values", [ODD, random_timestamps(3000)], ids=["odd", "random"])
+@pytest.mark.parametrize("values", [ODD, random_timestamps(20000)], ids=["odd", "random"])
 def test_parse_timestamps_is_pandas_iso8601(values):
     present = strings(values).str.strip()
     expected = pd.to_datetime(present, errors="coerce", utc=True, format="ISO8601")
@@ -95,6 +104,33 @@ def test_parse_timestamps_without_plain_values_or_without_others():
         expected = pd.to_datetime(present, errors="coerce", utc=True, format="ISO8601")
         expected = expected.dt.tz_localize(None).astype("datetime64[us]").to_numpy()
         np.testing.assert_array_equal(parse_timestamps(present), expected)
+
+
+NUMBERS = ["+3", "5.", "-0", "-0.0", "-00.000", "-.0", "0", "+0", "007", "-12.50", "0.1", ".5",
+           "123456789.123456", "0.1234567", "1234567890", "99999999999999999999", "1e3", "1e309",
+           "0x10", "abc", "12,50", None, "nan", "-nan", "inf", "-inf", "4", "0.30000000000000004"]
+
+
+def same_floats(got: np.ndarray, expected: np.ndarray) -> None:
+    """Equal values, NaN where NaN, and the same sign of zero."""
+    np.testing.assert_array_equal(got, expected)
+    numbers = ~np.isnan(expected)
+    np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(expected[numbers]))
+
+
+def test_parse_numbers_is_pandas_to_numeric_when_some_do_not_parse():
+    """Arrow casts only the plain decimals; the values are pandas' for the whole column."""
+    values = strings(NUMBERS)
+    expected = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+    same_floats(parse_numbers(values), expected)
+
+
+def test_parse_numbers_is_arrow_cast_when_all_parse():
+    import pyarrow as pa
+
+    values = strings([v for v in NUMBERS if v not in ("abc", "12,50", "0x10")])
+    expected = pa.array(values, type=pa.large_string(), from_pandas=True).cast(pa.float64())
+    same_floats(parse_numbers(values), expected.to_numpy(zero_copy_only=False))
 
 
 def test_plausible_year_is_the_year_range():

@@ -128,7 +128,12 @@ from churnlens.readers import (
     WRONG_FIELD_COUNT,
     normalize_column_name,
 )
-from churnlens.validation_coerce import looks_like_email, missing_mask, parse_timestamps
+from churnlens.validation_coerce import (
+    looks_like_email,
+    missing_mask,
+    parse_numbers,
+    parse_timestamps,
+)
 
 __all__ = [
     "OPTIONAL_TABLES",
@@ -917,12 +922,9 @@ def _coerce(col: Col, raw: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, 
 
 
 def _to_float(values: pd.Series) -> pd.Series:
-    """`pd.to_numeric(errors="coerce")` as float64; a fast Arrow path when every value parses."""
-    try:
-        arrow = pa.array(values, type=pa.large_string(), from_pandas=True).cast(pa.float64())
-        return pd.Series(arrow.to_numpy(zero_copy_only=False), index=values.index, dtype="float64")
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return pd.to_numeric(values, errors="coerce").astype("float64")
+    """`pd.to_numeric(errors="coerce")` as float64; Arrow's cast when every value parses, else
+    Arrow for the plain decimals and pandas for the rest (`validation_coerce.parse_numbers`)."""
+    return pd.Series(parse_numbers(values), index=values.index, dtype="float64")
 
 
 def _value_set(ids) -> pa.Array:
