@@ -11,7 +11,9 @@ from churnlens.validation import (
     _EMAIL_LIKE,
     MISSING_TOKENS,
     NUMERIC_MISSING_TOKENS,
+    TableValidator,
     _plausible_year,
+    customer_set,
     first_activity_days,
 )
 from churnlens.validation_coerce import (
@@ -165,6 +167,28 @@ def test_first_days_is_first_activity_days_over_committed_chunks():
     got = days.days
     pd.testing.assert_series_equal(got.sort_index(), expected.sort_index())
     assert "c4" not in got.index
+
+
+def test_validator_gives_the_positions_first_days_uses():
+    """TableResult.known_positions: each accepted row's customer in customer_set(known); the
+    days from them are the days from a lookup of the ids."""
+    known = customer_set(pd.Series(["c3", "c1", "c2"], dtype="str"))
+    raw = pd.DataFrame({"customer_id": ["c2", "c9", "c1", "", "c2"],
+                        "timestamp": ["2024-01-05", "2024-01-01", "2024-02-01T10:00:00",
+                                      "2024-01-01", "2023-12-31T23:00:00"],
+                        "event_type": "login"}, dtype="str")
+    result = TableValidator("events", known_customers=known, today=None).add(raw)
+    assert result.report["reasons"] == {"unknown_customer": 1, "missing_customer_id": 1}
+    assert result.known_positions.tolist() == [2, 1, 2]
+    given, looked_up = FirstDays(known), FirstDays(known)
+    given.add(result.accepted, result.known_positions)
+    looked_up.add(result.accepted)
+    for days in (given, looked_up):
+        days.commit()
+    pd.testing.assert_series_equal(given.days.sort_index(), looked_up.days.sort_index())
+    assert given.days.sort_index().astype("str").tolist() == ["2024-02-01", "2023-12-31"]
+    with pytest.raises(ValueError, match="not among the known customers"):
+        given.add(result.accepted, np.array([2, -1, 2]))
 
 
 def test_first_days_refuses_an_unknown_customer():

@@ -145,6 +145,7 @@ __all__ = [
     "TableSpec",
     "TableValidator",
     "contract_columns",
+    "customer_set",
     "empty_quarantine",
     "empty_result",
     "empty_table",
@@ -372,11 +373,16 @@ OPTIONAL_TABLES = tuple(n for n, t in TABLES.items() if not t.required)
 
 @dataclass
 class TableResult:
-    """accepted: output dtypes; quarantined: raw contract strings, reason, source_row."""
+    """accepted: output dtypes; quarantined: raw contract strings, reason, source_row.
+
+    known_positions: for each accepted row, the position of its customer in the validator's
+    known customers (`customer_set`); None when no known customers were given.
+    """
 
     accepted: pd.DataFrame
     quarantined: pd.DataFrame
     report: dict[str, Any] = field(default_factory=dict)
+    known_positions: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -663,7 +669,7 @@ class TableValidator:
     ) -> None:
         self.name, self.source, self.file_columns = name, source or name, file_columns
         self.today = today if today is not None else _machine_today()
-        self._known = None if known_customers is None else _value_set(known_customers)
+        self._known = None if known_customers is None else customer_set(known_customers)
         self._tallies = {c.name: _Tally() for c in _typed_required(name)}
         self._reasons: dict[str, int] = {}
         self._first: dict[str, Any] | None = None  # report of the first chunk
@@ -764,8 +770,10 @@ def _validate_chunk(
     if name == "customers":
         for reason, mask in _duplicates(parsed_df, rank == _OK).items():
             flag(reason, mask)
-    elif known is not None:
-        flag("unknown_customer", ~_isin(parsed_df["customer_id"], known))
+    positions = None
+    if name != "customers" and known is not None:
+        positions = _positions_in(parsed_df["customer_id"], known)
+        flag("unknown_customer", positions < 0)
 
     ok = rank == _OK
     accepted = _to_output(name, parsed_df.loc[ok].reset_index(drop=True))
@@ -781,7 +789,8 @@ def _validate_chunk(
         report["pii_columns_dropped"] = pii_dropped
     if name == "customers":
         report["rare_values_generalised"] = generalised
-    return TableResult(accepted, quarantined, report), tallies
+    known_positions = None if positions is None else positions[ok]
+    return TableResult(accepted, quarantined, report, known_positions), tallies
 
 
 def _contract_frame(name, raw, source, file_columns):
@@ -927,18 +936,21 @@ def _to_float(values: pd.Series) -> pd.Series:
     return pd.Series(parse_numbers(values), index=values.index, dtype="float64")
 
 
-def _value_set(ids) -> pa.Array:
-    """Distinct non-null ids as an Arrow array, for `_isin` (built once per table)."""
+def customer_set(ids) -> pa.Array:
+    """Distinct non-null ids as an Arrow array, in order of first appearance: the known
+    customers of `TableValidator` (built once per table), whose positions
+    `TableResult.known_positions` gives. Built again from its own output it is the same."""
     distinct = pd.Series(ids, dtype="str").dropna().unique()
     return pa.array(distinct, type=pa.large_string(), from_pandas=True)
 
 
-def _isin(values: pd.Series, value_set: pa.Array) -> np.ndarray:
-    """Vectorised membership of strings (Arrow `is_in`; pandas' str isin is slow for large sets)."""
-    result = pc.is_in(
+def _positions_in(values: pd.Series, value_set: pa.Array) -> np.ndarray:
+    """Position of each string in `value_set`, -1 where absent or missing (Arrow `index_in`;
+    pandas' str isin is slow for large sets)."""
+    result = pc.index_in(
         pa.array(values, type=pa.large_string(), from_pandas=True), value_set=value_set
     )
-    return result.fill_null(False).to_numpy(zero_copy_only=False)
+    return result.fill_null(-1).to_numpy(zero_copy_only=False)
 
 
 def _typed_required(name: str) -> list[Col]:

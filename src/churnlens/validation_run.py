@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
 
 from churnlens.errors import InputFileError
 from churnlens.io import atomic_path, find_table
@@ -34,6 +34,7 @@ from churnlens.validation import (
     TableResult,
     TableValidator,
     contract_columns,
+    customer_set,
     empty_result,
     move_signup_to_first_activity,
     summary_line,
@@ -100,10 +101,10 @@ def _validate(paths: dict[str, Path | None], sink, salt: bytes | None, chunk_row
     }
     customers = _validate_customers(paths["customers"], tables["customers"])
     reports = {}
-    first_days = FirstDays(customers.accepted["customer_id"])
+    known = customer_set(customers.accepted["customer_id"])  # one lookup set for every table
+    first_days = FirstDays(known)
     for name in (*TABLE_NAMES[1:], "customers"):  # customers last: signups may move
         if name in tables and name != "customers":
-            known = customers.accepted["customer_id"]
             days = first_days if name in ACTIVITY_TABLES else None
             report = _stream_table(name, paths[name], tables[name], known, sink, salt, days,
                                    reread_rows)
@@ -145,7 +146,7 @@ def _validate_customers(path: Path, table: TableChunks) -> TableResult:
     return validate_customers(frame, source=str(path), file_columns=table.columns)
 
 
-def _stream_table(name: str, path: Path, table: TableChunks, known: pd.Series, sink, salt,
+def _stream_table(name: str, path: Path, table: TableChunks, known: pa.Array, sink, salt,
                   first_days: FirstDays | None, reread_rows: int) -> dict:
     """Validate and write one table chunk by chunk; returns its report. `first_days`: fed
     with each chunk's accepted rows."""
@@ -170,7 +171,7 @@ def _stream_chunks(name, path, table, known, sink, salt, first_days=None) -> dic
         for frame in table.frames:
             result = validator.add(frame)
             if first_days is not None:
-                first_days.add(result.accepted)
+                first_days.add(result.accepted, result.known_positions)
             write(_pseudonymised(result, salt))
     return validator.finish()  # raises for a column of the wrong type throughout
 

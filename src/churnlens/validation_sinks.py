@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from churnlens.io import write_json, write_parquet
-from churnlens.validation import TableResult, empty_quarantine, empty_table
+from churnlens.validation import TableResult, customer_set, empty_quarantine, empty_table
 
 QUARANTINE = "quarantine"
 REPORT = "validation.json"
@@ -34,29 +34,30 @@ class FirstDays:
     """The first activity day per customer over the accepted rows of transactions and events.
 
     `known`: the accepted customer ids (every accepted row belongs to one of them). `add` takes
-    a chunk's accepted rows (before pseudonymisation); `commit` closes a table; `restart`
-    forgets the chunks of a table that is read again from scratch. `days` is what
-    `validation.first_activity_days` gives over the committed rows (customer_id -> day), kept
-    as one running minimum per known customer instead of a table merged at every chunk.
+    a chunk's accepted rows (before pseudonymisation) and, if the validator gave them,
+    the positions of their customers among `validation.customer_set(known)` (saves a lookup);
+    `commit` closes a table; `restart` forgets the chunks of a table that is read again from
+    scratch. `days` is what `validation.first_activity_days` gives over the committed rows
+    (customer_id -> day), kept as one running minimum per known customer.
     """
 
-    def __init__(self, known: pd.Series | pd.Index) -> None:
-        ids = pd.Series(known, dtype="str").dropna().unique()
-        self._ids = pa.array(ids, type=pa.large_string(), from_pandas=True)
+    def __init__(self, known: pd.Series | pd.Index | pa.Array) -> None:
+        self._ids = customer_set(known)
         self._committed = np.full(len(self._ids), _NO_DAY, dtype=np.int64)
         self._pending = self._committed.copy()
 
-    def add(self, accepted: pd.DataFrame) -> None:
+    def add(self, accepted: pd.DataFrame, positions: np.ndarray | None = None) -> None:
         if not len(accepted):
             return
-        ids = pa.array(accepted["customer_id"], type=pa.large_string(), from_pandas=True)
-        position = pc.index_in(ids, value_set=self._ids)
-        if position.null_count:
+        if positions is None:
+            ids = pa.array(accepted["customer_id"], type=pa.large_string(), from_pandas=True)
+            positions = pc.index_in(ids, value_set=self._ids).fill_null(-1)
+            positions = positions.to_numpy(zero_copy_only=False)
+        if len(positions) != len(accepted) or (positions < 0).any():
             raise ValueError("accepted rows of a customer that is not among the known customers")
         days = accepted["timestamp"].astype("datetime64[us]").dt.floor("D").to_numpy()
         present = ~np.isnat(days)
-        np.minimum.at(self._pending, position.to_numpy(zero_copy_only=False)[present],
-                      days[present].view(np.int64))
+        np.minimum.at(self._pending, positions[present], days[present].view(np.int64))
 
     def restart(self) -> None:
         self._pending = self._committed.copy()
