@@ -186,7 +186,9 @@ def test_uplift_evaluation_on_held_out_lists_is_logged_to_the_training_run(
     def run(as_of):
         params = {"data": {"raw_dir": "raw"}, "snapshot": {"as_of": as_of},
                   "label": {"horizon_days": HORIZON},
-                  "export": {"top_n": 1000, "holdout_share": 0.5, "rank_by": "revenue_saved"}}
+                  # the effect depends on the feature x, which only the T-learner sees
+                  "export": {"top_n": 1000, "holdout_share": 0.5, "rank_by": "revenue_saved",
+                             "uplift_learner": "t"}}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         export_stage.run(root=tmp_path)
         return json.loads((tmp_path / "reports/outreach.json").read_text())
