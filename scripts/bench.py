@@ -815,50 +815,86 @@ def compare_with_pandas(pandas_path: str) -> dict[str, Any]:
 
 
 def probe_score() -> dict[str, Any]:
+    """Model predict in-process on the scoring rows, the way `churnlens score` runs it
+    (`serving.ApprovedModel.predict`: LightGBM's trees scored by `churnlens.compiled_trees`) and,
+    back to back in each round, with LightGBM's own predict (the path before compiled trees):
+    wall and CPU time of each, and whether their probabilities are identical to the bit."""
+    import numpy as np
     import pandas as pd
 
     from churnlens import paths
+    from churnlens.compiled_trees import (
+        accelerated_model,
+        compiled_for,
+        score_threads,
+        tree_score_path,
+    )
     from churnlens.packaging import feature_columns_of, load_model, to_model_input
 
     features = pd.read_parquet(paths.SCORING_ROWS)
-    model = load_model(paths.MODEL_DIR)
+    model = load_model(paths.MODEL_DIR)          # LightGBM's predict
+    scorer = accelerated_model(model)            # what ApprovedModel.predict scores with
     expected = feature_columns_of(paths.MODEL_DIR)
-    estimator = model.unwrap_python_model().estimator
-    model.predict(to_model_input(features.head(1000), expected))  # warm-up
-    runs: dict[str, list[float]] = {"pyfunc": [], "to_model_input": [], "transform": [],
-                                    "booster": [], "estimator": []}
-
-    cpu: list[float] = []
+    estimator = model.estimator
+    model.predict(features.head(1000))          # warm-up; builds or loads the kernel
+    scorer.predict(features.head(1000))
+    compiled, how = compiled_for(estimator.booster_)
+    predictors = {"pyfunc": scorer, "lightgbm_pyfunc": model}
+    runs: dict[str, list[float]] = {name: [] for name in (
+        "pyfunc", "lightgbm_pyfunc", "to_model_input", "transform", "booster", "compiled",
+        "estimator")}
+    cpu: dict[str, list[float]] = {"pyfunc": [], "lightgbm_pyfunc": []}
 
     def timed(name, fn, *fn_args):
         started, cpu_started = time.perf_counter(), time.process_time()
         value = fn(*fn_args)
         runs[name].append(time.perf_counter() - started)
-        if name == "pyfunc":
-            cpu.append(time.process_time() - cpu_started)
+        if name in cpu:
+            cpu[name].append(time.process_time() - cpu_started)
         return value
 
-    for _ in range(3):  # median of 3 (fewer when one run takes > 30 s)
-        # what `churnlens score` does:
-        timed("pyfunc", lambda: model.predict(to_model_input(features, expected)))
+    for round_ in range(3):  # median of 3 (fewer when one run takes > 30 s)
+        # what `churnlens score` does (predict converts the rows itself), and the same with
+        # LightGBM's predict, each going first in turn
+        order = ("pyfunc", "lightgbm_pyfunc") if round_ % 2 == 0 else (
+            "lightgbm_pyfunc", "pyfunc")
+        proba = {name: timed(name, predictors[name].predict, features)[
+            "churn_probability"].to_numpy() for name in order}
         frame = timed("to_model_input", to_model_input, features, expected)
         matrix = timed("transform", estimator.preprocessor_.matrix, frame)
         timed("booster", lambda m: estimator.booster_.predict(
             m, raw_score=True, num_iteration=estimator.best_iteration_), matrix)
+        if compiled is not None:
+            timed("compiled", compiled.raw_score, matrix)
         timed("estimator", estimator.predict_proba, frame)
-        if runs["pyfunc"][-1] > 30:
+        if max(runs["pyfunc"][-1], runs["lightgbm_pyfunc"][-1]) > 30:
             break
     n = len(features)
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    med = {k: statistics.median(v) if v else None for k, v in runs.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    ours, theirs = proba["pyfunc"], proba["lightgbm_pyfunc"]
     return {"customers": n, "predict_s": med["pyfunc"], "predict_runs_s": runs["pyfunc"],
             "customers_per_s": n / med["pyfunc"],
-            "predict_cpu_s": statistics.median(cpu),
-            "customers_per_cpu_s": n / statistics.median(cpu),
+            "predict_cpu_s": med_cpu["pyfunc"],
+            "customers_per_cpu_s": n / med_cpu["pyfunc"],
+            "tree_scorer": tree_score_path(scorer.estimator), "tree_scorer_detail": how,
+            "threads": score_threads(),
+            "lightgbm_predict_s": med["lightgbm_pyfunc"],
+            "lightgbm_predict_runs_s": runs["lightgbm_pyfunc"],
+            "lightgbm_customers_per_s": n / med["lightgbm_pyfunc"],
+            "lightgbm_predict_cpu_s": med_cpu["lightgbm_pyfunc"],
+            "lightgbm_customers_per_cpu_s": n / med_cpu["lightgbm_pyfunc"],
+            "speedup_vs_lightgbm": med["lightgbm_pyfunc"] / med["pyfunc"],
+            "cpu_speedup_vs_lightgbm": med_cpu["lightgbm_pyfunc"] / med_cpu["pyfunc"],
+            "identical_to_lightgbm": bool(np.array_equal(ours.view(np.int64),
+                                                         theirs.view(np.int64))),
+            "max_abs_difference": float(np.max(np.abs(ours - theirs))) if n else 0.0,
             "estimator_predict_proba_s": med["estimator"],
             "estimator_customers_per_s": n / med["estimator"],
             "breakdown_s": {"to_model_input": med["to_model_input"],
                             "preprocess_transform": med["transform"],
-                            "lightgbm_raw_score": med["booster"]},
+                            "lightgbm_raw_score": med["booster"],
+                            "compiled_raw_score": med["compiled"]},
             "trees": int(estimator.lgbm_.booster_.num_trees()),
             "best_iteration": int(estimator.best_iteration_)}
 

@@ -113,6 +113,17 @@ def _validation(work: Path) -> dict:
     return json.loads((work / "data" / "interim" / "validation.json").read_text())
 
 
+def test_score_probe_times_both_paths_and_their_probabilities_are_identical(quick_run):
+    from churnlens.compiled_trees import compiler
+
+    score = quick_run[1]["score"]
+    assert score["identical_to_lightgbm"] is True and score["max_abs_difference"] == 0.0
+    assert score["tree_scorer"] == ("compiled" if compiler() else "lightgbm")
+    assert score["customers_per_s"] > 0 and score["lightgbm_customers_per_s"] > 0
+    assert score["speedup_vs_lightgbm"] == pytest.approx(
+        score["lightgbm_predict_s"] / score["predict_s"])
+
+
 def test_verdict_is_none_without_a_figure_and_the_comparison_otherwise():
     bench = _bench_module()
     rows = bench.target_rows({"stages": {}, "features": {}})

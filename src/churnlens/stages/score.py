@@ -36,7 +36,6 @@ def resolve_serving_model(promotion: dict, features: pd.DataFrame,
 def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
     """Score the project folder `root` (default: the working directory; its MLflow store and
     `models/`); `params_path` default `root/params.yaml`."""
-    from churnlens.packaging import to_model_input
     from churnlens.serving import load_approved_model
 
     catalog = Catalog(root)
@@ -50,8 +49,8 @@ def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
              serving["reason"])
     log.info("scoring %d customers at %s", len(features),
              features["cutoff"].max() if len(features) else "-")
-    frame = to_model_input(features, approved.feature_columns)
-    probability = approved.predict(frame)["churn_probability"].to_numpy()
+    # predict converts the rows to the model's input itself (`packaging.to_model_input`)
+    probability = approved.predict(features)["churn_probability"].to_numpy()
     scores = score_frame(features, probability, tiers=settings.score.tiers,
                          window_days=settings.score.revenue_window_days,
                          horizon_days=settings.label.horizon_days)
