@@ -8,7 +8,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define BLOCK_ROWS 32  /* rows walked through one tree together */
+#define BLOCK_ROWS 32  /* rows walked through one tree together, eight side by side */
+
+/* One level down the complete tree for the row at `row + k * n_columns`: node n -> its left
+ * (2n + 1) or right (2n + 2) child. */
+#define STEP(n, k) (n = 2 * (n) + 2 - (row[(k) * n_columns + columns[n]] <= thresholds[n]))
 
 enum { COPY_NAN_ZERO, COPY_NAN_LEFT, COPY_NAN_RIGHT, ZERO_LEFT, ZERO_RIGHT, CATEGORY_SET };
 
@@ -61,14 +65,25 @@ int churnlens_score_rows(const double *x, int64_t row_step, int64_t col_step, in
         for (int64_t t = 0; t < n_trees; t++) {
             const int64_t *columns = node_column + node_at[t];
             const double *thresholds = node_threshold + node_at[t];
-            for (int64_t b = 0; b < rows; b++) slot[b] = 0;
-            for (int64_t level = 0; level < depth[t]; level++)
-                for (int64_t b = 0; b < rows; b++) {
-                    int64_t n = slot[b];
-                    slot[b] = 2 * n + 2 - (buf[b * n_columns + columns[n]] <= thresholds[n]);
+            int64_t b = 0;
+            for (; b + 8 <= rows; b += 8) {  /* eight rows side by side: independent chains */
+                const double *row = buf + b * n_columns;
+                int64_t n0 = 0, n1 = 0, n2 = 0, n3 = 0, n4 = 0, n5 = 0, n6 = 0, n7 = 0;
+                for (int64_t level = 0; level < depth[t]; level++) {
+                    STEP(n0, 0); STEP(n1, 1); STEP(n2, 2); STEP(n3, 3);
+                    STEP(n4, 4); STEP(n5, 5); STEP(n6, 6); STEP(n7, 7);
                 }
+                slot[b] = n0; slot[b + 1] = n1; slot[b + 2] = n2; slot[b + 3] = n3;
+                slot[b + 4] = n4; slot[b + 5] = n5; slot[b + 6] = n6; slot[b + 7] = n7;
+            }
+            for (; b < rows; b++) {
+                const double *row = buf + b * n_columns;
+                int64_t n = 0;
+                for (int64_t level = 0; level < depth[t]; level++) STEP(n, 0);
+                slot[b] = n;
+            }
             const double *tree_leaves = leaves + leaf_at[t] - (((int64_t)1 << depth[t]) - 1);
-            for (int64_t b = 0; b < rows; b++) total[b] += tree_leaves[slot[b]];
+            for (b = 0; b < rows; b++) total[b] += tree_leaves[slot[b]];
         }
         for (int64_t b = 0; b < rows; b++) out[first + b] = total[b];
     }

@@ -9,8 +9,9 @@ quarter of LightGBM's CPU time.
   becomes a node whose two subtrees both end in that leaf). Every row then takes exactly `depth`
   steps per tree, `node = 2 * node + 2 - (x <= threshold)`, with no branch to mispredict. The
   kernel (`compiled_trees.c`, one generic function: nothing is generated per model) walks
-  blocks of 32 rows through one tree at a time and adds the leaves in tree order from 0.0, as
-  LightGBM does, so each sum is LightGBM's double.
+  blocks of 32 rows through one tree at a time, eight rows side by side (independent chains of
+  loads for the CPU to overlap), and adds the leaves in tree order from 0.0, as LightGBM does,
+  so each sum is LightGBM's double.
 * LightGBM's rules for special values are applied once per row and feature, when a block is
   copied into the kernel's buffer, not at every node: |x| <= 1e-35 counts as 0 (LightGBM's
   `kZeroThreshold`); a NaN is 0 for a feature without missing values, else it goes to the node's
@@ -448,8 +449,9 @@ def _build(booster: Any, text: str) -> CompiledTrees | str:
 
 
 class _TreeScore:
-    """Stands in for `ChurnClassifier.tree_score`: compiled trees, with a sample of the rows
-    compared with LightGBM at every call, or LightGBM's own `tree_score`."""
+    """Stands in for `ChurnClassifier.tree_score`: compiled trees on the estimator's model
+    matrix, with a sample of the rows compared with the estimator's own `tree_score` at every
+    call (so a change there cannot go unnoticed), or that `tree_score` itself."""
 
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
@@ -459,7 +461,7 @@ class _TreeScore:
 
     def __call__(self, X) -> np.ndarray:
         if len(X) == 0:  # nothing to score: LightGBM's own answer, whatever it is
-            return type(self.estimator).tree_score(self.estimator, X)
+            return self._own(X)
         booster = self.estimator.booster_
         if self._how is None:
             self._compiled, self._how = compiled_for(booster)
@@ -469,7 +471,8 @@ class _TreeScore:
         score = self._compiled.raw_score(matrix)
         sample = np.unique(np.linspace(0, len(matrix) - 1, min(SAMPLE_ROWS, len(matrix)),
                                        dtype=np.int64))
-        expected = np.asarray(booster.predict(matrix[sample], raw_score=True), dtype=np.float64)
+        rows = X.iloc[sample] if hasattr(X, "iloc") else np.asarray(X)[sample]
+        expected = np.asarray(self._own(rows), dtype=np.float64)  # whatever tree_score does
         if not np.array_equal(score[sample].view(np.int64), expected.view(np.int64)):
             log.error("compiled trees differ from LightGBM on sampled rows: scoring with "
                       "LightGBM")
@@ -487,6 +490,10 @@ class _TreeScore:
         if self.path != "lightgbm":
             log.info("tree scores: LightGBM predict (%s)", self._how)
         self.path = "lightgbm"
+        return self._own(X)
+
+    def _own(self, X) -> np.ndarray:
+        """The estimator's own `tree_score` (LightGBM's predict)."""
         return type(self.estimator).tree_score(self.estimator, X)
 
 
