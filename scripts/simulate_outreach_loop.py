@@ -500,7 +500,8 @@ def uplift_on_held_out(truth: pd.DataFrame, used_on: list[str],
 
 
 def walk_forward(work: Path, truth: pd.DataFrame, final_activity: pd.DataFrame, horizon: int,
-                 learners: tuple[str, ...] = ("t", "x", "t_norisk")) -> dict[str, Any]:
+                 learners: tuple[str, ...] = ("rescue_harm", "t", "x", "t_norisk")
+                 ) -> dict[str, Any]:
     """The uplift refitted as the export fits it on each list date d (`churnlens.outreach_history`:
     the assignments measured by d and still in its history, treated = reached, on the feature
     rows the export saw on d, kept in `lists/`), for every list with enough measured outcomes
