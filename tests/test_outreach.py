@@ -434,9 +434,13 @@ def test_weekly_report_says_per_action_what_outreach_did(tmp_path, monkeypatch):
            "group)" in text
     assert "21 of the 200 customers on the list of 2026-08-31 are the control group" in text
     assert ("The list is ranked by expected revenue saved, from 250 contacted and 240 control "
-            "customers measured so far. Of the customers who would have left, contact kept: "
-            "Onboarding call about 31 %; Nurture about 5 %. Of those who would have stayed, it "
-            "lost: Nurture about 6 %.") in text
+            "customers measured so far.") in text
+    onboarding = ("Onboarding call: estimated to keep about 31 % of the customers who would have "
+                  "left, and to lose about 0 % of those who would have stayed.")
+    nurture = ("Nurture: estimated to keep about 5 % of the customers who would have left, and "
+               "to lose about 6 % of those who would have stayed.")
+    assert onboarding in text and nurture in text
+    assert text.index(onboarding) < text.index(nurture)  # highest rescue rate first
     assert outreach.report_section({"lists": []}) is None
     assert outreach.ranking_sentence({"used": False, "reason": "too few"}) == (
         "The list stays ranked by revenue at risk: too few.")
@@ -577,13 +581,15 @@ def test_stage_ranks_by_revenue_saved_once_enough_outcomes_are_measured(tmp_path
     assert info["used"] and info["learner"] == "rescue_harm"
     rates = info["action_rates"]
     assert rates and all(0 <= r["rescue_rate"] <= 1 and 0 <= r["harm_rate"] <= 1 for r in rates)
-    sentence = outreach.report_section(report)["ranking"]
-    assert sentence.startswith("The list is ranked by expected revenue saved, from "
-                               f"{info['measured_contacted']} contacted and "
-                               f"{info['measured_control']} control customers")
+    section = outreach.report_section(report)
+    assert section["ranking"].startswith("The list is ranked by expected revenue saved, from "
+                                         f"{info['measured_contacted']} contacted and "
+                                         f"{info['measured_control']} control customers")
+    assert len(section["ranking_rates"]) == len(rates)
     for r in rates:
-        if r["rescue_rate"] >= 0.005:
-            assert f"{r['action']} about {r['rescue_rate'] * 100:.0f} %" in sentence
+        assert any(line.startswith(f"{r['action']}: estimated to keep about "
+                                   f"{r['rescue_rate'] * 100:.0f} %")
+                   for line in section["ranking_rates"])
     with pytest.raises(ChurnlensError, match="rank_by"):
         run("2026-06-08", "churn")
     with pytest.raises(ChurnlensError, match="uplift_learner"):

@@ -384,27 +384,27 @@ def report_section(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
                      f"from {latest['measurable_on']}.")
     sentences = [e.get("sentence") or plain_sentence(e) for e in report.get("by_action") or []]
     return {"summary": " ".join(parts), "sentences": sentences,
-            "ranking": ranking_sentence(report.get("uplift"))}
+            "ranking": ranking_sentence(report.get("uplift")),
+            "ranking_rates": rate_sentences(report.get("uplift"))}
 
 
 def ranking_sentence(info: Mapping[str, Any] | None) -> str | None:
     """How this week's list is ranked, in words (`outreach.json`'s `uplift`, present with
-    `export.rank_by: revenue_saved`): by expected revenue saved with the learner's per-action
-    rates where it gives them, or by revenue at risk and why. None without that entry."""
+    `export.rank_by: revenue_saved`): by expected revenue saved, or by revenue at risk and why.
+    None without that entry."""
     if not info:
         return None
     if not info.get("used"):
         return f"The list stays ranked by revenue at risk: {info.get('reason', 'no reason given')}."
-    text = (f"The list is ranked by expected revenue saved, from "
+    return (f"The list is ranked by expected revenue saved, from "
             f"{info.get('measured_contacted')} contacted and {info.get('measured_control')} "
             f"control customers measured so far.")
-    rates = info.get("action_rates") or []
-    kept = [f"{r['action']} about {r['rescue_rate'] * 100:.0f} %" for r in rates
-            if r["rescue_rate"] >= 0.005]
-    lost = [f"{r['action']} about {r['harm_rate'] * 100:.0f} %" for r in rates
-            if r["harm_rate"] >= 0.005]
-    if kept:
-        text += " Of the customers who would have left, contact kept: " + "; ".join(kept) + "."
-    if lost:
-        text += " Of those who would have stayed, it lost: " + "; ".join(lost) + "."
-    return text
+
+
+def rate_sentences(info: Mapping[str, Any] | None) -> list[str]:
+    """One sentence per action from the uplift learner's rates (`uplift.action_rates`, the
+    rescue/harm learner), highest rescue rate first; empty without them."""
+    rates = sorted((info or {}).get("action_rates") or [], key=lambda r: -r["rescue_rate"])
+    return [f"{r['action']}: estimated to keep about {r['rescue_rate'] * 100:.0f} % of the "
+            f"customers who would have left, and to lose about {r['harm_rate'] * 100:.0f} % of "
+            f"those who would have stayed." for r in rates]
