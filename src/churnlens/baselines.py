@@ -136,12 +136,16 @@ class PriorBaseline(ClassifierMixin, BaseEstimator):
         return _two_columns(np.full(len(X), self.rate_))
 
 
-def fit_baselines(train: pd.DataFrame, label: str = "label",
-                  seed: int = 0) -> dict[str, BaseEstimator]:
-    """Fit every baseline on the training rows."""
+def fit_baselines(train: pd.DataFrame, label: str = "label", seed: int = 0,
+                  logistic: LogisticBaseline | None = None) -> dict[str, BaseEstimator]:
+    """Fit every baseline on the training rows.
+
+    `logistic`: a `LogisticBaseline(seed=seed)` already fitted on these rows and labels (the
+    evaluation model's logistic side, `ChurnClassifier.linear_`, is that very fit), used as it is
+    instead of fitting the same regression again."""
     y = train[label]
     return {
         "recency": RecencyBaseline().fit(train, y),
-        "logistic": LogisticBaseline(seed=seed).fit(train, y),
+        "logistic": logistic if logistic is not None else LogisticBaseline(seed=seed).fit(train, y),
         "prior": PriorBaseline().fit(train, y),
     }

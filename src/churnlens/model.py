@@ -43,7 +43,24 @@ from churnlens.baselines import LogisticBaseline
 
 CALIBRATIONS = ("sigmoid", "isotonic")
 PROBA_CLIP = 1e-4  # keeps log loss finite where isotonic would say exactly 0 or 1
-FIXED_LGBM = {"deterministic": True, "force_row_wise": True, "n_jobs": 2, "verbose": -1}
+FIXED_LGBM = {"deterministic": True, "force_row_wise": True, "verbose": -1}
+# LightGBM threads per fit, by the rows of the `ChurnClassifier.fit` call (its fold fits and its
+# refit use the same count). `deterministic=True` gives the same trees whatever the thread count
+# (LightGBM's documentation of the parameter; on the sample the fits' predictions and trees are
+# byte-identical with 1 and 2 threads, only `lightgbm.txt`'s `[num_threads: ...]` line differs).
+# Below `SMALL_FIT_ROWS` one thread is faster: a boosting round on tens of thousands of rows takes
+# a few ms, and every parallel region makes a sleeping OpenMP thread wake up (OMP_WAIT_POLICY=
+# PASSIVE, the CLI's default), which cost the sample's train stage 19 s against 10-11 s with
+# spinning threads on an idle machine; one thread never waits, idle or loaded. Above it, where a
+# round's histograms take tens of ms, the second core pays.
+SMALL_FIT_ROWS = 100_000
+DEFAULT_TREES = 100  # LGBMClassifier's n_estimators when lgbm_params gives none
+LGBM_THREADS = 2  # above SMALL_FIT_ROWS
+
+
+def lgbm_threads(n_rows: int) -> int:
+    """LightGBM threads for a fit on `n_rows` rows (1 below `SMALL_FIT_ROWS`)."""
+    return 1 if n_rows < SMALL_FIT_ROWS else LGBM_THREADS
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of LightGBM in the blended log-odds
 SCORER_NAMES = {0.0: "logistic", 1.0: "lightgbm"}  # anything in between is "blend"
 
@@ -328,14 +345,17 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         self.out_of_fold_ = out_of_fold_summary(
             {"lightgbm": tree_oof, "logistic": linear_oof, "model": score}, y,
             self.blend_losses_, self.blend_weight_)
-        self.lgbm_ = lgb.LGBMClassifier(**self._lgbm_params(self.best_iteration_))
+        self.lgbm_ = lgb.LGBMClassifier(**self._lgbm_params(self.best_iteration_, len(y)))
         self.lgbm_.fit(matrix, y, feature_name=self.feature_names,
                        categorical_feature=self.preprocessor_.categorical_)
         self.linear_ = LogisticBaseline(seed=self.seed).fit(X, y)
         return self
 
-    def _lgbm_params(self, n_estimators: int | None = None) -> dict:
-        params = {**(self.lgbm_params or {}), **FIXED_LGBM, "random_state": self.seed}
+    def _lgbm_params(self, n_estimators: int | None = None, n_rows: int = 0) -> dict:
+        """LightGBM's parameters: `lgbm_params`, then `FIXED_LGBM`, the seed and the threads for
+        a fit on `n_rows` rows (`lgbm_threads`); `n_estimators` when given."""
+        params = {**(self.lgbm_params or {}), **FIXED_LGBM, "random_state": self.seed,
+                  "n_jobs": lgbm_threads(n_rows)}
         if n_estimators is not None:
             params["n_estimators"] = int(n_estimators)
         return params
@@ -347,11 +367,21 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         return group_folds(groups, min(int(self.cv_folds), n_groups), self.seed)
 
     def _cross_fit(self, X, matrix, y, folds) -> tuple[np.ndarray, np.ndarray]:
-        """Out-of-fold LightGBM raw scores (at the chosen tree count) and logistic log-odds."""
+        """Out-of-fold LightGBM raw scores (at the chosen tree count) and logistic log-odds.
+
+        `best_iteration` reads the folds' held-out curves only up to the shortest one, so a fold
+        grows at most as many rounds as the shortest curve so far (`n_estimators` capped): the
+        rounds it would add beyond could never count. The trees, curves and tree count are the
+        same as without the cap (a tree does not depend on how many come after it)."""
         boosters, curves = [], []
         linear_oof = np.empty(len(y), dtype=float)
         for fit_idx, held_idx in folds:
-            model = lgb.LGBMClassifier(**self._lgbm_params())
+            params = self._lgbm_params(n_rows=len(y))
+            if curves:
+                shortest = min(len(c) for c in curves)
+                params["n_estimators"] = min(int(params.get("n_estimators", DEFAULT_TREES)),
+                                             shortest)
+            model = lgb.LGBMClassifier(**params)
             callbacks = ([lgb.early_stopping(int(self.early_stopping_rounds), verbose=False)]
                          if self.early_stopping_rounds else [])
             model.fit(matrix[fit_idx], y[fit_idx], feature_name=self.feature_names,

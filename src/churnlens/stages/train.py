@@ -19,6 +19,8 @@ The checks and fitting live in `churnlens.training`, the metrics, gate and table
 from __future__ import annotations
 
 import hashlib
+import importlib
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,36 @@ HEADLINE = paths.HEADLINE
 # One train at a time per project folder: two would replace each other's model folder and temp
 # folders and register half-written models (the lock is released when the process ends).
 LOCK = paths.TRAIN_LOCK
+
+
+# What saving, plotting and tracking import after the fits (MLflow with its SQL store and
+# registry, matplotlib): 3-5 s on the sample, imported in a background thread while the models
+# are fitted (`import_in_background`).
+LATE_IMPORTS = ("mlflow", "mlflow.pyfunc", "mlflow.models", "mlflow.data",
+                "mlflow.store.tracking.sqlalchemy_store",
+                "mlflow.store.model_registry.sqlalchemy_store",
+                "matplotlib.figure", "matplotlib.backends.backend_agg")
+
+
+def import_in_background(modules: tuple[str, ...] = LATE_IMPORTS) -> threading.Thread:
+    """Import `modules` in a daemon thread and return it (started).
+
+    The fits spend most of their time in LightGBM's C code, which releases the GIL, on one core
+    (`churnlens.model.lgbm_threads`), so where a second core is free the imports of the later
+    steps overlap the fits instead of following them. Nothing else changes: the same modules are
+    imported, earlier; the main thread's own import of a module still being imported here waits
+    for it, and an import that fails here fails again, with its error, where it is needed."""
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - retried (and reported) by the main thread
+                continue
+
+    thread = threading.Thread(target=work, name="churnlens-late-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -138,8 +170,10 @@ def _run(settings: Settings, catalog: Catalog = workdir) -> dict[str, Any]:
     check_both_classes(split, definition, horizon)
     check_enough_data(split, rows, train.cv_folds, train.seed)
     columns = feature_columns(rows)
+    import_in_background()
     evaluated = fit_model(split.train, columns, train, "evaluation model")
-    baselines = fit_baselines(split.train, seed=train.seed)
+    # the evaluation model's logistic side is the logistic baseline fitted on the same rows
+    baselines = fit_baselines(split.train, seed=train.seed, logistic=evaluated.linear_)
     preds = predict_all(evaluated, baselines, split.test, columns)
     metrics = build_metrics(split, preds, evaluated, horizon)
     metrics["population"] = population_note(definition, horizon)
