@@ -74,3 +74,19 @@ def test_logistic_contributions_add_up_to_its_log_odds():
 
 def test_signed_log1p_keeps_sign():
     assert np.allclose(signed_log1p([-np.e + 1, 0, np.e - 1]), [-1, 0, 1])
+
+
+def test_the_evaluation_models_logistic_side_is_the_logistic_baseline():
+    """The train stage reuses `ChurnClassifier.linear_` as the logistic baseline: on the same
+    rows and seed it is the very fit `fit_baselines` would make."""
+    from churnlens.model import ChurnClassifier
+
+    train, test = rfm_rows(seed=0), rfm_rows(seed=2)
+    columns = [c for c in train.columns if c not in ("customer_id", "label")]
+    model = ChurnClassifier(lgbm_params={"n_estimators": 20}, seed=7, cv_folds=2).fit(
+        train[columns], train["label"], groups=train["customer_id"])
+    fresh = fit_baselines(train, seed=7)["logistic"]
+    reused = fit_baselines(train, seed=7, logistic=model.linear_)["logistic"]
+    assert reused is model.linear_
+    assert reused.columns_ == fresh.columns_
+    assert np.array_equal(reused.predict_proba(test), fresh.predict_proba(test))

@@ -20,6 +20,7 @@ from churnlens.model import (
     feature_names,
     group_folds,
 )
+from model_fixtures import FEATURES, churn_rows
 
 SMALL_LGBM = {"n_estimators": 150, "learning_rate": 0.1, "num_leaves": 7,
               "min_child_samples": 20, "subsample": 0.8, "subsample_freq": 1}
@@ -252,3 +253,57 @@ def test_lightgbm_takes_the_segment_as_a_category(fitted):
     infos = model.booster_.dump_model()["feature_infos"]
     assert infos["segment"]["values"]  # LightGBM lists a categorical feature's codes ...
     assert not any(infos[c]["values"] for c in model.feature_names if c != "segment")  # ... only
+
+
+def test_lightgbm_threads_one_below_the_small_fit_rows():
+    from churnlens.model import LGBM_THREADS, SMALL_FIT_ROWS, lgbm_threads
+
+    assert lgbm_threads(0) == lgbm_threads(SMALL_FIT_ROWS - 1) == 1
+    assert lgbm_threads(SMALL_FIT_ROWS) == LGBM_THREADS == 2
+    params = ChurnClassifier(lgbm_params={"n_jobs": 8})._lgbm_params(n_rows=10)
+    assert params["n_jobs"] == 1 and params["deterministic"] and params["force_row_wise"]
+
+
+def _fit_twice(monkeypatch, patch):
+    train = churn_rows(3000, 5)
+    kwargs = {"lgbm_params": {"n_estimators": 200, "num_leaves": 7, "learning_rate": 0.2},
+              "seed": 3, "early_stopping_rounds": 5, "calibration": "sigmoid", "cv_folds": 4}
+    first = ChurnClassifier(**kwargs).fit(train[FEATURES], train["label"],
+                                          groups=train["customer_id"])
+    with monkeypatch.context() as m:
+        patch(m)
+        second = ChurnClassifier(**kwargs).fit(train[FEATURES], train["label"],
+                                               groups=train["customer_id"])
+    test = churn_rows(500, 6)[FEATURES]
+    assert first.best_iteration_ == second.best_iteration_
+    assert first.out_of_fold_ == second.out_of_fold_
+    assert first.blend_losses_ == second.blend_losses_
+    assert np.array_equal(first.predict_proba(test), second.predict_proba(test))
+    assert np.array_equal(first.contributions(test).to_numpy(),
+                          second.contributions(test).to_numpy())
+    return first, second
+
+
+def test_one_or_two_lightgbm_threads_give_the_same_model(monkeypatch):
+    """`deterministic=True`: the thread count (`lgbm_threads`) changes no tree."""
+    import churnlens.model as model_module
+
+    first, second = _fit_twice(
+        monkeypatch, lambda m: m.setattr(model_module, "lgbm_threads", lambda n: 2))
+    strip = lambda text: text.split("parameters:")[0]  # noqa: E731 - the trees, not [num_threads]
+    assert strip(first.booster_.model_to_string()) == strip(second.booster_.model_to_string())
+
+
+def test_capping_fold_rounds_at_the_shortest_curve_changes_nothing(monkeypatch):
+    """Fold fits stop at the shortest held-out curve so far: same trees, curves, tree count."""
+    seen = []
+    original = ChurnClassifier._fold_params
+
+    def uncapped(self, curves, n_rows):
+        seen.append(original(self, curves, n_rows)["n_estimators"])
+        return self._lgbm_params(n_rows=n_rows)
+
+    first, second = _fit_twice(
+        monkeypatch, lambda m: m.setattr(ChurnClassifier, "_fold_params", uncapped))
+    assert first.booster_.model_to_string() == second.booster_.model_to_string()
+    assert min(seen) < 200  # the cap did apply to some fold

@@ -176,3 +176,15 @@ def test_stage_refuses_features_of_another_horizon(workdir):
                        r"label.horizon_days=90: run `dvc repro features` first"):
         stage.run(root=workdir)
     assert not (workdir / "reports/metrics.json").exists()
+
+
+def test_late_imports_run_in_a_daemon_thread():
+    import sys
+
+    from churnlens.stages.train import LATE_IMPORTS, import_in_background
+
+    thread = import_in_background(("json", "no_such_module_here", "colorsys"))
+    assert thread.daemon
+    thread.join(timeout=60)
+    assert not thread.is_alive() and "colorsys" in sys.modules  # a failed import is skipped
+    assert "mlflow.pyfunc" in LATE_IMPORTS and "matplotlib.figure" in LATE_IMPORTS

@@ -360,6 +360,15 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             params["n_estimators"] = int(n_estimators)
         return params
 
+    def _fold_params(self, curves: list[list[float]], n_rows: int) -> dict:
+        """A fold fit's parameters: `n_estimators` at most the length of the shortest held-out
+        curve of the folds fitted before (see `_cross_fit`)."""
+        params = self._lgbm_params(n_rows=n_rows)
+        if curves:
+            params["n_estimators"] = min(int(params.get("n_estimators", DEFAULT_TREES)),
+                                         min(len(c) for c in curves))
+        return params
+
     def _folds(self, y: np.ndarray, groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         n_groups = len(pd.unique(groups))
         if n_groups < 2:
@@ -376,12 +385,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         boosters, curves = [], []
         linear_oof = np.empty(len(y), dtype=float)
         for fit_idx, held_idx in folds:
-            params = self._lgbm_params(n_rows=len(y))
-            if curves:
-                shortest = min(len(c) for c in curves)
-                params["n_estimators"] = min(int(params.get("n_estimators", DEFAULT_TREES)),
-                                             shortest)
-            model = lgb.LGBMClassifier(**params)
+            model = lgb.LGBMClassifier(**self._fold_params(curves, len(y)))
             callbacks = ([lgb.early_stopping(int(self.early_stopping_rounds), verbose=False)]
                          if self.early_stopping_rounds else [])
             model.fit(matrix[fit_idx], y[fit_idx], feature_name=self.feature_names,
