@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -84,9 +85,13 @@ def import_in_background(modules: tuple[str, ...] = LATE_IMPORTS) -> threading.T
     (`churnlens.model.lgbm_threads`), so where a second core is free the imports of the later
     steps overlap the fits instead of following them. Nothing else changes: the same modules are
     imported, earlier; the main thread's own import of a module still being imported here waits
-    for it, and an import that fails here fails again, with its error, where it is needed."""
+    for it, and an import that fails here fails again, with its error, where it is needed.
+    Under `python -X importtime` (the benchmark's import table) the thread imports nothing: two
+    threads' lines would interleave into one meaningless tree."""
 
     def work() -> None:
+        if "importtime" in sys._xoptions:
+            return
         for name in modules:
             try:
                 importlib.import_module(name)
