@@ -28,10 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from churnlens.rescue_harm import RescueHarmModel
 
 MIN_PER_ARM = 200
 DEFAULT_LEARNER = "rescue_harm"
@@ -95,9 +98,11 @@ class UpliftModel:
 
 def fit_uplift(features: pd.DataFrame, treated: Sequence[bool], retained: Sequence[bool], *,
                seed: int = 0, params: Mapping[str, Any] | None = None,
-               min_per_arm: int = MIN_PER_ARM, learner: str = "t") -> UpliftModel:
+               min_per_arm: int = MIN_PER_ARM, learner: str = "t"
+               ) -> UpliftModel | RescueHarmModel:
     """Rescue/harm learner (`learner` "rescue_harm", `churnlens.rescue_harm`: needs the column
-    `ANCHOR_FEATURE`, uses `GROUP_FEATURE` when present), T-learner ("t") or X-learner ("x")
+    `ANCHOR_FEATURE`, uses `GROUP_FEATURE` when present), T-learner ("t", the default here: it
+    needs no particular column; the export's default is `DEFAULT_LEARNER`) or X-learner ("x")
     with LightGBM. `features`: one row per
     measured assignment (features on the list date); `treated`: contacted (True) or control
     (False); `retained`: the outcome. Object/string/category columns become LightGBM
