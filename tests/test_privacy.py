@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,3 +67,13 @@ def test_privacy_stage_writes_the_state_file(tmp_path):
     stage.run(root=tmp_path)
     assert json.loads((tmp_path / "data/privacy.json").read_text()) == {
         "pseudonymise_ids": False, "salt_fingerprint": None}
+
+
+def test_a_missing_id_stays_missing_and_does_not_stop_pseudonymising():
+    """A quarantined row may have no customer_id (an empty cell): under pandas 3 `astype(str)`
+    keeps it missing, and hashing it crashed the stage ('float' object has no attribute
+    'encode')."""
+    ids = pd.Series(["000837", np.nan, None, "000837"], name="customer_id")
+    out = pseudonymise(ids, b"k" * 32)
+    assert out.iloc[0] == out.iloc[3] and out.iloc[0].startswith("p_")
+    assert out.iloc[1:3].isna().all() and out.name == "customer_id"

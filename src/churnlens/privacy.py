@@ -30,11 +30,15 @@ def salt_from_env(variable: str = DEFAULT_SALT_ENV) -> bytes:
 
 
 def pseudonymise(ids: pd.Series, salt: bytes) -> pd.Series:
-    """Keyed hash of each id: `p_` + 16 hex characters; equal ids give equal pseudonyms."""
-    unique = pd.unique(ids.astype(str))
+    """Keyed hash of each id: `p_` + 16 hex characters; equal ids give equal pseudonyms; a
+    missing id (a quarantined row without one) stays missing."""
+    present = ids.notna().to_numpy()
+    text = ids[present].astype(str)
     mapping = {raw: "p_" + hmac.new(salt, raw.encode(), hashlib.sha256).hexdigest()[:16]
-               for raw in unique}
-    return ids.astype(str).map(mapping).where(ids.notna(), None)
+               for raw in pd.unique(text)}
+    out = pd.Series(None, index=ids.index, dtype=object, name=ids.name)
+    out[present] = text.map(mapping).to_numpy()
+    return out
 
 
 FINGERPRINT_MESSAGE = b"churnlens salt fingerprint v1"
