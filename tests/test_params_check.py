@@ -84,6 +84,17 @@ def test_bad_memory_limits(value):
     assert line.startswith("features.memory_limit: expected a size")
 
 
+@pytest.mark.parametrize("value", ["4g", "4GB", "512m", "2 GiB"])
+def test_spark_driver_memory_sizes(value):
+    check_params(with_values(features__spark_driver_memory=value))
+
+
+@pytest.mark.parametrize("value", ["lots", "4", "1.5g", "1MB", "80%", None])
+def test_bad_spark_driver_memory(value):
+    (line,) = problems(with_values(features__spark_driver_memory=value))
+    assert line.startswith("features.spark_driver_memory: expected a whole size")
+
+
 def test_memory_bytes():
     assert memory_bytes("4GB") == 4 * 10**9
     assert memory_bytes("2 MiB") == 2 * 2**20

@@ -178,3 +178,27 @@ def test_spark_udf_scoring_matches_pyfunc_predict(spark, tmp_path):
     pd.testing.assert_frame_equal(scored, expected[scored.columns.tolist()], check_dtype=False,
                                   check_exact=False, rtol=1e-12)
     assert set(scored["risk_tier"]) >= {"high", "low"}
+
+
+def test_spark_engine_gets_the_driver_memory_not_duckdbs_limit(monkeypatch):
+    """features.memory_limit is DuckDB's (default 1GB); a local Spark driver gets
+    features.spark_driver_memory (default 4g) instead."""
+    from contextlib import contextmanager
+
+    from churnlens import feature_runner
+    from churnlens.settings import Settings, feature_config
+
+    seen = {}
+
+    @contextmanager
+    def fake_open_spark(*, memory_limit, threads):
+        seen.update(memory_limit=memory_limit, threads=threads)
+        yield "engine"
+
+    monkeypatch.setattr(sf, "open_spark", fake_open_spark)
+    cfg = feature_config(Settings())
+    assert cfg["memory_limit"] == "1GB" and cfg["spark_driver_memory"] == "4g"
+    with feature_runner.open_engine("spark", memory_limit=cfg["memory_limit"], threads=2,
+                                    scratch=".", spark_driver_memory=cfg["spark_driver_memory"]):
+        pass
+    assert seen == {"memory_limit": "4g", "threads": 2}

@@ -212,12 +212,13 @@ def write_feature_rows(engine: FeatureEngine, *, as_of: date, columns: Sequence[
 
 
 @contextmanager
-def open_engine(name: str, *, memory_limit: str, threads: int,
-                scratch: str | Path) -> Iterator[FeatureEngine]:
+def open_engine(name: str, *, memory_limit: str, threads: int, scratch: str | Path,
+                spark_driver_memory: str | None = None) -> Iterator[FeatureEngine]:
     """The engine `features.engine` names, closed (and its scratch files removed) at the end.
 
-    DuckDB: a scratch database and spill files in a temporary folder under `scratch`; out of
-    memory / disk is one `ChurnlensError`. Spark: `spark_features.spark_session` (a session
+    DuckDB: a scratch database and spill files in a temporary folder under `scratch`, within
+    `memory_limit`; out of memory / disk is one `ChurnlensError`. Spark:
+    `spark_features.spark_session` with `spark_driver_memory` for a local driver (a session
     created here is stopped at the end, a reused one is not).
     """
     if name == "duckdb":
@@ -228,7 +229,7 @@ def open_engine(name: str, *, memory_limit: str, threads: int,
     elif name == "spark":
         from churnlens.spark_features import open_spark
 
-        with open_spark(memory_limit=memory_limit, threads=threads) as engine:
+        with open_spark(memory_limit=spark_driver_memory, threads=threads) as engine:
             yield engine
     else:
         raise ChurnlensError(f"features.engine must be one of {', '.join(ENGINES)}, got {name!r}")

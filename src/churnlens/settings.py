@@ -66,8 +66,9 @@ class FeatureSettings:
     max_cutoffs: int = 24
     windows: tuple[int, ...] = (7, 30, 90, 180)
     inactivity_days: int = 30
-    memory_limit: str = "4GB"
+    memory_limit: str = "1GB"              # DuckDB's; spills to disk beyond it
     threads: int = 2
+    spark_driver_memory: str = "4g"        # engine spark, local mode: the driver JVM's memory
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def feature_config(settings: Settings) -> dict[str, Any]:
         "inactivity_days": feats.inactivity_days,
         "memory_limit": feats.memory_limit,
         "threads": feats.threads,
+        "spark_driver_memory": feats.spark_driver_memory,
     }
 
 

@@ -47,7 +47,8 @@ def run(params_path: str | Path | None = None, root: str | Path = ".") -> None:
         interim = os.environ.get(SPARK_INTERIM_ENV) or interim
     training, scoring = cat.path("training_rows"), cat.path("scoring_rows")
     with open_engine(cfg["engine"], memory_limit=cfg["memory_limit"], threads=cfg["threads"],
-                     scratch=cat.at(paths.FEATURES_DIR)) as engine:
+                     scratch=cat.at(paths.FEATURES_DIR),
+                     spark_driver_memory=cfg["spark_driver_memory"]) as engine:
         register_tables(engine, interim_paths(interim))
         first_day, last_day = data_day_range(engine)
         snap = plan_for_stage(cfg, first_day, last_day, log, daily_rows=daily_rows(engine),

@@ -32,7 +32,7 @@ def run(params_path: Path, output: str, interim: str | None = None,
              approved.info["version"], approved.info["reason"])
     source = interim or os.environ.get(SPARK_INTERIM_ENV) or str(paths.INTERIM)
     features, label = settings.features, settings.label
-    with open_spark(memory_limit=features.memory_limit, threads=features.threads) as engine:
+    with open_spark(memory_limit=features.spark_driver_memory, threads=features.threads) as engine:
         rows = scoring_rows(engine.spark, source, as_of=as_of or settings.snapshot.as_of,
                             horizon_days=label.horizon_days, definition=label.definition,
                             windows=features.windows, inactivity_days=features.inactivity_days)
