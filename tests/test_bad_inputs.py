@@ -567,7 +567,7 @@ def test_unexpected_error_is_one_line_with_the_log_holding_the_traceback(project
 
 
 @pytest.mark.parametrize(("error", "wanted"), [
-    ("oom", ["DuckDB ran out of memory", "features.memory_limit=1GB", "temp folder"]),
+    ("oom", ["DuckDB ran out of memory", "features.memory_limit=4GB", "temp folder"]),
     ("disk", ["disk full", "temp folder", "No space left on device"]),
 ])
 def test_duckdb_out_of_memory_or_disk_is_one_line(error, wanted, project, monkeypatch):

@@ -181,7 +181,7 @@ def test_spark_udf_scoring_matches_pyfunc_predict(spark, tmp_path):
 
 
 def test_spark_engine_gets_the_driver_memory_not_duckdbs_limit(monkeypatch):
-    """features.memory_limit is DuckDB's (default 1GB); a local Spark driver gets
+    """features.memory_limit is DuckDB's (default 4GB); a local Spark driver gets
     features.spark_driver_memory (default 4g) instead."""
     from contextlib import contextmanager
 
@@ -197,7 +197,7 @@ def test_spark_engine_gets_the_driver_memory_not_duckdbs_limit(monkeypatch):
 
     monkeypatch.setattr(sf, "open_spark", fake_open_spark)
     cfg = feature_config(Settings())
-    assert cfg["memory_limit"] == "1GB" and cfg["spark_driver_memory"] == "4g"
+    assert cfg["memory_limit"] == "4GB" and cfg["spark_driver_memory"] == "4g"
     with feature_runner.open_engine("spark", memory_limit=cfg["memory_limit"], threads=2,
                                     scratch=".", spark_driver_memory=cfg["spark_driver_memory"]):
         pass

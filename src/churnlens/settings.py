@@ -66,7 +66,7 @@ class FeatureSettings:
     max_cutoffs: int = 24
     windows: tuple[int, ...] = (7, 30, 90, 180)
     inactivity_days: int = 30
-    memory_limit: str = "1GB"              # DuckDB's; spills to disk beyond it
+    memory_limit: str = "4GB"              # DuckDB's; spills to disk beyond it
     threads: int = 2
     spark_driver_memory: str = "4g"        # engine spark, local mode: the driver JVM's memory
 
