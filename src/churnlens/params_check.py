@@ -237,6 +237,7 @@ def check_params(params: Any, source: str = "params") -> dict[str, Any]:
     feats.whole("inactivity_days", 1)
     feats.whole("threads", 1)
     _memory_limit(feats, problems)
+    _spark_driver_memory(feats, problems)
 
     _train(s["train"], problems)
     _score(s["score"], problems, windows)
@@ -287,27 +288,28 @@ def _windows(feats: _Section, problems: _Problems) -> list[int] | None:
 
 
 def _memory_limit(feats: _Section, problems: _Problems) -> None:
-    if feats.has("memory_limit"):
-        value = feats.values["memory_limit"]
-        size = memory_bytes(value)
-        percent = _PERCENT.match(value) if isinstance(value, str) else None
-        if percent is not None and 0 < float(percent.group(1)) <= 100:
-            pass
-        elif size is None or size < MIN_MEMORY_BYTES:
-            problems.add("features.memory_limit", "a size of at least 16MB with its unit, "
-                         "e.g. 4GB or 512MB (or a share of the RAM like 50%)", value)
-    if feats.has("spark_driver_memory"):
-        value = feats.values["spark_driver_memory"]
-        size = memory_bytes(value)
-        if size is None or size < MIN_MEMORY_BYTES or _spark_size(value) is None:
-            problems.add("features.spark_driver_memory", "a whole size with its unit, e.g. 4g "
-                         "or 4GB or 512m", value)
+    if not feats.has("memory_limit"):
+        return
+    value = feats.values["memory_limit"]
+    size = memory_bytes(value)
+    percent = _PERCENT.match(value) if isinstance(value, str) else None
+    if percent is not None and 0 < float(percent.group(1)) <= 100:
+        return
+    if size is None or size < MIN_MEMORY_BYTES:
+        problems.add("features.memory_limit", "a size of at least 16MB with its unit, "
+                     "e.g. 4GB or 512MB (or a share of the RAM like 50%)", value)
 
 
-def _spark_size(value: Any) -> str | None:
-    from churnlens.spark_features import _spark_memory
+def _spark_driver_memory(feats: _Section, problems: _Problems) -> None:
+    if not feats.has("spark_driver_memory"):
+        return
+    from churnlens.spark_features import _spark_memory  # what Spark is handed
 
-    return _spark_memory(value)
+    value = feats.values["spark_driver_memory"]
+    size = memory_bytes(value)
+    if size is None or size < MIN_MEMORY_BYTES or _spark_memory(value) is None:
+        problems.add("features.spark_driver_memory", "a whole size with its unit, e.g. 4g "
+                     "or 4GB or 512m", value)
 
 
 def _train(train: _Section, problems: _Problems) -> None:
