@@ -48,6 +48,11 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _leave_logit(X: pd.DataFrame, anchor: str) -> np.ndarray:
+    """logit of the churn probability in column `anchor` (missing or not a number: 0.5)."""
+    return _logit(pd.to_numeric(X[anchor], errors="coerce").fillna(0.5).to_numpy(float))
+
+
 @dataclass
 class RescueHarmModel:
     """Fitted rescue/harm model: `predict` gives the uplift (see the module docstring)."""
@@ -74,8 +79,8 @@ class RescueHarmModel:
     def parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per row: chance of leaving without contact, rescue rate, harm rate (an action not seen
         in fitting gets the rates of all actions together)."""
-        p = pd.to_numeric(X[self.anchor], errors="coerce").fillna(0.5).to_numpy(float)
-        leave = _sigmoid(self.calibration[0] + self.calibration[1] * _logit(p))
+        leave = _sigmoid(self.calibration[0]
+                         + self.calibration[1] * _leave_logit(X, self.anchor))
         k = self._action_index(X)
         seen = k >= 0
         rescue = np.where(seen, self.rescue_logit[np.maximum(k, 0)], self.overall[0])
@@ -155,8 +160,8 @@ def fit_rescue_harm(features: pd.DataFrame, treated: Sequence[bool], retained: S
         labels = features[group].astype("object").where(features[group].notna(), "")
         actions = sorted(labels.astype(str).unique().tolist())
         index = np.searchsorted(actions, labels.astype(str).to_numpy())
-    p = pd.to_numeric(features[anchor], errors="coerce").fillna(0.5).to_numpy(float)
-    objective = _Likelihood(_logit(p), index, len(actions), treated, retained)
+    objective = _Likelihood(_leave_logit(features, anchor), index, len(actions), treated,
+                            retained)
     theta = minimize(objective, objective.start(), jac=True, method="L-BFGS-B",
                      options={"maxiter": 1000}).x
     calibration, rescue, harm = _Likelihood.split(theta, len(actions))
