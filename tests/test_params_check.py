@@ -206,3 +206,12 @@ def test_missing_or_broken_params_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("label:\n  horizon_days: [90\n")
     with pytest.raises(ParamsError, match=r"is not valid YAML \(line \d+, column \d+"):
         load_params(tmp_path / "bad.yaml")
+
+
+def test_uplift_learners_are_the_ones_uplift_fits():
+    """params_check keeps its own copy (no pandas import to check params); it must not drift."""
+    from churnlens import uplift
+    from churnlens.params_check import UPLIFT_LEARNERS
+
+    assert set(UPLIFT_LEARNERS) == set(uplift.LEARNERS)
+    assert uplift.DEFAULT_LEARNER in UPLIFT_LEARNERS

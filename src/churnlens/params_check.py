@@ -36,7 +36,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 REVENUE_WINDOWS = ("period", "auto")                # = churnlens.kpis.REVENUE_WINDOWS
 RANK_BY = ("revenue_at_risk", "revenue_saved")     # export.rank_by
-UPLIFT_LEARNERS = ("rescue_harm", "t", "x")          # export.uplift_learner (churnlens.uplift)
+UPLIFT_LEARNERS = ("rescue_harm", "t", "x")          # = churnlens.uplift.LEARNERS (kept light)
 
 
 class _Problems:
