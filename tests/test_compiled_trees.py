@@ -161,6 +161,18 @@ def loaded(seed: int = 0) -> tuple[LoadedModel, pd.DataFrame]:
     return LoadedModel(fitted_model(seed), FEATURES, None), rows
 
 
+def assert_lightgbm_scored(caplog) -> None:
+    """The accelerated model fell back: its probabilities are plain LightGBM's, to the bit, and
+    its trees are scored by LightGBM (log captured in `caplog`)."""
+    model, rows = loaded()
+    fast = ct.accelerated_model(model)
+    with caplog.at_level(logging.INFO, logger="churnlens.compiled_trees"):
+        got = fast.predict(rows)
+    np.testing.assert_array_equal(bits(got["churn_probability"]),
+                                  bits(model.predict(rows)["churn_probability"]))
+    assert ct.tree_score_path(fast.estimator) == "lightgbm"
+
+
 @needs_compiler
 def test_served_probabilities_are_identical_and_the_log_says_compiled(fresh, caplog):
     model, rows = loaded()
@@ -189,13 +201,7 @@ def test_without_the_kernel_lightgbm_scores_and_the_log_says_why(fresh, monkeypa
         monkeypatch.setattr(ct, "compiler", lambda: None)
     else:
         monkeypatch.setenv("CC", "false")
-    model, rows = loaded()
-    fast = ct.accelerated_model(model)
-    with caplog.at_level(logging.INFO, logger="churnlens.compiled_trees"):
-        got = fast.predict(rows)
-    np.testing.assert_array_equal(bits(got["churn_probability"]),
-                                  bits(model.predict(rows)["churn_probability"]))
-    assert ct.tree_score_path(fast.estimator) == "lightgbm"
+    assert_lightgbm_scored(caplog)
     why = {"switched off": f"{ct.ENV}=off", "no compiler": "no C compiler",
            "compiler fails": "failed to build the kernel"}[breakage]
     assert "tree scores: LightGBM predict" in caplog.text and why in caplog.text
@@ -203,16 +209,10 @@ def test_without_the_kernel_lightgbm_scores_and_the_log_says_why(fresh, monkeypa
 
 @needs_compiler
 def test_a_difference_on_the_scored_rows_falls_back_to_lightgbm(fresh, monkeypatch, caplog):
-    model, rows = loaded()
     real = ct.CompiledTrees.raw_score
     monkeypatch.setattr(ct.CompiledTrees, "raw_score",
                         lambda self, m, threads=None: np.nextafter(real(self, m, threads), 9.0))
-    fast = ct.accelerated_model(model)
-    with caplog.at_level(logging.INFO, logger="churnlens.compiled_trees"):
-        got = fast.predict(rows)
-    np.testing.assert_array_equal(bits(got["churn_probability"]),
-                                  bits(model.predict(rows)["churn_probability"]))
-    assert ct.tree_score_path(fast.estimator) == "lightgbm"
+    assert_lightgbm_scored(caplog)
     assert "differ from LightGBM" in caplog.text
 
 
