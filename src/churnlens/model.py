@@ -56,13 +56,13 @@ FIXED_LGBM = {"deterministic": True, "force_row_wise": True, "verbose": -1}
 SMALL_FIT_ROWS = 100_000
 DEFAULT_TREES = 100  # LGBMClassifier's n_estimators when lgbm_params gives none
 LGBM_THREADS = 2  # above SMALL_FIT_ROWS
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of LightGBM in the blended log-odds
+SCORER_NAMES = {0.0: "logistic", 1.0: "lightgbm"}  # anything in between is "blend"
 
 
 def lgbm_threads(n_rows: int) -> int:
     """LightGBM threads for a fit on `n_rows` rows (1 below `SMALL_FIT_ROWS`)."""
     return 1 if n_rows < SMALL_FIT_ROWS else LGBM_THREADS
-BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of LightGBM in the blended log-odds
-SCORER_NAMES = {0.0: "logistic", 1.0: "lightgbm"}  # anything in between is "blend"
 
 
 class CategoryCodes:
