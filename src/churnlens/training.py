@@ -5,6 +5,7 @@ writes (`churnlens.stages.train`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,15 @@ class BackgroundFit:
         if self._error is not None:
             raise self._error
         return log_fit(self._model, self.what, self.n_rows)
+
+
+def start_fit(rows: pd.DataFrame, columns: list[str], train: TrainSettings,
+              what: str) -> Callable[[], ChurnClassifier]:
+    """`fit_model` started now in the background when `fits_in_parallel`, else deferred: call
+    the returned function where the model is needed, either way."""
+    if fits_in_parallel(len(rows)):
+        return BackgroundFit(rows, columns, train, what).result
+    return lambda: fit_model(rows, columns, train, what)
 
 
 def fits_in_parallel(n_rows: int) -> bool:

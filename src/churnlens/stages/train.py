@@ -48,7 +48,6 @@ from churnlens.plots import calibration_figure, gain_figure
 from churnlens.settings import Settings, load_settings
 from churnlens.split import TimeSplit, time_split
 from churnlens.training import (
-    BackgroundFit,
     check_both_classes,
     check_enough_data,
     check_gate_inputs,
@@ -56,8 +55,8 @@ from churnlens.training import (
     check_training_rows,
     feature_columns,
     fit_model,
-    fits_in_parallel,
     log_split,
+    start_fit,
 )
 
 log = get_logger("train")
@@ -178,9 +177,7 @@ def _run(settings: Settings, catalog: Catalog = workdir) -> dict[str, Any]:
     check_enough_data(split, rows, train.cv_folds, train.seed)
     columns = feature_columns(rows)
     import_in_background()
-    shipped_what = "shipped model (all labelled cutoffs)"
-    shipped_fit = (BackgroundFit(rows, columns, train, shipped_what)
-                   if fits_in_parallel(len(rows)) else None)
+    shipped_model = start_fit(rows, columns, train, "shipped model (all labelled cutoffs)")
     evaluated = fit_model(split.train, columns, train, "evaluation model")
     # the evaluation model's logistic side is the logistic baseline fitted on the same rows
     baselines = fit_baselines(split.train, seed=train.seed, logistic=evaluated.linear_)
@@ -188,8 +185,7 @@ def _run(settings: Settings, catalog: Catalog = workdir) -> dict[str, Any]:
     metrics = build_metrics(split, preds, evaluated, horizon)
     metrics["population"] = population_note(definition, horizon)
     log_metrics_table(metrics)
-    shipped = (shipped_fit.result() if shipped_fit is not None
-               else fit_model(rows, columns, train, shipped_what))
+    shipped = shipped_model()
     metrics["gate"] = gate_summary(metrics, evaluated, shipped)
     log.info("gate: %s", metrics["gate"]["summary"])
     check_gate_inputs(metrics)
