@@ -188,28 +188,3 @@ def test_late_imports_run_in_a_daemon_thread():
     thread.join(timeout=60)
     assert not thread.is_alive() and "colorsys" in sys.modules  # a failed import is skipped
     assert "mlflow.pyfunc" in LATE_IMPORTS and "matplotlib.figure" in LATE_IMPORTS
-
-
-def test_shipped_model_fitted_alongside_is_the_same_model(monkeypatch):
-    """`BackgroundFit` (the shipped model next to the evaluation model, one LightGBM thread
-    each) gives the model `fit_model` gives; a fit's error reaches the caller."""
-    from churnlens import training
-    from churnlens.model import SMALL_FIT_ROWS
-    from churnlens.settings import TrainSettings
-    from churnlens.training import BackgroundFit, fit_model, fits_in_parallel, start_fit
-    from model_fixtures import FEATURES, churn_rows
-
-    rows = churn_rows(2000, seed=4)
-    train = TrainSettings(seed=3, cv_folds=3, early_stopping_rounds=5, calibration="sigmoid",
-                          lgbm={"n_estimators": 80, "num_leaves": 7})
-    alongside = BackgroundFit(rows, FEATURES, train, "shipped")
-    alone = fit_model(rows, FEATURES, train, "alone")
-    model = alongside.result()
-    assert model.booster_.model_to_string() == alone.booster_.model_to_string()
-    assert np.array_equal(model.predict_proba(rows[FEATURES]), alone.predict_proba(rows[FEATURES]))
-    assert fits_in_parallel(SMALL_FIT_ROWS - 1) and not fits_in_parallel(SMALL_FIT_ROWS)
-    with pytest.raises(KeyError):
-        BackgroundFit(rows.drop(columns="label"), FEATURES, train, "broken").result()
-    monkeypatch.setattr(training, "fits_in_parallel", lambda n_rows: False)
-    later = start_fit(rows, FEATURES, train, "deferred")  # the other path: fitted when called
-    assert later().booster_.model_to_string() == alone.booster_.model_to_string()

@@ -5,7 +5,6 @@ writes (`churnlens.stages.train`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ import pandas as pd
 
 from churnlens.errors import ChurnlensError
 from churnlens.logs import get_logger
-from churnlens.model import ChurnClassifier, group_folds, lgbm_threads
+from churnlens.model import ChurnClassifier, group_folds
 from churnlens.settings import TrainSettings
 from churnlens.split import TimeSplit
 
@@ -52,11 +51,7 @@ def check_horizon(meta: dict[str, Any] | None, horizon_days: int, source: str) -
 
 def fit_model(rows: pd.DataFrame, columns: list[str], train: TrainSettings,
               what: str) -> ChurnClassifier:
-    """Cross-fit (customers held out), blend, calibrate and refit on `rows`; log the result."""
-    return log_fit(_fit(rows, columns, train), what, len(rows))
-
-
-def _fit(rows: pd.DataFrame, columns: list[str], train: TrainSettings) -> ChurnClassifier:
+    """Cross-fit (customers held out), blend, calibrate and refit on `rows`."""
     model = ChurnClassifier(
         lgbm_params=dict(train.lgbm),
         seed=train.seed,
@@ -64,62 +59,12 @@ def _fit(rows: pd.DataFrame, columns: list[str], train: TrainSettings) -> ChurnC
         calibration=train.calibration,
         cv_folds=train.cv_folds,
     )
-    return model.fit(rows[columns], rows["label"],
-                     groups=rows["customer_id"].astype(str).to_numpy())
-
-
-def log_fit(model: ChurnClassifier, what: str, n_rows: int) -> ChurnClassifier:
+    model.fit(rows[columns], rows["label"], groups=rows["customer_id"].astype(str).to_numpy())
     losses = ", ".join(f"{w:g}: {loss:.5f}" for w, loss in model.blend_losses_.items())
     log.info("%s: %d rows, %d trees, LightGBM weight %g -> %s (out-of-fold log loss by weight "
-             "%s), %s calibration", what, n_rows, model.best_iteration_, model.blend_weight_,
+             "%s), %s calibration", what, len(rows), model.best_iteration_, model.blend_weight_,
              model.scorer_, losses, model.calibration_method_)
     return model
-
-
-class BackgroundFit:
-    """`fit_model` in a daemon thread; `result()` waits, logs and returns the model (or raises
-    the fit's error). Two fits on one LightGBM thread each (`lgbm_threads`) then use the two
-    cores without OpenMP's per-round synchronisation; each fit is the same computation as
-    alone (its own data, seeds and estimators), so the models are the same."""
-
-    def __init__(self, rows: pd.DataFrame, columns: list[str], train: TrainSettings,
-                 what: str) -> None:
-        import threading
-
-        self.what, self.n_rows = what, len(rows)
-        self._model: ChurnClassifier | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, args=(rows, columns, train),
-                                         name="churnlens-fit", daemon=True)
-        self._thread.start()
-
-    def _work(self, rows: pd.DataFrame, columns: list[str], train: TrainSettings) -> None:
-        try:
-            self._model = _fit(rows, columns, train)
-        except BaseException as err:  # noqa: BLE001 - handed to the caller by result()
-            self._error = err
-
-    def result(self) -> ChurnClassifier:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return log_fit(self._model, self.what, self.n_rows)
-
-
-def start_fit(rows: pd.DataFrame, columns: list[str], train: TrainSettings,
-              what: str) -> Callable[[], ChurnClassifier]:
-    """`fit_model` started now in the background when `fits_in_parallel`, else deferred: call
-    the returned function where the model is needed, either way."""
-    if fits_in_parallel(len(rows)):
-        return BackgroundFit(rows, columns, train, what).result
-    return lambda: fit_model(rows, columns, train, what)
-
-
-def fits_in_parallel(n_rows: int) -> bool:
-    """Whether the shipped model (`n_rows` rows, the larger fit) is fitted alongside the
-    evaluation model: when both fits use one LightGBM thread (`lgbm_threads`). Larger fits use
-    the cores themselves and stay one after the other."""
-    return lgbm_threads(n_rows) == 1
 
 
 
